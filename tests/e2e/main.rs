@@ -1,0 +1,1 @@
+#[path = "../support/mod.rs"] mod support;
