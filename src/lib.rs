@@ -1,2 +1,20 @@
 //! docker-pull: download container images from Docker/OCI registries without a
 //! Docker daemon and write archives that `docker load` accepts.
+//!
+//! The pull is one pipeline: [`reference`] → [`resolve`] → [`fetch`] → [`cache`]
+//! → [`archive`], with [`registry`] as the only code that speaks HTTP.
+
+pub mod archive;
+pub mod cache;
+pub mod cli;
+pub mod digest;
+pub mod error;
+pub mod fetch;
+pub mod media_type;
+pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod report;
+pub mod resolve;

@@ -1,1 +1,193 @@
-fn main() {}
+//! The `docker-pull` binary: parse flags, set up logging, run the pull, and
+//! map the outcome to an exit code (0 written, 1 failed, 2 usage, 130 interrupted).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+
+use docker_pull::archive;
+use docker_pull::cache::Cache;
+use docker_pull::cli::{Cli, Settings};
+use docker_pull::error::PullError;
+use docker_pull::progress::{self, Mode, View};
+use docker_pull::pull::Puller;
+use docker_pull::report;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let settings = match cli.into_settings(&mut std::io::stdin()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&settings) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if settings.password_on_command_line {
+        tracing::warn!(
+            "a password given with -p is visible to other users of this machine; use --password-stdin"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(settings));
+    // Blocking tasks (archive writers) may still run after an interrupt.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+async fn run(settings: Settings) -> u8 {
+    let cache = match &settings.cache_dir {
+        Some(dir) => Cache::open(dir),
+        None => Cache::temporary(),
+    };
+    let cache = match cache {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let dir = settings.cache_dir.as_ref().map_or_else(
+                || "a temporary directory".to_string(),
+                |d| d.display().to_string(),
+            );
+            eprintln!(
+                "error: cannot create the cache in {dir}: {e}; choose another with --cache-dir"
+            );
+            return 1;
+        }
+    };
+    let temporary_cache = settings
+        .cache_dir
+        .is_none()
+        .then(|| cache.root().to_path_buf());
+    let mode = if settings.quiet || settings.json && !std::io::stderr().is_terminal() {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Plain
+    };
+    let view = Arc::new(View::new(mode));
+    let json = settings.json;
+
+    let outcome = {
+        let mut puller = match Puller::new(&settings, Arc::clone(&cache), Arc::clone(&view)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        let pulling = puller.run(|r| {
+            let mut out = std::io::stdout().lock();
+            let _ = report::print_image(&mut out, r, json).and_then(|_| out.flush());
+        });
+        tokio::select! {
+            r = pulling => r,
+            _ = tokio::signal::ctrl_c() => Err(PullError::Interrupted),
+        }
+    };
+    match outcome {
+        Ok(reports) => {
+            if !json {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", report::cache_line(&reports)).and_then(|_| out.flush());
+            }
+            0
+        }
+        Err(PullError::Interrupted) => {
+            archive::remove_partial_archives();
+            if let Some(dir) = temporary_cache {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let _ = progress::write_stderr(
+                b"interrupted; partial downloads stay in the cache and resume next time\n",
+            );
+            130
+        }
+        Err(e) => {
+            tracing::debug!(error = ?e, "pull failed");
+            let _ = progress::write_stderr(format!("error: {e}\n").as_bytes());
+            1
+        }
+    }
+}
+
+/// Logs go to stderr (warnings, or everything with `--debug`) and, with
+/// `--log-file`, in full to that file.
+fn init_logging(settings: &Settings) -> Result<(), String> {
+    let stderr_filter = if settings.debug {
+        EnvFilter::new("docker_pull=debug")
+    } else if settings.quiet {
+        EnvFilter::new("docker_pull=error")
+    } else {
+        EnvFilter::new("docker_pull=warn")
+    };
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(StderrWriter)
+        .with_target(false)
+        .without_time()
+        .with_filter(stderr_filter);
+    let file_layer = match &settings.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Arc::new(file))
+                    .with_ansi(false)
+                    .with_filter(EnvFilter::new("docker_pull=debug")),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+/// Log output to stderr that keeps the progress display intact.
+struct StderrWriter;
+
+impl Write for StderrWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        progress::write_stderr(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for StderrWriter {
+    type Writer = StderrWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        StderrWriter
+    }
+}

@@ -1,0 +1,116 @@
+//! Writing archives from the cache. Writers never touch the network: they read
+//! verified blobs from the [`Cache`] and the manifests resolved earlier.
+//!
+//! Every archive is written to a temporary name beside its target and renamed
+//! when complete, so a failed or interrupted pull never leaves a truncated
+//! archive under the final name nor destroys an existing one.
+
+mod docker;
+mod tar_out;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::cache::Cache;
+use crate::error::PullError;
+use crate::reference::Reference;
+use crate::registry::Manifest;
+use crate::resolve::Descriptor;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// `docker load` of every engine since 1.10, and an OCI image layout too.
+    Docker,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Docker => "docker",
+        })
+    }
+}
+
+/// One image to put in an archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveImage {
+    /// The reference as resolved (for the image's names).
+    pub reference: Reference,
+    /// `--tag`, if given: the name to give the image instead.
+    pub rename: Option<Reference>,
+    /// The platform manifest, byte-for-byte.
+    pub manifest: Manifest,
+    pub manifest_media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+impl ArchiveImage {
+    /// The reference that names the image in the archive.
+    pub fn name_reference(&self) -> &Reference {
+        self.rename.as_ref().unwrap_or(&self.reference)
+    }
+
+    /// The `RepoTags` entry (`nginx:latest`), if the image has a tag.
+    pub fn repo_tag(&self) -> Option<String> {
+        self.name_reference().familiar_tagged()
+    }
+}
+
+/// Writes `images` into one archive at `path` in `format`.
+pub fn write(
+    format: Format,
+    path: &Path,
+    images: &[ArchiveImage],
+    cache: &Cache,
+) -> Result<(), PullError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .map_err(|e| PullError::io("creating a temporary file in", &dir, e))?;
+    let temp_path = temp.path().to_path_buf();
+    PARTIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(temp_path.clone());
+    let result = (|| {
+        let file = temp
+            .as_file()
+            .try_clone()
+            .map_err(|e| PullError::io("writing", &temp_path, e))?;
+        match format {
+            Format::Docker => docker::write(file, &temp_path, images, cache)?,
+        }
+        temp.persist(path)
+            .map_err(|e| PullError::io("renaming the finished archive to", path, e.error))?;
+        Ok(())
+    })();
+    PARTIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| p != &temp_path);
+    result
+}
+
+/// Temporary archives being written, removed by [`remove_partial_archives`]
+/// when the process is interrupted.
+static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes every archive still being written (on Ctrl-C, before exiting).
+pub fn remove_partial_archives() {
+    let paths = std::mem::take(&mut *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()));
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}

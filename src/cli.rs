@@ -1,0 +1,392 @@
+//! Command-line flags (clap) and the validated settings a pull runs with:
+//! flags override environment variables, which override defaults.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::archive::Format;
+use crate::platform::Platform;
+use crate::reference::{DOCKER_HUB, Reference};
+use crate::registry::{Credentials, TransportOptions};
+
+/// Download container images from Docker/OCI registries without a Docker
+/// daemon and write archives that `docker load` accepts.
+#[derive(Debug, Parser)]
+#[command(name = "docker-pull", version, about, long_about = None)]
+#[command(
+    after_help = "Examples:\n  docker-pull nginx\n  docker-pull --platform linux/arm64 -o nginx-arm64.tar nginx:1.27\n  docker-pull alpine busybox -o bundle.tar\n  docker-pull 127.0.0.1:5000/app:v1 --json\n\nExit codes: 0 written, 1 pull failed, 2 bad usage or reference, 130 interrupted."
+)]
+pub struct Cli {
+    /// Images to pull: [registry[:port]/][namespace/]name[:tag][@sha256:digest]
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+
+    /// Platform to take from a multi-platform image (OS/ARCH[/VARIANT]) [default: the host's, linux/<arch>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "arch")]
+    pub platform: Option<String>,
+
+    /// Shorthand for --platform linux/ARCH
+    #[arg(short = 'a', long, value_name = "ARCH")]
+    pub arch: Option<String>,
+
+    /// A path ending in .tar is the archive (several images go into it together); any other path is a directory that receives one archive per image
+    #[arg(short, long, value_name = "PATH", default_value = ".")]
+    pub output: PathBuf,
+
+    /// Archive format
+    #[arg(short, long, value_enum, default_value_t = Format::Docker)]
+    pub format: Format,
+
+    /// Blobs downloaded at once
+    #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Registry username
+    #[arg(short, long, env = "DOCKER_PULL_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+
+    /// Registry password or token (visible to other users in the process list: prefer --password-stdin)
+    #[arg(
+        short,
+        long,
+        env = "DOCKER_PULL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        conflicts_with = "password_stdin"
+    )]
+    pub password: Option<String>,
+
+    /// Read the registry password or token from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+
+    /// Registry for references that name none
+    #[arg(short, long, value_name = "HOST[:PORT]", default_value = DOCKER_HUB)]
+    pub registry: String,
+
+    /// Blob cache directory [default: the platform cache dir, e.g. ~/.cache/docker-pull]
+    #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Neither read nor write the cache (a temporary one is used and removed)
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Do not verify TLS certificates
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Talk plain HTTP, not HTTPS, to the registry (loopback registries fall back to HTTP by themselves)
+    #[arg(long)]
+    pub plain_http: bool,
+
+    /// Extra trusted CA certificate, PEM (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+
+    /// HTTP(S) or SOCKS5 proxy URL (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured too)
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// The name the archive gives the image, NAME:TAG (one image only)
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+
+    /// Read image references from FILE, one per line (# comments and blank lines are ignored)
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub images_file: Option<PathBuf>,
+
+    /// Abandon (and resume) a response that sends nothing for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+
+    /// Attempts per request before giving up
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: u32,
+
+    /// Write a detailed log to this file (credentials are never logged)
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Debug-level logging on stderr
+    #[arg(long)]
+    pub debug: bool,
+
+    /// No progress: only errors and the result
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print one JSON object per image on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where archives go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// One archive holding every image.
+    File(PathBuf),
+    /// A directory receiving one default-named archive per image.
+    Dir(PathBuf),
+}
+
+/// Validated settings for a run.
+#[derive(Debug)]
+pub struct Settings {
+    pub images: Vec<(String, Reference)>,
+    pub platform: Platform,
+    /// Whether the user chose the platform (else it is the host's).
+    pub platform_explicit: bool,
+    pub output: Output,
+    pub format: Format,
+    pub jobs: usize,
+    pub credentials: Option<Credentials>,
+    pub cache_dir: Option<PathBuf>,
+    pub transport: TransportOptions,
+    pub tag: Option<Reference>,
+    pub log_file: Option<PathBuf>,
+    pub debug: bool,
+    pub quiet: bool,
+    pub json: bool,
+    /// `-p` was used on the command line (worth a warning).
+    pub password_on_command_line: bool,
+}
+
+/// A usage error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl Cli {
+    /// Validates the flags. `stdin` supplies the password for `--password-stdin`.
+    pub fn into_settings(self, stdin: &mut dyn Read) -> Result<Settings, UsageError> {
+        let mut raw: Vec<String> = self.images.clone();
+        if let Some(file) = &self.images_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                UsageError(format!("cannot read images file {}: {e}", file.display()))
+            })?;
+            raw.extend(parse_images_file(&text));
+        }
+        if raw.is_empty() {
+            return Err(UsageError(
+                "no image given; try `docker-pull nginx` or see --help".into(),
+            ));
+        }
+        let mut images = Vec::with_capacity(raw.len());
+        for s in raw {
+            let r = Reference::parse(&s, &self.registry).map_err(|e| UsageError(e.to_string()))?;
+            images.push((s, r));
+        }
+        if !crate::reference::is_valid_registry(&self.registry) {
+            return Err(UsageError(format!(
+                "invalid --registry {:?}: expected HOST[:PORT]",
+                self.registry
+            )));
+        }
+
+        let (platform, platform_explicit) = match (&self.platform, &self.arch) {
+            (Some(p), _) => (
+                Platform::parse(p).map_err(|e| UsageError(e.to_string()))?,
+                true,
+            ),
+            (None, Some(a)) => (
+                Platform::parse(&format!("linux/{a}")).map_err(|e| UsageError(e.to_string()))?,
+                true,
+            ),
+            (None, None) => (Platform::host(), false),
+        };
+
+        let tag = match &self.tag {
+            None => None,
+            Some(_) if images.len() > 1 => {
+                return Err(UsageError(
+                    "--tag names one image, but several were given".into(),
+                ));
+            }
+            Some(t) => {
+                let r = Reference::parse(t, DOCKER_HUB)
+                    .map_err(|e| UsageError(format!("invalid --tag: {e}")))?;
+                if r.digest.is_some() {
+                    return Err(UsageError(
+                        "invalid --tag: give NAME:TAG, without a digest".into(),
+                    ));
+                }
+                Some(r)
+            }
+        };
+
+        let is_tar = self
+            .output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
+        let output = if is_tar {
+            Output::File(self.output.clone())
+        } else {
+            Output::Dir(self.output.clone())
+        };
+
+        let password = if self.password_stdin {
+            let mut s = String::new();
+            stdin
+                .read_to_string(&mut s)
+                .map_err(|e| UsageError(format!("cannot read the password from stdin: {e}")))?;
+            let s = s.trim_end_matches(['\r', '\n']).to_string();
+            if s.is_empty() {
+                return Err(UsageError(
+                    "--password-stdin: standard input was empty".into(),
+                ));
+            }
+            Some(s)
+        } else {
+            self.password.clone()
+        };
+        let credentials = match (self.username.clone(), password) {
+            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(UsageError(
+                    "a username needs a password: add --password-stdin (or -p)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(UsageError(
+                    "a password needs a username: add -u USER".into(),
+                ));
+            }
+        };
+        let password_on_command_line =
+            self.password.is_some() && std::env::var_os("DOCKER_PULL_PASSWORD").is_none();
+
+        Ok(Settings {
+            images,
+            platform,
+            platform_explicit,
+            output,
+            format: self.format,
+            jobs: usize::from(self.jobs),
+            credentials,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
+            },
+            transport: TransportOptions {
+                insecure: self.insecure,
+                plain_http: self.plain_http,
+                ca_certs: self.ca_cert.clone(),
+                proxy: self.proxy.clone(),
+                timeout: Duration::from_secs(self.timeout),
+                retries: self.retries,
+            },
+            tag,
+            log_file: self.log_file.clone(),
+            debug: self.debug,
+            quiet: self.quiet,
+            json: self.json,
+            password_on_command_line,
+        })
+    }
+}
+
+/// References from an images file: one per line, `#` comments, blank lines.
+pub fn parse_images_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The platform's cache directory (`~/.cache/docker-pull` on Linux).
+pub fn default_cache_dir() -> PathBuf {
+    use etcetera::BaseStrategy;
+    match etcetera::choose_base_strategy() {
+        Ok(s) => s.cache_dir().join("docker-pull"),
+        Err(_) => std::env::temp_dir().join("docker-pull-cache"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, UsageError> {
+        let mut argv = vec!["docker-pull"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_settings(&mut std::io::empty())
+    }
+
+    #[test]
+    fn images_file_syntax() {
+        let text =
+            "# base images\nnginx:1.27\n\n  alpine  # small\n#busybox\nghcr.io/o/a@sha256:abc\n";
+        assert_eq!(
+            parse_images_file(text),
+            ["nginx:1.27", "alpine", "ghcr.io/o/a@sha256:abc"]
+        );
+    }
+
+    #[test]
+    fn output_kinds() {
+        let s = settings(&["nginx", "-o", "x/y.tar"]).unwrap();
+        assert_eq!(s.output, Output::File("x/y.tar".into()));
+        let s = settings(&["nginx", "-o", "out"]).unwrap();
+        assert_eq!(s.output, Output::Dir("out".into()));
+        let s = settings(&["nginx"]).unwrap();
+        assert_eq!(s.output, Output::Dir(".".into()));
+    }
+
+    #[test]
+    fn platform_flags() {
+        let s = settings(&["nginx", "-a", "aarch64"]).unwrap();
+        assert_eq!(s.platform.to_string(), "linux/arm64");
+        assert!(s.platform_explicit);
+        let s = settings(&["nginx", "--platform", "linux/arm"]).unwrap();
+        assert_eq!(s.platform.to_string(), "linux/arm/v7");
+        let s = settings(&["nginx"]).unwrap();
+        assert_eq!(s.platform, Platform::host());
+        assert!(!s.platform_explicit);
+        assert!(settings(&["nginx", "--platform", "linux/"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(settings(&[]).is_err());
+        assert!(settings(&["Nginx"]).is_err());
+        assert!(settings(&["a", "b", "--tag", "x:y"]).is_err());
+        assert!(
+            settings(&[
+                "a",
+                "--tag",
+                "x@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            ])
+            .is_err()
+        );
+        assert!(settings(&["a", "-u", "me"]).is_err());
+        assert!(settings(&["a", "-r", "bad host"]).is_err());
+        assert!(Cli::try_parse_from(["docker-pull", "a", "-j", "0"]).is_err());
+    }
+
+    #[test]
+    fn registry_flag_and_tag() {
+        let s = settings(&["small", "-r", "127.0.0.1:5000", "--tag", "mine:v1"]).unwrap();
+        assert_eq!(s.images[0].1.to_string(), "127.0.0.1:5000/small:latest");
+        assert_eq!(s.tag.unwrap().familiar_tagged().unwrap(), "mine:v1");
+    }
+
+    #[test]
+    fn password_from_stdin() {
+        let cli =
+            Cli::try_parse_from(["docker-pull", "a", "-u", "me", "--password-stdin"]).unwrap();
+        let s = cli.into_settings(&mut &b"s3cret\n"[..]).unwrap();
+        assert_eq!(s.credentials.unwrap().password, "s3cret");
+        let cli =
+            Cli::try_parse_from(["docker-pull", "a", "-u", "me", "--password-stdin"]).unwrap();
+        assert!(cli.into_settings(&mut &b""[..]).is_err());
+    }
+}

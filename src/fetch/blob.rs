@@ -1,0 +1,321 @@
+//! One blob's download into the cache: take the blob's lock, continue any
+//! partial download left by an earlier run (re-hashing what is there), stream
+//! the rest hashed while written, resume with `Range` after a broken body,
+//! verify size and digest, and commit by rename.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_RANGE;
+use tracing::{debug, warn};
+
+use super::{Event, Fetched, Fetcher};
+use crate::cache::{Cache, IngestLock};
+use crate::digest::{Digest, Hasher};
+use crate::error::PullError;
+use crate::registry::RegistryError;
+use crate::registry::retry;
+use crate::resolve::Descriptor;
+
+const WRITE_BUFFER: usize = 1 << 20;
+
+pub(super) async fn download(f: &Fetcher, d: &Descriptor) -> Result<Fetched, PullError> {
+    let cache = Arc::clone(&f.cache);
+    let digest = d.digest.clone();
+    let lock = tokio::task::spawn_blocking(move || cache.lock_ingest(&digest))
+        .await
+        .map_err(|e| PullError::io("locking", f.cache.root(), std::io::Error::other(e)))?
+        .map_err(|e| PullError::io("locking a download in", f.cache.root(), e))?;
+    // Another process may have finished it while we waited.
+    if f.cache.contains(&d.digest, d.size) {
+        f.observer.event(Event::Cached {
+            digest: d.digest.clone(),
+            size: d.size,
+        });
+        return Ok(Fetched {
+            digest: d.digest.clone(),
+            size: d.size,
+            from_cache: true,
+            downloaded: 0,
+        });
+    }
+    let mut integrity_retry_left = true;
+    loop {
+        match download_locked(f, d, &lock).await {
+            Err(PullError::Integrity { detail, .. }) if integrity_retry_left => {
+                warn!(
+                    "{}: blob {} was damaged in transit ({detail}); downloading it again",
+                    f.image, d.digest
+                );
+                integrity_retry_left = false;
+                let _ = std::fs::remove_file(f.cache.ingest_path(&d.digest));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn download_locked(
+    f: &Fetcher,
+    d: &Descriptor,
+    lock: &IngestLock,
+) -> Result<Fetched, PullError> {
+    let path = f.cache.ingest_path(&d.digest);
+    let integrity = |detail: String| PullError::Integrity {
+        image: f.image.clone(),
+        registry: f.registry.name().to_string(),
+        digest: d.digest.clone(),
+        detail,
+    };
+    let (mut file, mut hasher) = open_partial(&path, d.size)?;
+    let mut offset = hasher.len();
+    let resumed_from = offset;
+    f.observer.event(Event::Started {
+        digest: d.digest.clone(),
+        size: d.size,
+        offset,
+    });
+    let mut downloaded = 0u64;
+    let mut failures = 0u32;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
+    // An empty blob needs no request: its digest alone is checked below.
+    while offset < d.size {
+        let resp = f
+            .registry
+            .get_blob(&f.repository, &d.digest, offset)
+            .await
+            .map_err(|source| PullError::Registry {
+                image: f.image.clone(),
+                source,
+            })?;
+        if offset > 0 {
+            match resp.status() {
+                StatusCode::PARTIAL_CONTENT => {
+                    let range = resp
+                        .headers()
+                        .get(CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if !content_range_starts_at(range, offset) {
+                        return Err(PullError::Registry {
+                            image: f.image.clone(),
+                            source: RegistryError::Protocol {
+                                registry: f.registry.name().to_string(),
+                                detail: format!(
+                                    "asked for blob {} from byte {offset}, got Content-Range {range:?}",
+                                    d.digest
+                                ),
+                            },
+                        });
+                    }
+                }
+                _ => {
+                    // The registry ignored Range: start over.
+                    debug!(digest = %d.digest, "Range ignored; restarting from zero");
+                    out.flush()
+                        .map_err(|e| PullError::io("writing", &path, e))?;
+                    let file = out.get_mut();
+                    file.set_len(0)
+                        .map_err(|e| PullError::io("writing", &path, e))?;
+                    file.seek(SeekFrom::Start(0))
+                        .map_err(|e| PullError::io("writing", &path, e))?;
+                    hasher = Hasher::new();
+                    offset = 0;
+                    f.observer.event(Event::Rewound {
+                        digest: d.digest.clone(),
+                        offset: 0,
+                    });
+                }
+            }
+        }
+        let before = offset;
+        let mut resp = resp;
+        let body_error = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    offset += chunk.len() as u64;
+                    if offset > d.size {
+                        return Err(integrity(format!(
+                            "the registry sent more than the {} bytes the manifest states",
+                            d.size
+                        )));
+                    }
+                    hasher.update(&chunk);
+                    out.write_all(&chunk)
+                        .map_err(|e| PullError::io("writing", &path, e))?;
+                    downloaded += chunk.len() as u64;
+                    f.observer.event(Event::Progress {
+                        digest: d.digest.clone(),
+                        bytes: chunk.len() as u64,
+                    });
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        match body_error {
+            None if offset == d.size => break,
+            None => {
+                // The body ended early: treat it like a broken connection.
+                warn!(
+                    "{}: blob {} ended after {offset} of {} bytes; resuming",
+                    f.image, d.digest, d.size
+                );
+            }
+            Some(e) => {
+                let err = crate::registry::transport::classify_send_error(
+                    f.registry.name(),
+                    &format!("blob {}", d.digest),
+                    f.registry.timeout().as_secs(),
+                    &e,
+                );
+                warn!("{}: {err}; resuming at byte {offset}", f.image);
+            }
+        }
+        // Progress resets the failure count: a flaky link that keeps
+        // delivering data finishes; one that delivers nothing gives up.
+        if offset > before {
+            failures = 0;
+        } else {
+            failures += 1;
+            if failures >= f.registry_retries() {
+                return Err(PullError::Registry {
+                    image: f.image.clone(),
+                    source: RegistryError::Connect {
+                        registry: f.registry.name().to_string(),
+                        detail: format!(
+                            "blob {} stopped at byte {offset} of {} after {failures} attempts without progress",
+                            d.digest, d.size
+                        ),
+                    },
+                });
+            }
+            tokio::time::sleep(retry::backoff(failures)).await;
+        }
+        out.flush()
+            .map_err(|e| PullError::io("writing", &path, e))?;
+    }
+    out.flush()
+        .map_err(|e| PullError::io("writing", &path, e))?;
+    drop(out);
+    file.sync_data()
+        .map_err(|e| PullError::io("writing", &path, e))?;
+    drop(file);
+    let actual = hasher.finish();
+    if actual != d.digest {
+        let _ = std::fs::remove_file(&path);
+        return Err(integrity(format!("its content hashes to {actual}")));
+    }
+    f.cache
+        .commit(&d.digest, lock)
+        .map_err(|e| PullError::io("storing a blob in", f.cache.root(), e))?;
+    if resumed_from > 0 {
+        debug!(digest = %d.digest, resumed_from, "resumed a partial download");
+    }
+    f.observer.event(Event::Finished {
+        digest: d.digest.clone(),
+    });
+    Ok(Fetched {
+        digest: d.digest.clone(),
+        size: d.size,
+        from_cache: false,
+        downloaded,
+    })
+}
+
+impl Fetcher {
+    fn registry_retries(&self) -> u32 {
+        self.retries.max(1)
+    }
+}
+
+/// Opens the partial download for appending and hashes what it holds. A
+/// partial longer than the blob is discarded.
+fn open_partial(path: &Path, size: u64) -> Result<(std::fs::File, Hasher), PullError> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| PullError::io("opening", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| PullError::io("reading", path, e))?
+        .len();
+    let mut hasher = Hasher::new();
+    if len > size {
+        file.set_len(0)
+            .map_err(|e| PullError::io("writing", path, e))?;
+    } else if len > 0 {
+        let mut buf = vec![0u8; WRITE_BUFFER];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| PullError::io("reading", path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    file.seek(SeekFrom::End(0))
+        .map_err(|e| PullError::io("reading", path, e))?;
+    Ok((file, hasher))
+}
+
+/// Whether `Content-Range: bytes A-B/N` starts at `offset`.
+fn content_range_starts_at(header: &str, offset: u64) -> bool {
+    header
+        .trim()
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(start, _)| start.trim().parse::<u64>().ok())
+        == Some(offset)
+}
+
+/// Reads a small verified blob (a config) from the cache, checking its digest.
+pub fn read_small_blob(cache: &Cache, d: &Descriptor) -> Result<Vec<u8>, PullError> {
+    let path = cache.blob_path(&d.digest);
+    let bytes = std::fs::read(&path).map_err(|e| PullError::io("reading", &path, e))?;
+    if Digest::of(&bytes) != d.digest {
+        let _ = cache.evict(&d.digest);
+        return Err(PullError::io(
+            "reading",
+            &path,
+            std::io::Error::other(
+                "the cached blob is damaged and was removed; run again to download it",
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_check() {
+        assert!(content_range_starts_at("bytes 100-199/200", 100));
+        assert!(content_range_starts_at("bytes 100-199/*", 100));
+        assert!(!content_range_starts_at("bytes 0-199/200", 100));
+        assert!(!content_range_starts_at("", 100));
+        assert!(!content_range_starts_at("items 100-199/200", 100));
+    }
+
+    #[test]
+    fn partial_is_rehashed_or_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.data");
+        std::fs::write(&p, b"hello").unwrap();
+        let (_, h) = open_partial(&p, 11).unwrap();
+        assert_eq!(h.len(), 5);
+        assert_eq!(h.finish(), Digest::of(b"hello"));
+        let (_, h) = open_partial(&p, 3).unwrap();
+        assert_eq!(h.len(), 0);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,107 @@
+//! Downloading the blobs of an image: at most `-j` at once, each digest once,
+//! cached blobs not at all. Reports what happens as [`Event`]s to an
+//! [`Observer`] (the progress view); knows nothing of output formats.
+
+mod blob;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+use crate::cache::Cache;
+use crate::digest::Digest;
+use crate::error::PullError;
+use crate::registry::Registry;
+use crate::resolve::Descriptor;
+
+pub use blob::read_small_blob;
+
+/// What the fetcher tells the progress view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A blob was found in the cache.
+    Cached { digest: Digest, size: u64 },
+    /// A download started (or resumed from `offset`).
+    Started {
+        digest: Digest,
+        size: u64,
+        offset: u64,
+    },
+    /// `bytes` more arrived.
+    Progress { digest: Digest, bytes: u64 },
+    /// A download went back to `offset` (retry without resume).
+    Rewound { digest: Digest, offset: u64 },
+    /// A blob was verified and stored.
+    Finished { digest: Digest },
+}
+
+pub trait Observer: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _event: Event) {}
+}
+
+/// How one blob was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub digest: Digest,
+    pub size: u64,
+    /// Already in the cache before this download.
+    pub from_cache: bool,
+    /// Bytes that came over the network for it.
+    pub downloaded: u64,
+}
+
+pub struct Fetcher {
+    pub registry: Arc<Registry>,
+    pub cache: Arc<Cache>,
+    pub observer: Arc<dyn Observer>,
+    pub concurrency: usize,
+    /// Attempts without progress before a download gives up.
+    pub retries: u32,
+    /// The image being pulled, for messages.
+    pub image: String,
+    pub repository: String,
+}
+
+impl Fetcher {
+    /// Makes sure every blob is in the cache; returns one [`Fetched`] per
+    /// distinct digest, in the order first given.
+    pub async fn fetch_all(&self, blobs: &[Descriptor]) -> Result<Vec<Fetched>, PullError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&Descriptor> = blobs
+            .iter()
+            .filter(|d| seen.insert(d.digest.clone()))
+            .collect();
+        let mut results: Vec<(usize, Fetched)> = stream::iter(unique.into_iter().enumerate())
+            .map(|(i, d)| async move { self.fetch_one(d).await.map(|f| (i, f)) })
+            .buffer_unordered(self.concurrency.max(1))
+            .try_collect()
+            .await?;
+        results.sort_by_key(|(i, _)| *i);
+        Ok(results.into_iter().map(|(_, f)| f).collect())
+    }
+
+    /// Makes sure one blob is in the cache.
+    pub async fn fetch_one(&self, d: &Descriptor) -> Result<Fetched, PullError> {
+        if self.cache.contains(&d.digest, d.size) {
+            self.observer.event(Event::Cached {
+                digest: d.digest.clone(),
+                size: d.size,
+            });
+            return Ok(Fetched {
+                digest: d.digest.clone(),
+                size: d.size,
+                from_cache: true,
+                downloaded: 0,
+            });
+        }
+        blob::download(self, d).await
+    }
+}

@@ -1,0 +1,238 @@
+//! A whole run: for each image, resolve it, fetch its blobs into the cache and
+//! write its archive (or, for one `.tar` output, collect every image and write
+//! the bundle at the end). Returns what each image reports.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::archive::{self, ArchiveImage};
+use crate::cache::Cache;
+use crate::cli::{Output, Settings};
+use crate::error::PullError;
+use crate::fetch::{self, Fetcher};
+use crate::platform::Platform;
+use crate::progress::View;
+use crate::reference::Reference;
+use crate::registry::{Registry, transport};
+use crate::report::ImageReport;
+use crate::resolve::{self, Descriptor};
+
+/// One image fetched and ready to archive.
+struct Pulled {
+    archive: ArchiveImage,
+    platform: Platform,
+    report: ImageReport,
+}
+
+pub struct Puller<'a> {
+    settings: &'a Settings,
+    cache: Arc<Cache>,
+    view: Arc<View>,
+    http: reqwest::Client,
+    registries: HashMap<String, Arc<Registry>>,
+}
+
+impl<'a> Puller<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        cache: Arc<Cache>,
+        view: Arc<View>,
+    ) -> Result<Self, PullError> {
+        let http = transport::build_client(&settings.transport).map_err(|e| {
+            PullError::io(
+                "setting up",
+                "the HTTP client",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Ok(Puller {
+            settings,
+            cache,
+            view,
+            http,
+            registries: HashMap::new(),
+        })
+    }
+
+    fn registry(&mut self, reference: &Reference) -> Arc<Registry> {
+        let key = reference.registry.clone();
+        let s = self.settings;
+        let http = self.http.clone();
+        Arc::clone(self.registries.entry(key).or_insert_with(|| {
+            Arc::new(Registry::new(
+                &reference.registry,
+                reference.api_host(),
+                http,
+                s.transport.clone(),
+                s.credentials.clone(),
+            ))
+        }))
+    }
+
+    /// Pulls every image and writes the archives; `on_image` sees each report
+    /// as soon as its archive is written.
+    pub async fn run(
+        &mut self,
+        mut on_image: impl FnMut(&ImageReport),
+    ) -> Result<Vec<ImageReport>, PullError> {
+        let images = self.settings.images.clone();
+        let mut reports = Vec::new();
+        match self.settings.output.clone() {
+            Output::Dir(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| PullError::io("creating the output directory", &dir, e))?;
+                for (i, (given, reference)) in images.iter().enumerate() {
+                    let tag = if i == 0 {
+                        self.settings.tag.clone()
+                    } else {
+                        None
+                    };
+                    let started = Instant::now();
+                    let mut pulled = self.pull_one(given, reference, tag).await?;
+                    let name = pulled
+                        .archive
+                        .name_reference()
+                        .archive_file_name(&pulled.platform);
+                    let path = dir.join(name);
+                    self.write_archive(&path, std::slice::from_ref(&pulled.archive))
+                        .await?;
+                    pulled.report.output = display_path(&path);
+                    pulled.report.seconds = started.elapsed().as_secs_f64();
+                    on_image(&pulled.report);
+                    reports.push(pulled.report);
+                }
+            }
+            Output::File(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| PullError::io("creating the output directory", parent, e))?;
+                }
+                let started = Instant::now();
+                let mut all = Vec::new();
+                for (i, (given, reference)) in images.iter().enumerate() {
+                    let tag = if i == 0 {
+                        self.settings.tag.clone()
+                    } else {
+                        None
+                    };
+                    all.push(self.pull_one(given, reference, tag).await?);
+                }
+                let archives: Vec<ArchiveImage> = all.iter().map(|p| p.archive.clone()).collect();
+                self.write_archive(&path, &archives).await?;
+                for mut p in all {
+                    p.report.output = display_path(&path);
+                    p.report.seconds = started.elapsed().as_secs_f64();
+                    on_image(&p.report);
+                    reports.push(p.report);
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    async fn write_archive(&self, path: &Path, images: &[ArchiveImage]) -> Result<(), PullError> {
+        self.view.message(&format!("Writing {}", path.display()));
+        let cache = Arc::clone(&self.cache);
+        let format = self.settings.format;
+        let path: PathBuf = path.to_path_buf();
+        let images = images.to_vec();
+        tokio::task::spawn_blocking(move || archive::write(format, &path, &images, &cache))
+            .await
+            .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
+    }
+
+    async fn pull_one(
+        &mut self,
+        given: &str,
+        reference: &Reference,
+        rename: Option<Reference>,
+    ) -> Result<Pulled, PullError> {
+        let registry = self.registry(reference);
+        let image = reference.to_string();
+        let s = self.settings;
+        let resolved = resolve::resolve(&registry, reference, &s.platform).await?;
+        let fetcher = Fetcher {
+            registry: Arc::clone(&registry),
+            cache: Arc::clone(&self.cache),
+            observer: self.view.clone(),
+            concurrency: s.jobs,
+            retries: s.transport.retries,
+            image: image.clone(),
+            repository: reference.repository.clone(),
+        };
+
+        let layer_bytes: u64 = distinct(&resolved.layers).iter().map(|d| d.size).sum();
+        self.view.begin_image(
+            &image,
+            &resolved.platform.to_string(),
+            layer_bytes + resolved.config.size,
+            distinct(&resolved.layers).len() + 1,
+        );
+        // The config first: it confirms the platform before layers are fetched.
+        let fetching = async {
+            let config = fetcher.fetch_one(&resolved.config).await?;
+            let config_bytes = fetch::read_small_blob(&self.cache, &resolved.config)?;
+            let platform = resolve::check_config(
+                &image,
+                registry.name(),
+                &config_bytes,
+                &resolved,
+                &s.platform,
+                s.platform_explicit,
+            )?;
+            let layers = fetcher.fetch_all(&resolved.layers).await?;
+            Ok::<_, PullError>((config, platform, layers))
+        };
+        let outcome = fetching.await;
+        self.view.end_image();
+        let (config_fetch, platform, fetched) = outcome?;
+
+        let cache_hits = fetched.iter().filter(|f| f.from_cache).count();
+        let bytes_from_cache = fetched
+            .iter()
+            .filter(|f| f.from_cache)
+            .map(|f| f.size)
+            .sum();
+        let bytes_downloaded =
+            fetched.iter().map(|f| f.downloaded).sum::<u64>() + config_fetch.downloaded;
+        let report = ImageReport {
+            image: given.to_string(),
+            resolved: image.clone(),
+            digest: resolved.digest.to_string(),
+            manifest_digest: resolved.manifest.digest.to_string(),
+            image_id: resolved.config.digest.to_string(),
+            platform: platform.to_string(),
+            format: s.format.to_string(),
+            output: String::new(),
+            layers: resolved.layers.len(),
+            bytes_downloaded,
+            bytes_from_cache,
+            cache_hits,
+            seconds: 0.0,
+            distinct_layers: fetched.len(),
+        };
+        Ok(Pulled {
+            archive: ArchiveImage {
+                reference: reference.clone(),
+                rename,
+                manifest: resolved.manifest,
+                manifest_media_type: resolved.manifest_media_type,
+                config: resolved.config,
+                layers: resolved.layers,
+            },
+            platform,
+            report,
+        })
+    }
+}
+
+fn distinct(ds: &[Descriptor]) -> Vec<&Descriptor> {
+    let mut seen = std::collections::HashSet::new();
+    ds.iter().filter(|d| seen.insert(&d.digest)).collect()
+}
+
+fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}

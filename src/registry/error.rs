@@ -1,0 +1,165 @@
+//! Registry failures as typed errors whose messages say what failed, where, and
+//! what to try. The distribution error envelope (`{"errors":[{code,message}]}`)
+//! is read here.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {registry}: {detail}")]
+    Connect { registry: String, detail: String },
+
+    #[error(
+        "TLS verification of registry {registry} failed: {detail}; trust its CA with --ca-cert FILE, or skip verification with --insecure"
+    )]
+    Tls { registry: String, detail: String },
+
+    #[error(
+        "{registry} asks for credentials to pull {repository} (401): the repository may not exist, or it is private; log in with -u USER --password-stdin"
+    )]
+    AuthRequired {
+        registry: String,
+        repository: String,
+    },
+
+    #[error(
+        "{registry} rejected the credentials for {repository} (401): check the username and password or token"
+    )]
+    AuthRejected {
+        registry: String,
+        repository: String,
+    },
+
+    #[error("access to {repository} on {registry} is denied (403){detail}")]
+    Denied {
+        registry: String,
+        repository: String,
+        detail: String,
+    },
+
+    #[error("{what} not found on {registry} (404): check the name and tag")]
+    NotFound { registry: String, what: String },
+
+    #[error(
+        "{registry} is rate-limiting requests (429){quota}; gave up after {attempts} attempts{wait}"
+    )]
+    RateLimited {
+        registry: String,
+        quota: String,
+        attempts: u32,
+        wait: String,
+    },
+
+    #[error("{registry} answered {status} for {url}{detail}")]
+    Status {
+        registry: String,
+        status: StatusCode,
+        url: String,
+        detail: String,
+    },
+
+    #[error(
+        "no data from {registry} for {seconds} s while reading {what}; raise --timeout if the link is slow"
+    )]
+    Timeout {
+        registry: String,
+        what: String,
+        seconds: u64,
+    },
+
+    #[error("invalid response from {registry}: {detail}")]
+    Protocol { registry: String, detail: String },
+}
+
+impl RegistryError {
+    /// Whether trying again may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. }
+            | RegistryError::Timeout { .. }
+            | RegistryError::RateLimited { .. } => true,
+            RegistryError::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::REQUEST_TIMEOUT
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The first `code: message` of a distribution error body, if it has one.
+pub fn envelope_message(body: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let first = v.get("errors")?.as_array()?.first()?;
+    let code = first
+        .get("code")
+        .and_then(|c| c.as_str())
+        .unwrap_or("")
+        .to_string();
+    let message = first
+        .get("message")
+        .and_then(|c| c.as_str())
+        .unwrap_or("")
+        .to_string();
+    Some((code, message))
+}
+
+/// Docker Hub's quota headers, as ` (remaining quota: 0;w=21600)`.
+pub fn quota_note(headers: &reqwest::header::HeaderMap) -> String {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match (get("ratelimit-remaining"), get("ratelimit-limit")) {
+        (Some(rem), Some(lim)) => format!(" (remaining pull quota: {rem} of {lim})"),
+        (Some(rem), None) => format!(" (remaining pull quota: {rem})"),
+        _ => String::new(),
+    }
+}
+
+/// Describes a wait for messages: `; the registry asked to wait 30 s`.
+pub fn wait_note(wait: Option<Duration>) -> String {
+    match wait {
+        Some(d) => format!(
+            "; the registry asked to wait {} s before retrying",
+            d.as_secs()
+        ),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_error_envelope() {
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(
+            envelope_message(body),
+            Some(("MANIFEST_UNKNOWN".into(), "manifest unknown".into()))
+        );
+        assert_eq!(envelope_message(b"<html>"), None);
+        assert_eq!(envelope_message(br#"{"errors":[]}"#), None);
+    }
+
+    #[test]
+    fn transient_errors() {
+        let status = |s: u16| RegistryError::Status {
+            registry: "r".into(),
+            status: StatusCode::from_u16(s).unwrap(),
+            url: "u".into(),
+            detail: String::new(),
+        };
+        assert!(status(500).is_transient());
+        assert!(status(503).is_transient());
+        assert!(status(408).is_transient());
+        assert!(!status(400).is_transient());
+        assert!(
+            !RegistryError::NotFound {
+                registry: "r".into(),
+                what: "w".into()
+            }
+            .is_transient()
+        );
+    }
+}

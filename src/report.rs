@@ -1,0 +1,147 @@
+//! The result of a run as the user sees it on stdout: per image the archive
+//! and digest, then the cache line; or, with `--json`, one object per image.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// What one pulled image reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    /// The reference as the user wrote it.
+    pub image: String,
+    /// Fully qualified: `docker.io/library/nginx:latest`.
+    pub resolved: String,
+    /// What the reference resolved to (the index for multi-platform images).
+    pub digest: String,
+    /// The platform manifest written to the archive.
+    pub manifest_digest: String,
+    /// The config digest, which engines show as the image ID.
+    pub image_id: String,
+    pub platform: String,
+    pub format: String,
+    pub output: String,
+    pub layers: usize,
+    pub bytes_downloaded: u64,
+    pub bytes_from_cache: u64,
+    pub cache_hits: usize,
+    pub seconds: f64,
+    /// Distinct layers, for the cache line.
+    #[serde(skip)]
+    pub distinct_layers: usize,
+}
+
+/// `Cache hits: 3/4 layers (75.0%), Data saved: 45.2 MB`
+pub fn cache_line(reports: &[ImageReport]) -> String {
+    let hits: usize = reports.iter().map(|r| r.cache_hits).sum();
+    let total: usize = reports.iter().map(|r| r.distinct_layers).sum();
+    let saved: u64 = reports.iter().map(|r| r.bytes_from_cache).sum();
+    let pct = if total == 0 {
+        0.0
+    } else {
+        hits as f64 * 100.0 / total as f64
+    };
+    format!(
+        "Cache hits: {hits}/{total} layers ({pct:.1}%), Data saved: {:.1} MB",
+        saved as f64 / 1e6
+    )
+}
+
+/// Prints one image's result.
+pub fn print_image(out: &mut dyn Write, r: &ImageReport, json: bool) -> std::io::Result<()> {
+    if json {
+        let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        writeln!(out, "{line}")
+    } else {
+        writeln!(out, "Pulled {} ({})", r.resolved, r.platform)?;
+        writeln!(out, "  Archive: {}", r.output)?;
+        writeln!(out, "  Digest: {}", r.digest)
+    }
+}
+
+/// `12.3 MB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(hits: usize, layers: usize, saved: u64) -> ImageReport {
+        ImageReport {
+            image: "nginx".into(),
+            resolved: "docker.io/library/nginx:latest".into(),
+            digest: "sha256:aa".into(),
+            manifest_digest: "sha256:bb".into(),
+            image_id: "sha256:cc".into(),
+            platform: "linux/amd64".into(),
+            format: "docker".into(),
+            output: "library_nginx_latest_amd64.tar".into(),
+            layers,
+            bytes_downloaded: 10,
+            bytes_from_cache: saved,
+            cache_hits: hits,
+            seconds: 1.5,
+            distinct_layers: layers,
+        }
+    }
+
+    #[test]
+    fn cache_line_format() {
+        assert_eq!(
+            cache_line(&[report(3, 4, 45_200_000)]),
+            "Cache hits: 3/4 layers (75.0%), Data saved: 45.2 MB"
+        );
+        assert_eq!(
+            cache_line(&[report(0, 0, 0)]),
+            "Cache hits: 0/0 layers (0.0%), Data saved: 0.0 MB"
+        );
+        assert_eq!(
+            cache_line(&[report(1, 2, 1_000_000), report(2, 2, 2_000_000)]),
+            "Cache hits: 3/4 layers (75.0%), Data saved: 3.0 MB"
+        );
+    }
+
+    #[test]
+    fn json_has_the_contract_fields() {
+        let mut out = Vec::new();
+        print_image(&mut out, &report(1, 2, 3), true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for k in [
+            "image",
+            "resolved",
+            "digest",
+            "platform",
+            "format",
+            "output",
+            "layers",
+            "bytes_downloaded",
+            "bytes_from_cache",
+            "cache_hits",
+            "seconds",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing");
+        }
+        assert!(v.get("distinct_layers").is_none());
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(45_200_000), "45.2 MB");
+        assert_eq!(human_bytes(1_500), "1.5 kB");
+    }
+}

@@ -1,0 +1,295 @@
+//! Reference → manifest → one platform's image: fetches the manifest, follows
+//! an index or manifest list to the entry for the wanted platform, checks
+//! digests, and returns the config and layer descriptors to download.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::error::PullError;
+use crate::media_type::{self, ManifestKind};
+use crate::platform::{self, IndexEntry, Platform};
+use crate::reference::Reference;
+use crate::registry::{Manifest, Registry};
+
+/// A blob to download, as a manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub urls: Vec<String>,
+}
+
+/// One platform's image, ready to fetch.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// What the reference itself resolved to: the index when the image is
+    /// multi-platform, else the manifest.
+    pub digest: Digest,
+    /// The platform manifest, byte-for-byte.
+    pub manifest: Manifest,
+    /// Its media type (declared, or `Content-Type`).
+    pub manifest_media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    /// The platform as the index (or, for single images, the caller) names it;
+    /// confirmed against the config by [`check_config`].
+    pub platform: Platform,
+    /// Whether the reference named an index (so the platform was chosen).
+    pub from_index: bool,
+}
+
+#[derive(Deserialize)]
+struct RawDescriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    urls: Vec<String>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize)]
+struct RawPlatform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawIndex {
+    manifests: Vec<RawDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct RawManifest {
+    config: RawDescriptor,
+    layers: Vec<RawDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// Context for error messages.
+struct Ctx<'a> {
+    image: &'a str,
+    registry: &'a str,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, what: &str, detail: impl std::fmt::Display) -> PullError {
+        PullError::InvalidManifest {
+            image: self.image.to_string(),
+            registry: self.registry.to_string(),
+            what: what.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn descriptor(&self, what: &str, d: RawDescriptor) -> Result<Descriptor, PullError> {
+        let digest = d
+            .digest
+            .parse::<Digest>()
+            .map_err(|e| self.invalid(what, e))?;
+        Ok(Descriptor {
+            media_type: d.media_type,
+            digest,
+            size: d.size,
+            urls: d.urls,
+        })
+    }
+}
+
+/// How deep indexes may nest (an index pointing to an index).
+const MAX_INDEX_DEPTH: usize = 2;
+
+/// Resolves `reference` to the image for `want`.
+pub async fn resolve(
+    registry: &Registry,
+    reference: &Reference,
+    want: &Platform,
+) -> Result<Resolved, PullError> {
+    let image = reference.to_string();
+    let ctx = Ctx {
+        image: &image,
+        registry: registry.name(),
+    };
+    let registry_err = |source| PullError::Registry {
+        image: image.clone(),
+        source,
+    };
+    let repo = &reference.repository;
+    let top = registry
+        .get_manifest(repo, &reference.manifest_reference())
+        .await
+        .map_err(registry_err)?;
+    if let Some(pinned) = &reference.digest
+        && &top.digest != pinned
+    {
+        return Err(PullError::DigestMismatch {
+            image: image.clone(),
+            registry: registry.name().to_string(),
+            what: "the manifest".into(),
+            expected: pinned.clone(),
+            actual: top.digest.clone(),
+        });
+    }
+    let top_digest = top.digest.clone();
+    let mut current = top;
+    let mut chosen_platform = None;
+    for depth in 0..=MAX_INDEX_DEPTH {
+        let value: serde_json::Value =
+            serde_json::from_slice(&current.bytes).map_err(|e| ctx.invalid("manifest", e))?;
+        let kind = media_type::classify(current.content_type.as_deref(), &value)
+            .map_err(|m| ctx.invalid("manifest", format!("unknown manifest media type {m:?}")))?;
+        let declared_type = value
+            .get("mediaType")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        match kind {
+            ManifestKind::Schema1 => return Err(PullError::Schema1 { image }),
+            ManifestKind::Image => {
+                let raw: RawManifest =
+                    serde_json::from_value(value).map_err(|e| ctx.invalid("manifest", e))?;
+                let config = ctx.descriptor("config descriptor", raw.config)?;
+                let layers = raw
+                    .layers
+                    .into_iter()
+                    .map(|l| ctx.descriptor("layer descriptor", l))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let manifest_media_type = declared_type
+                    .or_else(|| {
+                        current
+                            .content_type
+                            .as_deref()
+                            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+                    })
+                    .filter(|m| m != "application/json" && !m.is_empty())
+                    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string());
+                return Ok(Resolved {
+                    digest: top_digest,
+                    from_index: chosen_platform.is_some(),
+                    platform: chosen_platform.unwrap_or_else(|| want.clone()),
+                    manifest: current,
+                    manifest_media_type,
+                    config,
+                    layers,
+                });
+            }
+            ManifestKind::Index => {
+                if depth == MAX_INDEX_DEPTH {
+                    return Err(ctx.invalid("index", "indexes nested too deeply"));
+                }
+                let raw: RawIndex =
+                    serde_json::from_value(value).map_err(|e| ctx.invalid("index", e))?;
+                let entries: Vec<IndexEntry<'_>> =
+                    raw.manifests
+                        .iter()
+                        .map(|m| IndexEntry {
+                            platform: m.platform.as_ref().map(|p| {
+                                Platform::new(&p.os, &p.architecture, p.variant.as_deref())
+                            }),
+                            reference_type: m
+                                .annotations
+                                .get("vnd.docker.reference.type")
+                                .map(String::as_str),
+                        })
+                        .collect();
+                let i = platform::choose(want, &entries).map_err(|available| {
+                    PullError::NoMatchingPlatform {
+                        image: image.clone(),
+                        wanted: want.clone(),
+                        available,
+                    }
+                })?;
+                chosen_platform = entries[i].platform.clone();
+                let entry = raw
+                    .manifests
+                    .into_iter()
+                    .nth(i)
+                    .expect("choose returns an index into entries");
+                let entry = ctx.descriptor("index entry", entry)?;
+                let next = registry
+                    .get_manifest(repo, &entry.digest.to_string())
+                    .await
+                    .map_err(registry_err)?;
+                if next.digest != entry.digest || next.bytes.len() as u64 != entry.size {
+                    return Err(PullError::DigestMismatch {
+                        image: image.clone(),
+                        registry: registry.name().to_string(),
+                        what: format!("the {} manifest", chosen_platform_name(&chosen_platform)),
+                        expected: entry.digest,
+                        actual: next.digest,
+                    });
+                }
+                current = next;
+            }
+        }
+    }
+    Err(ctx.invalid("index", "indexes nested too deeply"))
+}
+
+fn chosen_platform_name(p: &Option<Platform>) -> String {
+    p.as_ref()
+        .map_or_else(|| "chosen".to_string(), ToString::to_string)
+}
+
+/// Confirms the config describes the wanted platform and returns the
+/// platform it states. A single-platform image that differs from a platform
+/// the user did not ask for explicitly is accepted with a warning, as
+/// `docker pull` does; otherwise a mismatch is an error.
+pub fn check_config(
+    image: &str,
+    registry: &str,
+    config: &[u8],
+    resolved: &Resolved,
+    want: &Platform,
+    explicit: bool,
+) -> Result<Platform, PullError> {
+    let raw: RawConfig =
+        serde_json::from_slice(config).map_err(|e| PullError::InvalidManifest {
+            image: image.to_string(),
+            registry: registry.to_string(),
+            what: "image config".into(),
+            detail: e.to_string(),
+        })?;
+    if raw.os.is_empty() || raw.architecture.is_empty() {
+        // Some images (artifacts, scratch builds) omit these: trust the index.
+        return Ok(resolved.platform.clone());
+    }
+    let variant = raw
+        .variant
+        .as_deref()
+        .or(resolved.platform.variant.as_deref());
+    let actual = Platform::new(&raw.os, &raw.architecture, variant);
+    if want.match_rank(&actual).is_some() {
+        return Ok(actual);
+    }
+    if !resolved.from_index && !explicit {
+        tracing::warn!(
+            "{image}: the image is {actual}, which does not match this machine ({want}); pulled anyway"
+        );
+        return Ok(actual);
+    }
+    Err(PullError::PlatformMismatch {
+        image: image.to_string(),
+        wanted: Box::new(want.clone()),
+        actual: Box::new(actual),
+    })
+}
