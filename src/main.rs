@@ -147,6 +147,7 @@ fn init_logging(settings: &Settings) -> Result<(), String> {
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(StderrWriter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_filter(stderr_filter);
     let file_layer = match &settings.log_file {
