@@ -281,7 +281,7 @@ mod tests {
         let out = dir.path().join("x.tar");
         std::fs::write(&out, b"previous archive").unwrap();
         std::fs::write(cache.blob_path(&img.layers[0].digest), b"bad! layer").unwrap();
-        let err = archive::write(Format::Docker, &out, &[img.clone()], &cache).unwrap_err();
+        let err = archive::write(Format::Docker, &out, std::slice::from_ref(&img), &cache).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(std::fs::read(&out).unwrap(), b"previous archive");
         assert!(
@@ -298,7 +298,7 @@ mod tests {
         let cache = Cache::open(&dir.path().join("c")).unwrap();
         let img = image(&cache, "nginx", &[b"a", b"b"]);
         let (x, y) = (dir.path().join("x.tar"), dir.path().join("y.tar"));
-        archive::write(Format::Docker, &x, &[img.clone()], &cache).unwrap();
+        archive::write(Format::Docker, &x, std::slice::from_ref(&img), &cache).unwrap();
         archive::write(Format::Docker, &y, &[img], &cache).unwrap();
         assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
     }
