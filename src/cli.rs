@@ -163,6 +163,12 @@ pub struct UsageError(pub String);
 impl Cli {
     /// Validates the flags. `stdin` supplies the password for `--password-stdin`.
     pub fn into_settings(self, stdin: &mut dyn Read) -> Result<Settings, UsageError> {
+        if !crate::reference::is_valid_registry(&self.registry) {
+            return Err(UsageError(format!(
+                "invalid --registry {:?}: expected HOST[:PORT]",
+                self.registry
+            )));
+        }
         let mut raw: Vec<String> = self.images.clone();
         if let Some(file) = &self.images_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
@@ -180,13 +186,16 @@ impl Cli {
             let r = Reference::parse(&s, &self.registry).map_err(|e| UsageError(e.to_string()))?;
             images.push((s, r));
         }
-        if !crate::reference::is_valid_registry(&self.registry) {
-            return Err(UsageError(format!(
-                "invalid --registry {:?}: expected HOST[:PORT]",
-                self.registry
-            )));
-        }
 
+        if self
+            .platform
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case("all"))
+        {
+            return Err(UsageError(
+                "--platform all: a docker archive holds one platform per image; choose one, e.g. --platform linux/arm64".into(),
+            ));
+        }
         let (platform, platform_explicit) = match (&self.platform, &self.arch) {
             (Some(p), _) => (
                 Platform::parse(p).map_err(|e| UsageError(e.to_string()))?,

@@ -99,22 +99,37 @@ async fn run(settings: Settings) -> u8 {
                 return 1;
             }
         };
-        let pulling = puller.run(|r| {
-            let mut out = std::io::stdout().lock();
-            let _ = report::print_image(&mut out, r, json).and_then(|_| out.flush());
-        });
+        let pulling = puller.run(
+            |r| {
+                let mut out = std::io::stdout().lock();
+                let _ = report::print_image(&mut out, r, json).and_then(|_| out.flush());
+            },
+            |e| {
+                let _ = progress::write_stderr(format!("error: {e}\n").as_bytes());
+            },
+        );
         tokio::select! {
             r = pulling => r,
             _ = tokio::signal::ctrl_c() => Err(PullError::Interrupted),
         }
     };
     match outcome {
-        Ok(reports) => {
-            if !json {
+        Ok(outcome) => {
+            if !json && !outcome.reports.is_empty() {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", report::cache_line(&reports)).and_then(|_| out.flush());
+                let _ = writeln!(out, "{}", report::cache_line(&outcome.reports))
+                    .and_then(|_| out.flush());
             }
-            0
+            if outcome.failed == 0 {
+                return 0;
+            }
+            if !outcome.reports.is_empty() {
+                let total = outcome.failed + outcome.reports.len();
+                let _ = progress::write_stderr(
+                    format!("error: {} of {total} images failed\n", outcome.failed).as_bytes(),
+                );
+            }
+            1
         }
         Err(PullError::Interrupted) => {
             archive::remove_partial_archives();

@@ -26,6 +26,12 @@ struct Pulled {
     report: ImageReport,
 }
 
+/// What a run achieved: the images written, and how many failed.
+pub struct RunOutcome {
+    pub reports: Vec<ImageReport>,
+    pub failed: usize,
+}
+
 pub struct Puller<'a> {
     settings: &'a Settings,
     cache: Arc<Cache>,
@@ -72,13 +78,17 @@ impl<'a> Puller<'a> {
     }
 
     /// Pulls every image and writes the archives; `on_image` sees each report
-    /// as soon as its archive is written.
+    /// as soon as its archive is written. With a directory output, an image
+    /// that fails is reported to `on_error` and the others still go ahead; one
+    /// archive for all images is written only if every image succeeds.
     pub async fn run(
         &mut self,
         mut on_image: impl FnMut(&ImageReport),
-    ) -> Result<Vec<ImageReport>, PullError> {
+        mut on_error: impl FnMut(&PullError),
+    ) -> Result<RunOutcome, PullError> {
         let images = self.settings.images.clone();
         let mut reports = Vec::new();
+        let mut failed = 0;
         match self.settings.output.clone() {
             Output::Dir(dir) => {
                 std::fs::create_dir_all(&dir)
@@ -90,18 +100,30 @@ impl<'a> Puller<'a> {
                         None
                     };
                     let started = Instant::now();
-                    let mut pulled = self.pull_one(given, reference, tag).await?;
-                    let name = pulled
-                        .archive
-                        .name_reference()
-                        .archive_file_name(&pulled.platform);
-                    let path = dir.join(name);
-                    self.write_archive(&path, std::slice::from_ref(&pulled.archive))
-                        .await?;
-                    pulled.report.output = display_path(&path);
-                    pulled.report.seconds = started.elapsed().as_secs_f64();
-                    on_image(&pulled.report);
-                    reports.push(pulled.report);
+                    let pulled = async {
+                        let mut pulled = self.pull_one(given, reference, tag).await?;
+                        let name = pulled
+                            .archive
+                            .name_reference()
+                            .archive_file_name(&pulled.platform);
+                        let path = dir.join(name);
+                        self.write_archive(&path, std::slice::from_ref(&pulled.archive))
+                            .await?;
+                        pulled.report.output = display_path(&path);
+                        Ok::<_, PullError>(pulled)
+                    }
+                    .await;
+                    match pulled {
+                        Ok(mut pulled) => {
+                            pulled.report.seconds = started.elapsed().as_secs_f64();
+                            on_image(&pulled.report);
+                            reports.push(pulled.report);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            on_error(&e);
+                        }
+                    }
                 }
             }
             Output::File(path) => {
@@ -129,7 +151,7 @@ impl<'a> Puller<'a> {
                 }
             }
         }
-        Ok(reports)
+        Ok(RunOutcome { reports, failed })
     }
 
     async fn write_archive(&self, path: &Path, images: &[ArchiveImage]) -> Result<(), PullError> {

@@ -281,7 +281,8 @@ mod tests {
         let out = dir.path().join("x.tar");
         std::fs::write(&out, b"previous archive").unwrap();
         std::fs::write(cache.blob_path(&img.layers[0].digest), b"bad! layer").unwrap();
-        let err = archive::write(Format::Docker, &out, std::slice::from_ref(&img), &cache).unwrap_err();
+        let err =
+            archive::write(Format::Docker, &out, std::slice::from_ref(&img), &cache).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(std::fs::read(&out).unwrap(), b"previous archive");
         assert!(

@@ -82,14 +82,30 @@ async fn download_locked(
     let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
     // An empty blob needs no request: its digest alone is checked below.
     while offset < d.size {
-        let resp = f
-            .registry
-            .get_blob(&f.repository, &d.digest, offset)
-            .await
-            .map_err(|source| PullError::Registry {
-                image: f.image.clone(),
-                source,
-            })?;
+        let resp = match f.registry.get_blob(&f.repository, &d.digest, offset).await {
+            Ok(r) => r,
+            // The partial data is not a prefix the registry recognises: start over.
+            Err(RegistryError::Status { status, .. })
+                if offset > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE =>
+            {
+                out.flush()
+                    .map_err(|e| PullError::io("writing", &path, e))?;
+                rewind(out.get_mut(), &path)?;
+                hasher = Hasher::new();
+                offset = 0;
+                f.observer.event(Event::Rewound {
+                    digest: d.digest.clone(),
+                    offset: 0,
+                });
+                continue;
+            }
+            Err(source) => {
+                return Err(PullError::Registry {
+                    image: f.image.clone(),
+                    source,
+                });
+            }
+        };
         if offset > 0 {
             match resp.status() {
                 StatusCode::PARTIAL_CONTENT => {
@@ -116,11 +132,7 @@ async fn download_locked(
                     debug!(digest = %d.digest, "Range ignored; restarting from zero");
                     out.flush()
                         .map_err(|e| PullError::io("writing", &path, e))?;
-                    let file = out.get_mut();
-                    file.set_len(0)
-                        .map_err(|e| PullError::io("writing", &path, e))?;
-                    file.seek(SeekFrom::Start(0))
-                        .map_err(|e| PullError::io("writing", &path, e))?;
+                    rewind(out.get_mut(), &path)?;
                     hasher = Hasher::new();
                     offset = 0;
                     f.observer.event(Event::Rewound {
@@ -229,6 +241,13 @@ impl Fetcher {
     fn registry_retries(&self) -> u32 {
         self.retries.max(1)
     }
+}
+
+/// Empties a partial download to start it again.
+fn rewind(file: &mut std::fs::File, path: &Path) -> Result<(), PullError> {
+    file.set_len(0)
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|e| PullError::io("writing", path, e))
 }
 
 /// Opens the partial download for appending and hashes what it holds. A
