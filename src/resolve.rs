@@ -55,6 +55,7 @@ struct RawDescriptor {
     platform: Option<RawPlatform>,
 }
 
+/// A platform as an index entry or an image config states it.
 #[derive(Deserialize)]
 struct RawPlatform {
     #[serde(default)]
@@ -74,16 +75,6 @@ struct RawIndex {
 struct RawManifest {
     config: RawDescriptor,
     layers: Vec<RawDescriptor>,
-}
-
-#[derive(Deserialize)]
-struct RawConfig {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
 }
 
 /// Context for error messages.
@@ -262,7 +253,7 @@ pub fn check_config(
     want: &Platform,
     explicit: bool,
 ) -> Result<Platform, PullError> {
-    let raw: RawConfig =
+    let raw: RawPlatform =
         serde_json::from_slice(config).map_err(|e| PullError::InvalidManifest {
             image: image.to_string(),
             registry: registry.to_string(),

@@ -3,8 +3,9 @@
 //! the rest hashed while written, resume with `Range` after a broken body,
 //! verify size and digest, and commit by rename.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -17,6 +18,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
 use crate::registry::RegistryError;
 use crate::registry::retry;
+use crate::registry::transport::classify_send_error;
 use crate::resolve::Descriptor;
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -30,16 +32,7 @@ pub(super) async fn download(f: &Fetcher, d: &Descriptor) -> Result<Fetched, Pul
         .map_err(|e| PullError::io("locking a download in", f.cache.root(), e))?;
     // Another process may have finished it while we waited.
     if f.cache.contains(&d.digest, d.size) {
-        f.observer.event(Event::Cached {
-            digest: d.digest.clone(),
-            size: d.size,
-        });
-        return Ok(Fetched {
-            digest: d.digest.clone(),
-            size: d.size,
-            from_cache: true,
-            downloaded: 0,
-        });
+        return Ok(f.cached(d));
     }
     let mut integrity_retry_left = true;
     loop {
@@ -57,46 +50,119 @@ pub(super) async fn download(f: &Fetcher, d: &Descriptor) -> Result<Fetched, Pul
     }
 }
 
+/// A partial download on disk: the file, the hash of what it holds, and its
+/// length.
+struct Partial {
+    out: BufWriter<File>,
+    hasher: Hasher,
+    path: PathBuf,
+}
+
+impl Partial {
+    /// Opens the partial download for appending and hashes what it holds. A
+    /// partial longer than the blob is discarded.
+    fn open(path: PathBuf, size: u64) -> Result<Partial, PullError> {
+        let io = |e| PullError::io("reading", &path, e);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PullError::io("opening", &path, e))?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut hasher = Hasher::new();
+        if len > size {
+            file.set_len(0).map_err(io)?;
+        } else if len > 0 {
+            let mut buf = vec![0u8; WRITE_BUFFER];
+            loop {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        Ok(Partial {
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            hasher,
+            path,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), PullError> {
+        self.hasher.update(chunk);
+        self.out
+            .write_all(chunk)
+            .map_err(|e| PullError::io("writing", &self.path, e))
+    }
+
+    /// Empties it to start again from byte 0.
+    fn restart(&mut self) -> Result<(), PullError> {
+        self.hasher = Hasher::new();
+        let out = &mut self.out;
+        out.flush()
+            .and_then(|_| out.get_mut().set_len(0))
+            .and_then(|_| out.get_mut().seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(|e| PullError::io("writing", &self.path, e))
+    }
+
+    /// Flushes and syncs it; returns the digest of its content.
+    fn finish(self) -> Result<Digest, PullError> {
+        let path = self.path;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| PullError::io("writing", &path, e.into_error()))?;
+        file.sync_data()
+            .map_err(|e| PullError::io("writing", &path, e))?;
+        Ok(self.hasher.finish())
+    }
+}
+
 async fn download_locked(
     f: &Fetcher,
     d: &Descriptor,
     lock: &IngestLock,
 ) -> Result<Fetched, PullError> {
-    let path = f.cache.ingest_path(&d.digest);
     let integrity = |detail: String| PullError::Integrity {
         image: f.image.clone(),
         registry: f.registry.name().to_string(),
         digest: d.digest.clone(),
         detail,
     };
-    let (mut file, mut hasher) = open_partial(&path, d.size)?;
-    let mut offset = hasher.len();
-    let resumed_from = offset;
+    let mut partial = Partial::open(f.cache.ingest_path(&d.digest), d.size)?;
+    let resumed_from = partial.len();
     f.observer.event(Event::Started {
         digest: d.digest.clone(),
         size: d.size,
-        offset,
+        offset: resumed_from,
     });
+    let restart = |partial: &mut Partial| {
+        f.observer.event(Event::Rewound {
+            digest: d.digest.clone(),
+            offset: 0,
+        });
+        partial.restart()
+    };
     let mut downloaded = 0u64;
     let mut failures = 0u32;
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
     // An empty blob needs no request: its digest alone is checked below.
-    while offset < d.size {
-        let resp = match f.registry.get_blob(&f.repository, &d.digest, offset).await {
+    while partial.len() < d.size {
+        let offset = partial.len();
+        let mut resp = match f.registry.get_blob(&f.repository, &d.digest, offset).await {
             Ok(r) => r,
             // The partial data is not a prefix the registry recognises: start over.
             Err(RegistryError::Status { status, .. })
                 if offset > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE =>
             {
-                out.flush()
-                    .map_err(|e| PullError::io("writing", &path, e))?;
-                rewind(out.get_mut(), &path)?;
-                hasher = Hasher::new();
-                offset = 0;
-                f.observer.event(Event::Rewound {
-                    digest: d.digest.clone(),
-                    offset: 0,
-                });
+                restart(&mut partial)?;
                 continue;
             }
             Err(source) => {
@@ -107,56 +173,40 @@ async fn download_locked(
             }
         };
         if offset > 0 {
-            match resp.status() {
-                StatusCode::PARTIAL_CONTENT => {
-                    let range = resp
-                        .headers()
-                        .get(CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    if !content_range_starts_at(range, offset) {
-                        return Err(PullError::Registry {
-                            image: f.image.clone(),
-                            source: RegistryError::Protocol {
-                                registry: f.registry.name().to_string(),
-                                detail: format!(
-                                    "asked for blob {} from byte {offset}, got Content-Range {range:?}",
-                                    d.digest
-                                ),
-                            },
-                        });
-                    }
-                }
-                _ => {
-                    // The registry ignored Range: start over.
-                    debug!(digest = %d.digest, "Range ignored; restarting from zero");
-                    out.flush()
-                        .map_err(|e| PullError::io("writing", &path, e))?;
-                    rewind(out.get_mut(), &path)?;
-                    hasher = Hasher::new();
-                    offset = 0;
-                    f.observer.event(Event::Rewound {
-                        digest: d.digest.clone(),
-                        offset: 0,
+            if resp.status() == StatusCode::PARTIAL_CONTENT {
+                let range = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !content_range_starts_at(range, offset) {
+                    return Err(PullError::Registry {
+                        image: f.image.clone(),
+                        source: RegistryError::Protocol {
+                            registry: f.registry.name().to_string(),
+                            detail: format!(
+                                "asked for blob {} from byte {offset}, got Content-Range {range:?}",
+                                d.digest
+                            ),
+                        },
                     });
                 }
+            } else {
+                debug!(digest = %d.digest, "Range ignored; restarting from zero");
+                restart(&mut partial)?;
             }
         }
-        let before = offset;
-        let mut resp = resp;
+        let before = partial.len();
         let body_error = loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    offset += chunk.len() as u64;
-                    if offset > d.size {
+                    if partial.len() + chunk.len() as u64 > d.size {
                         return Err(integrity(format!(
                             "the registry sent more than the {} bytes the manifest states",
                             d.size
                         )));
                     }
-                    hasher.update(&chunk);
-                    out.write_all(&chunk)
-                        .map_err(|e| PullError::io("writing", &path, e))?;
+                    partial.write(&chunk)?;
                     downloaded += chunk.len() as u64;
                     f.observer.event(Event::Progress {
                         digest: d.digest.clone(),
@@ -167,38 +217,36 @@ async fn download_locked(
                 Err(e) => break Some(e),
             }
         };
+        let now = partial.len();
         match body_error {
-            None if offset == d.size => break,
-            None => {
-                // The body ended early: treat it like a broken connection.
-                warn!(
-                    "{}: blob {} ended after {offset} of {} bytes; resuming",
-                    f.image, d.digest, d.size
-                );
-            }
+            None if now == d.size => break,
+            None => warn!(
+                "{}: blob {} ended after {now} of {} bytes; resuming",
+                f.image, d.digest, d.size
+            ),
             Some(e) => {
-                let err = crate::registry::transport::classify_send_error(
+                let err = classify_send_error(
                     f.registry.name(),
                     &format!("blob {}", d.digest),
                     f.registry.timeout().as_secs(),
                     &e,
                 );
-                warn!("{}: {err}; resuming at byte {offset}", f.image);
+                warn!("{}: {err}; resuming at byte {now}", f.image);
             }
         }
         // Progress resets the failure count: a flaky link that keeps
         // delivering data finishes; one that delivers nothing gives up.
-        if offset > before {
+        if now > before {
             failures = 0;
         } else {
             failures += 1;
-            if failures >= f.registry_retries() {
+            if failures >= f.retries.max(1) {
                 return Err(PullError::Registry {
                     image: f.image.clone(),
                     source: RegistryError::Connect {
                         registry: f.registry.name().to_string(),
                         detail: format!(
-                            "blob {} stopped at byte {offset} of {} after {failures} attempts without progress",
+                            "blob {} stopped at byte {now} of {} after {failures} attempts without progress",
                             d.digest, d.size
                         ),
                     },
@@ -206,16 +254,9 @@ async fn download_locked(
             }
             tokio::time::sleep(retry::backoff(failures)).await;
         }
-        out.flush()
-            .map_err(|e| PullError::io("writing", &path, e))?;
     }
-    out.flush()
-        .map_err(|e| PullError::io("writing", &path, e))?;
-    drop(out);
-    file.sync_data()
-        .map_err(|e| PullError::io("writing", &path, e))?;
-    drop(file);
-    let actual = hasher.finish();
+    let path = partial.path.clone();
+    let actual = partial.finish()?;
     if actual != d.digest {
         let _ = std::fs::remove_file(&path);
         return Err(integrity(format!("its content hashes to {actual}")));
@@ -235,54 +276,6 @@ async fn download_locked(
         from_cache: false,
         downloaded,
     })
-}
-
-impl Fetcher {
-    fn registry_retries(&self) -> u32 {
-        self.retries.max(1)
-    }
-}
-
-/// Empties a partial download to start it again.
-fn rewind(file: &mut std::fs::File, path: &Path) -> Result<(), PullError> {
-    file.set_len(0)
-        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
-        .map_err(|e| PullError::io("writing", path, e))
-}
-
-/// Opens the partial download for appending and hashes what it holds. A
-/// partial longer than the blob is discarded.
-fn open_partial(path: &Path, size: u64) -> Result<(std::fs::File, Hasher), PullError> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| PullError::io("opening", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| PullError::io("reading", path, e))?
-        .len();
-    let mut hasher = Hasher::new();
-    if len > size {
-        file.set_len(0)
-            .map_err(|e| PullError::io("writing", path, e))?;
-    } else if len > 0 {
-        let mut buf = vec![0u8; WRITE_BUFFER];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| PullError::io("reading", path, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
-    file.seek(SeekFrom::End(0))
-        .map_err(|e| PullError::io("reading", path, e))?;
-    Ok((file, hasher))
 }
 
 /// Whether `Content-Range: bytes A-B/N` starts at `offset`.
@@ -326,15 +319,22 @@ mod tests {
     }
 
     #[test]
-    fn partial_is_rehashed_or_discarded() {
+    fn partial_is_rehashed_continued_or_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.data");
         std::fs::write(&p, b"hello").unwrap();
-        let (_, h) = open_partial(&p, 11).unwrap();
-        assert_eq!(h.len(), 5);
-        assert_eq!(h.finish(), Digest::of(b"hello"));
-        let (_, h) = open_partial(&p, 3).unwrap();
-        assert_eq!(h.len(), 0);
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        let mut partial = Partial::open(p.clone(), 11).unwrap();
+        assert_eq!(partial.len(), 5);
+        partial.write(b" world").unwrap();
+        assert_eq!(partial.finish().unwrap(), Digest::of(b"hello world"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
+
+        let mut partial = Partial::open(p.clone(), 3).unwrap();
+        assert_eq!(partial.len(), 0, "longer than the blob: discarded");
+        partial.write(b"abc").unwrap();
+        partial.restart().unwrap();
+        partial.write(b"xy").unwrap();
+        assert_eq!(partial.finish().unwrap(), Digest::of(b"xy"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"xy");
     }
 }

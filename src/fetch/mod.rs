@@ -91,17 +91,22 @@ impl Fetcher {
     /// Makes sure one blob is in the cache.
     pub async fn fetch_one(&self, d: &Descriptor) -> Result<Fetched, PullError> {
         if self.cache.contains(&d.digest, d.size) {
-            self.observer.event(Event::Cached {
-                digest: d.digest.clone(),
-                size: d.size,
-            });
-            return Ok(Fetched {
-                digest: d.digest.clone(),
-                size: d.size,
-                from_cache: true,
-                downloaded: 0,
-            });
+            return Ok(self.cached(d));
         }
         blob::download(self, d).await
+    }
+
+    /// Reports a blob found in the cache.
+    fn cached(&self, d: &Descriptor) -> Fetched {
+        self.observer.event(Event::Cached {
+            digest: d.digest.clone(),
+            size: d.size,
+        });
+        Fetched {
+            digest: d.digest.clone(),
+            size: d.size,
+            from_cache: true,
+            downloaded: 0,
+        }
     }
 }

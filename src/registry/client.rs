@@ -120,10 +120,7 @@ impl Registry {
                             last_err = Some(err);
                             break;
                         }
-                        if err.is_transient() && attempt < self.opts.retries {
-                            let wait = retry::backoff(attempt);
-                            warn!("{err}; retrying in {:.1} s", wait.as_secs_f64());
-                            tokio::time::sleep(wait).await;
+                        if self.pause_before_retry(&err, attempt).await {
                             continue;
                         }
                         return Err(err);
@@ -135,6 +132,17 @@ impl Registry {
             registry: self.name.clone(),
             detail: "no way to reach it".into(),
         }))
+    }
+
+    /// After a failed attempt: whether to try again (having waited).
+    async fn pause_before_retry(&self, err: &RegistryError, attempt: u32) -> bool {
+        if !err.is_transient() || attempt >= self.opts.retries {
+            return false;
+        }
+        let wait = retry::backoff(attempt);
+        warn!("{err}; retrying in {:.1} s", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+        true
     }
 
     async fn remember_challenge(&self, headers: &HeaderMap) {
@@ -317,10 +325,7 @@ impl Registry {
                 Err(e) => {
                     let err =
                         classify_send_error(&self.name, what, self.opts.timeout.as_secs(), &e);
-                    if err.is_transient() && attempt < self.opts.retries {
-                        let wait = retry::backoff(attempt);
-                        warn!("{err}; retrying in {:.1} s", wait.as_secs_f64());
-                        tokio::time::sleep(wait).await;
+                    if self.pause_before_retry(&err, attempt).await {
                         continue;
                     }
                     return Err(err);
