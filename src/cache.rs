@@ -101,10 +101,12 @@ impl Cache {
         Ok(IngestLock { file })
     }
 
-    /// Moves a verified download into the store.
+    /// Moves a verified download into the store. The lock file goes too:
+    /// whoever takes a lock from now on finds the blob stored.
     pub fn commit(&self, digest: &Digest, _lock: &IngestLock) -> io::Result<PathBuf> {
         let target = self.blob_path(digest);
         fs::rename(self.ingest_path(digest), &target)?;
+        let _ = fs::remove_file(self.lock_path(digest));
         Ok(target)
     }
 
@@ -132,6 +134,11 @@ mod tests {
         let p = cache.commit(&d, &lock).unwrap();
         assert_eq!(p, dir.path().join("c/blobs/sha256").join(d.hex()));
         assert!(cache.contains(&d, 5));
+        assert!(
+            !cache.lock_path(&d).exists(),
+            "the lock file goes with the commit"
+        );
+        drop(lock);
         assert!(!cache.contains(&d, 6), "size is part of the check");
         cache.evict(&d).unwrap();
         assert!(!cache.contains(&d, 5));

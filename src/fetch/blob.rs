@@ -144,7 +144,21 @@ async fn download_locked(
         size: d.size,
         offset: resumed_from,
     });
-    let restart = |partial: &mut Partial| {
+    let mut restarts = 0u32;
+    let mut restart = |partial: &mut Partial| {
+        restarts += 1;
+        if restarts > f.retries.max(1) {
+            return Err(PullError::Registry {
+                image: f.image.clone(),
+                source: RegistryError::Protocol {
+                    registry: f.registry.name().to_string(),
+                    detail: format!(
+                        "blob {} had to start over {restarts} times; giving up",
+                        d.digest
+                    ),
+                },
+            });
+        }
         f.observer.event(Event::Rewound {
             digest: d.digest.clone(),
             offset: 0,
@@ -153,6 +167,8 @@ async fn download_locked(
     };
     let mut downloaded = 0u64;
     let mut failures = 0u32;
+    // Whether the last body ended cleanly before the blob was complete.
+    let mut ended_short = false;
     // An empty blob needs no request: its digest alone is checked below.
     while partial.len() < d.size {
         let offset = partial.len();
@@ -162,6 +178,13 @@ async fn download_locked(
             Err(RegistryError::Status { status, .. })
                 if offset > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE =>
             {
+                if ended_short {
+                    // It sent everything it has, and that is too little.
+                    return Err(integrity(format!(
+                        "the registry has {offset} bytes, the manifest states {}",
+                        d.size
+                    )));
+                }
                 restart(&mut partial)?;
                 continue;
             }
@@ -218,6 +241,7 @@ async fn download_locked(
             }
         };
         let now = partial.len();
+        ended_short = body_error.is_none() && now < d.size;
         match body_error {
             None if now == d.size => break,
             None => warn!(
