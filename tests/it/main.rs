@@ -1,2 +1,19 @@
 #[path = "../support/mod.rs"]
 mod support;
+
+// Integration tests: the `docker-pull` binary against the in-process fake registry.
+// One file per capability; `common` holds the runner and the archive checks.
+
+mod auth;
+mod bundle;
+mod cache;
+mod common;
+mod concurrency;
+mod fake_registry;
+mod faults;
+mod interrupt;
+mod json;
+mod manifest;
+mod platform;
+mod pull;
+mod refs;

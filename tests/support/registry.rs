@@ -1,0 +1,912 @@
+//! An in-process fake OCI distribution registry for integration tests.
+//!
+//! It serves `GET /v2/`, `GET|HEAD /v2/<name>/manifests/<reference>` and
+//! `GET|HEAD /v2/<name>/blobs/<digest>` (with `Range`) from memory, speaks the distribution error
+//! envelope, and can demand Basic or Bearer authentication (with its own `/token` endpoint).
+//! Every request is logged and blob traffic is counted so tests can assert what the client did.
+//! Faults (a status for the first N matching requests, corrupted blob bytes) are injected
+//! through [`FakeRegistry::inject`], [`FakeRegistry::corrupt_blob`], [`FakeRegistry::stall_blob`],
+//! [`FakeRegistry::throttle_blobs`], [`FakeRegistry::ignore_ranges`] and
+//! [`FakeRegistry::redirect_blobs`].
+//!
+//! The server runs on its own thread with its own tokio runtime, so plain synchronous `#[test]`
+//! functions can start one, run the binary against it and inspect it afterwards. It is dropped
+//! (and its thread joined) with the [`FakeRegistry`] value. It never pushes: uploads are not
+//! implemented.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use base64::Engine as _;
+use serde_json::json;
+
+use super::image::{Blob, Image, Index, sha256_digest};
+
+/// The `service` the Bearer challenge names.
+pub const SERVICE: &str = "fake-registry";
+
+/// How the registry authenticates clients.
+#[derive(Clone, Debug, Default)]
+pub enum Auth {
+    /// Everything is public.
+    #[default]
+    None,
+    /// HTTP Basic on every endpoint: `401` with `WWW-Authenticate: Basic realm="fake"` otherwise.
+    Basic { user: String, pass: String },
+    /// Docker token auth: registry endpoints want `Authorization: Bearer <token>` issued by
+    /// `GET /token` for a scope covering the repository. With `user_pass`, `/token` demands
+    /// those Basic credentials; without, it hands out tokens anonymously.
+    Bearer { user_pass: Option<(String, String)> },
+}
+
+impl Auth {
+    /// `Auth::Basic` from string slices.
+    pub fn basic(user: &str, pass: &str) -> Self {
+        Auth::Basic {
+            user: user.to_string(),
+            pass: pass.to_string(),
+        }
+    }
+
+    /// `Auth::Bearer` with anonymous token issuance.
+    pub fn bearer_anonymous() -> Self {
+        Auth::Bearer { user_pass: None }
+    }
+
+    /// `Auth::Bearer` whose token endpoint requires these credentials.
+    pub fn bearer(user: &str, pass: &str) -> Self {
+        Auth::Bearer {
+            user_pass: Some((user.to_string(), pass.to_string())),
+        }
+    }
+}
+
+/// Settings for [`FakeRegistry::start`].
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub auth: Auth,
+}
+
+impl Config {
+    /// A registry with the given authentication mode.
+    pub fn with_auth(auth: Auth) -> Self {
+        Self { auth }
+    }
+}
+
+/// One request as the registry saw it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// The `Accept` header, verbatim.
+    pub accept: Option<String>,
+    /// The scheme of the `Authorization` header (`Basic`, `Bearer`), never the secret.
+    pub auth_scheme: Option<String>,
+    /// The `Range` header, verbatim.
+    pub range: Option<String>,
+    /// The status code the registry answered with.
+    pub status: u16,
+}
+
+/// A canned failure: the first `times` requests whose path ends with `path_suffix` (and whose
+/// method matches, if given) get `status` with `headers` and `body` instead of being served.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub path_suffix: String,
+    pub method: Option<Method>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub times: usize,
+}
+
+impl Fault {
+    /// Answer `status` once for paths ending in `path_suffix` (e.g. a digest, `/manifests/v1`).
+    pub fn status(path_suffix: &str, status: u16) -> Self {
+        Self {
+            path_suffix: path_suffix.to_string(),
+            method: None,
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            times: 1,
+        }
+    }
+
+    /// Apply to the first `times` matching requests (`usize::MAX` for always).
+    pub fn times(mut self, times: usize) -> Self {
+        self.times = times;
+        self
+    }
+
+    /// Only for requests with this method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Adds a response header (e.g. `Retry-After`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the response body.
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_string();
+        self
+    }
+}
+
+#[derive(Default)]
+struct Repo {
+    /// Tag or digest -> (media type, bytes).
+    manifests: HashMap<String, (String, Vec<u8>)>,
+    /// Digest -> bytes.
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct State {
+    repos: HashMap<String, Repo>,
+    log: Vec<Request>,
+    blob_gets: HashMap<String, usize>,
+    blob_bytes_sent: u64,
+    token_requests: usize,
+    /// Issued token -> repositories it may pull.
+    tokens: HashMap<String, HashSet<String>>,
+    faults: Vec<Fault>,
+    /// Digest -> bytes served instead of the stored blob.
+    corrupt: HashMap<String, Vec<u8>>,
+    /// Pacing of every blob body.
+    throttle: Option<Throttle>,
+    /// Blob bodies that stop sending part-way.
+    stalls: Vec<Stall>,
+    /// Serve whole blobs (200) even when a Range is asked for, like servers without range support.
+    ignore_ranges: bool,
+    /// Host name blob GETs are redirected to (`/cdn/...` on this same server).
+    redirect_host: Option<String>,
+    /// Blob bodies being sent right now, and the most at once.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Sends every blob body `chunk` bytes at a time with `delay` between chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct Throttle {
+    pub chunk: usize,
+    pub delay: Duration,
+}
+
+/// The next `times` GETs of blob `digest` send `after` bytes of their body and then nothing
+/// more until the client gives up (the headers promise the full length).
+#[derive(Clone, Debug)]
+struct Stall {
+    digest: String,
+    after: usize,
+    times: usize,
+}
+
+struct Shared {
+    auth: Auth,
+    addr: SocketAddr,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock must not hide the original failure.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running fake registry; stops when dropped.
+pub struct FakeRegistry {
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeRegistry {
+    /// Starts a registry on `127.0.0.1:<free port>`.
+    pub fn start(config: Config) -> Self {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("binding the fake registry");
+        listener
+            .set_nonblocking(true)
+            .expect("making the fake registry socket non-blocking");
+        let addr = listener.local_addr().expect("fake registry local address");
+        let shared = Arc::new(Shared {
+            auth: config.auth,
+            addr,
+            state: Mutex::new(State::default()),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app_state = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("fake-registry-{}", addr.port()))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("building the fake registry runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("registering the fake registry socket");
+                    let app = Router::new().fallback(move |method, uri, headers| {
+                        let shared = app_state.clone();
+                        async move { handle(shared, method, uri, headers) }
+                    });
+                    tokio::select! {
+                        result = axum::serve(listener, app) => {
+                            if let Err(e) = result {
+                                eprintln!("fake registry stopped: {e}");
+                            }
+                        }
+                        _ = rx => {}
+                    }
+                });
+                runtime.shutdown_background();
+            })
+            .expect("spawning the fake registry thread");
+        Self {
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// A registry without authentication.
+    pub fn anonymous() -> Self {
+        Self::start(Config::default())
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.shared.addr.to_string()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.shared.addr.port()
+    }
+
+    /// `127.0.0.1:PORT/<repo>:<tag>`, a reference to pass to the binary.
+    pub fn reference(&self, repo: &str, tag: &str) -> String {
+        format!("{}/{repo}:{tag}", self.addr())
+    }
+
+    /// `127.0.0.1:PORT/<repo>@<digest>`.
+    pub fn digest_reference(&self, repo: &str, digest: &str) -> String {
+        format!("{}/{repo}@{digest}", self.addr())
+    }
+
+    /// Stores a blob in `repo`.
+    pub fn put_blob(&self, repo: &str, blob: &Blob) {
+        self.put_blob_bytes(repo, &blob.digest, blob.data.clone());
+    }
+
+    /// Stores `data` under `digest` without checking that they match.
+    pub fn put_blob_bytes(&self, repo: &str, digest: &str, data: Vec<u8>) {
+        let mut state = self.shared.lock();
+        let repo = state.repos.entry(repo.to_string()).or_default();
+        repo.blobs.insert(digest.to_string(), data);
+    }
+
+    /// Stores a manifest under `reference` (a tag, or a digest) and always under its own digest.
+    /// Returns that digest.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        let digest = sha256_digest(bytes);
+        let mut state = self.shared.lock();
+        let repo = state.repos.entry(repo.to_string()).or_default();
+        let entry = (media_type.to_string(), bytes.to_vec());
+        repo.manifests.insert(digest.clone(), entry.clone());
+        repo.manifests.insert(reference.to_string(), entry);
+        digest
+    }
+
+    /// Stores an image's blobs and manifest, tagged `tag`.
+    pub fn push_image(&self, repo: &str, tag: &str, image: &Image) {
+        for blob in image.blobs() {
+            self.put_blob(repo, blob);
+        }
+        self.put_manifest(repo, tag, &image.manifest.media_type, &image.manifest.data);
+    }
+
+    /// Stores an index, every manifest it lists (by digest) and all their blobs; tags the index.
+    pub fn push_index(&self, repo: &str, tag: &str, index: &Index) {
+        for image in index.images.iter().chain(&index.extra_manifests) {
+            self.push_image(repo, &image.manifest.digest, image);
+        }
+        self.put_manifest(repo, tag, &index.index.media_type, &index.index.data);
+    }
+
+    /// Removes a blob (e.g. to prove a later pull did not need it).
+    pub fn delete_blob(&self, repo: &str, digest: &str) {
+        if let Some(repo) = self.shared.lock().repos.get_mut(repo) {
+            repo.blobs.remove(digest);
+        }
+    }
+
+    /// Adds a canned failure; faults are checked in the order they were added.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Serves `data` instead of the stored blob `digest` (in every repository).
+    pub fn corrupt_blob(&self, digest: &str, data: Vec<u8>) {
+        self.shared.lock().corrupt.insert(digest.to_string(), data);
+    }
+
+    /// Paces every blob body: `chunk` bytes, then `delay`, and so on (for progress, concurrency
+    /// and interruption tests). `None` turns pacing off.
+    pub fn throttle_blobs(&self, throttle: Option<Throttle>) {
+        self.shared.lock().throttle = throttle;
+    }
+
+    /// The next `times` GETs of blob `digest` send only `after` bytes, then stall (the connection
+    /// stays open and silent) until the client hangs up.
+    pub fn stall_blob(&self, digest: &str, after: usize, times: usize) {
+        self.shared.lock().stalls.push(Stall {
+            digest: digest.to_string(),
+            after,
+            times,
+        });
+    }
+
+    /// Answers blob GETs with `307 Temporary Redirect` to `http://<host>:<port>/cdn/<name>/<digest>`
+    /// on this same server, which serves the blob without asking for credentials (like a CDN).
+    /// Use another spelling of the loopback address (`localhost`) to make the redirect cross-host.
+    pub fn redirect_blobs(&self, host: &str) {
+        self.shared.lock().redirect_host = Some(host.to_string());
+    }
+
+    /// Ignores `Range` headers on blobs and always answers `200` with the whole blob.
+    pub fn ignore_ranges(&self, ignore: bool) {
+        self.shared.lock().ignore_ranges = ignore;
+    }
+
+    /// The most blob bodies that were being sent at the same time.
+    pub fn max_blobs_in_flight(&self) -> usize {
+        self.shared.lock().max_in_flight
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.lock().log.clone()
+    }
+
+    /// Forgets the request log and all counters (stored content and faults stay).
+    pub fn reset_log(&self) {
+        let mut state = self.shared.lock();
+        state.log.clear();
+        state.blob_gets.clear();
+        state.blob_bytes_sent = 0;
+        state.token_requests = 0;
+    }
+
+    /// GET requests for blob `digest` under `/v2/` (ranged or not, whatever the status, faults
+    /// included; redirected `/cdn/` fetches are in [`FakeRegistry::requests`] only).
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        self.shared
+            .lock()
+            .blob_gets
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// GET requests for any blob.
+    pub fn total_blob_gets(&self) -> usize {
+        self.shared.lock().blob_gets.values().sum()
+    }
+
+    /// Bytes of blob bodies handed to connections (200 and 206 responses, `/cdn/` included).
+    pub fn blob_bytes_sent(&self) -> u64 {
+        self.shared.lock().blob_bytes_sent
+    }
+
+    /// Requests to `/token`.
+    pub fn token_requests(&self) -> usize {
+        self.shared.lock().token_requests
+    }
+
+    /// Requests to manifest endpoints (GET and HEAD).
+    pub fn manifest_requests(&self) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/manifests/"))
+            .collect()
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let response = route(&shared, &method, &uri, &headers);
+    let mut state = shared.lock();
+    if method == Method::GET
+        && let Some((_, digest)) = uri.path().rsplit_once("/blobs/")
+        && uri.path().starts_with("/v2/")
+    {
+        *state.blob_gets.entry(digest.to_string()).or_default() += 1;
+    }
+    state.log.push(Request {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        accept: header_str(&headers, header::ACCEPT),
+        auth_scheme: header_str(&headers, header::AUTHORIZATION)
+            .and_then(|v| v.split_whitespace().next().map(str::to_string)),
+        range: header_str(&headers, header::RANGE),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<Fault> {
+    let mut state = shared.lock();
+    let fault = state.faults.iter_mut().find(|f| {
+        f.times > 0
+            && path.ends_with(&f.path_suffix)
+            && f.method.as_ref().is_none_or(|m| m == method)
+    })?;
+    fault.times -= 1;
+    Some(fault.clone())
+}
+
+fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    let path = uri.path();
+    if let Some(fault) = take_fault(shared, method, path) {
+        let mut response = response(
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Body::from(fault.body.clone()),
+        );
+        for (name, value) in &fault.headers {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        return response;
+    }
+    if path == "/token" {
+        return token(shared, method, uri, headers);
+    }
+    if *method != Method::GET && *method != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the fake registry is read-only",
+        );
+    }
+    if let Some(rest) = path.strip_prefix("/cdn/")
+        && let Some((name, digest)) = rest.rsplit_once('/')
+    {
+        return blob(shared, name, digest, *method == Method::HEAD, headers);
+    }
+    if path == "/v2/" || path == "/v2" {
+        if let Some(denied) = authorize(shared, headers, None) {
+            return denied;
+        }
+        return json_response(StatusCode::OK, b"{}".to_vec());
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    };
+    let (name, kind, reference) = if let Some(i) = rest.rfind("/manifests/") {
+        (&rest[..i], Kind::Manifest, &rest[i + "/manifests/".len()..])
+    } else if let Some(i) = rest.rfind("/blobs/") {
+        (&rest[..i], Kind::Blob, &rest[i + "/blobs/".len()..])
+    } else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    };
+    if let Some(denied) = authorize(shared, headers, Some(name)) {
+        return denied;
+    }
+    let head = *method == Method::HEAD;
+    if let (Kind::Blob, false, Some(host)) = (&kind, head, shared.lock().redirect_host.clone()) {
+        let mut response = response(StatusCode::TEMPORARY_REDIRECT, Body::empty());
+        let location = format!(
+            "http://{host}:{}/cdn/{name}/{reference}",
+            shared.addr.port()
+        );
+        set_header(&mut response, header::LOCATION, &location);
+        return response;
+    }
+    match kind {
+        Kind::Manifest => manifest(shared, name, reference, head),
+        Kind::Blob => blob(shared, name, reference, head, headers),
+    }
+}
+
+enum Kind {
+    Manifest,
+    Blob,
+}
+
+fn response(status: StatusCode, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = response(status, Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
+    json_response(status, body.to_string().into_bytes())
+}
+
+fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = header_str(headers, header::AUTHORIZATION)?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+/// `None` when the request may proceed, else the 401 to send.
+fn authorize(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Option<Response> {
+    match &shared.auth {
+        Auth::None => None,
+        Auth::Basic { user, pass } => {
+            if basic_credentials(headers) == Some((user.clone(), pass.clone())) {
+                return None;
+            }
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authentication required",
+            );
+            set_header(
+                &mut response,
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"fake\"",
+            );
+            Some(response)
+        }
+        Auth::Bearer { .. } => {
+            let token = header_str(headers, header::AUTHORIZATION)
+                .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+            let allowed = token.is_some_and(|token| {
+                let state = shared.lock();
+                match (state.tokens.get(&token), repo) {
+                    (Some(_), None) => true,
+                    (Some(scopes), Some(repo)) => scopes.contains(repo),
+                    (None, _) => false,
+                }
+            });
+            if allowed {
+                return None;
+            }
+            let mut challenge = format!(
+                "Bearer realm=\"http://{}/token\",service=\"{SERVICE}\"",
+                shared.addr
+            );
+            if let Some(repo) = repo {
+                challenge.push_str(&format!(",scope=\"repository:{repo}:pull\""));
+            }
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authentication required",
+            );
+            set_header(&mut response, header::WWW_AUTHENTICATE, &challenge);
+            Some(response)
+        }
+    }
+}
+
+fn token(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    shared.lock().token_requests += 1;
+    let Auth::Bearer { user_pass } = &shared.auth else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "this registry issues no tokens",
+        );
+    };
+    if *method != Method::GET {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "use GET /token",
+        );
+    }
+    if let Some(expected) = user_pass
+        && basic_credentials(headers).as_ref() != Some(expected)
+    {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "incorrect username or password",
+        );
+        set_header(
+            &mut response,
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"fake-token\"",
+        );
+        return response;
+    }
+    let mut repos = HashSet::new();
+    for (key, value) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        if key == "scope" {
+            for scope in value.split(' ') {
+                let mut parts = scope.splitn(3, ':');
+                if let (Some("repository"), Some(name), Some(actions)) =
+                    (parts.next(), parts.next(), parts.next())
+                    && actions.split(',').any(|a| a == "pull" || a == "*")
+                {
+                    repos.insert(name.to_string());
+                }
+            }
+        }
+    }
+    let mut state = shared.lock();
+    let token = format!(
+        "faketoken-{}-{}",
+        shared.addr.port(),
+        state.tokens.len() + 1
+    );
+    state.tokens.insert(token.clone(), repos);
+    let body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": 300,
+        "issued_at": "2024-01-01T00:00:00Z",
+    });
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Response {
+    let state = shared.lock();
+    let Some(repo) = state.repos.get(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+        );
+    };
+    let Some((media_type, bytes)) = repo.manifests.get(reference) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown",
+        );
+    };
+    let digest = sha256_digest(bytes);
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(bytes.clone())
+    };
+    let mut response = response(StatusCode::OK, body);
+    set_header(&mut response, header::CONTENT_TYPE, media_type);
+    set_header(
+        &mut response,
+        header::CONTENT_LENGTH,
+        &bytes.len().to_string(),
+    );
+    set_header(
+        &mut response,
+        header::HeaderName::from_static("docker-content-digest"),
+        &digest,
+    );
+    response
+}
+
+/// Parses `bytes=A-` or `bytes=A-B` against a blob of `len` bytes into an inclusive range.
+/// `Err(())` means unsatisfiable.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end = match end.trim() {
+        "" => len.saturating_sub(1),
+        end => end.parse::<u64>().ok()?.min(len.saturating_sub(1)),
+    };
+    if start >= len || end < start {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+fn blob(
+    shared: &Arc<Shared>,
+    name: &str,
+    digest: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let mut state = shared.lock();
+    let Some(repo) = state.repos.get(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+        );
+    };
+    let Some(stored) = repo.blobs.get(digest) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
+        );
+    };
+    let data = state.corrupt.get(digest).unwrap_or(stored).clone();
+    let len = data.len() as u64;
+    let range = header_str(headers, header::RANGE)
+        .filter(|_| !state.ignore_ranges)
+        .and_then(|r| parse_range(&r, len));
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, len),
+        Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+        Some(Err(())) => {
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_INVALID",
+                "requested range not satisfiable",
+            );
+            set_header(
+                &mut response,
+                header::CONTENT_RANGE,
+                &format!("bytes */{len}"),
+            );
+            return response;
+        }
+    };
+    let body = Bytes::from(data).slice(start as usize..end as usize);
+    let body_len = body.len();
+    let stall_after = if head {
+        None
+    } else {
+        state
+            .stalls
+            .iter_mut()
+            .find(|s| s.times > 0 && s.digest == digest)
+            .map(|s| {
+                s.times -= 1;
+                s.after
+            })
+    };
+    let throttle = state.throttle;
+    drop(state);
+    let body = if head {
+        Body::empty()
+    } else {
+        stream_body(shared.clone(), body, throttle, stall_after)
+    };
+    let mut response = response(status, body);
+    set_header(
+        &mut response,
+        header::CONTENT_TYPE,
+        "application/octet-stream",
+    );
+    set_header(&mut response, header::CONTENT_LENGTH, &body_len.to_string());
+    set_header(&mut response, header::ACCEPT_RANGES, "bytes");
+    set_header(
+        &mut response,
+        header::HeaderName::from_static("docker-content-digest"),
+        digest,
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        set_header(
+            &mut response,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{}/{len}", end - 1),
+        );
+    }
+    response
+}
+
+/// Counts a blob body as in flight for as long as it lives.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: Arc<Shared>) -> Self {
+        {
+            let mut state = shared.lock();
+            state.in_flight += 1;
+            state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        }
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
+/// A blob body sent in chunks (paced by `throttle`), counting the bytes handed to the connection;
+/// with `stall_after`, it goes silent after that many bytes until the client hangs up.
+fn stream_body(
+    shared: Arc<Shared>,
+    data: Bytes,
+    throttle: Option<Throttle>,
+    stall_after: Option<usize>,
+) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = throttle.map_or(CHUNK, |t| t.chunk.max(1));
+    let delay = throttle.map(|t| t.delay);
+    let limit = stall_after.map_or(data.len(), |after| after.min(data.len()));
+    let guard = InFlight::new(shared);
+    let stream = futures_util::stream::unfold(
+        (data, 0usize, guard),
+        move |(data, pos, guard)| async move {
+            if pos >= limit {
+                if stall_after.is_some() {
+                    // Keep the connection open and silent; the client's timeout must notice.
+                    std::future::pending::<()>().await;
+                }
+                return None;
+            }
+            if pos > 0
+                && let Some(delay) = delay
+            {
+                tokio::time::sleep(delay).await;
+            }
+            let end = (pos + chunk).min(limit);
+            let piece = data.slice(pos..end);
+            guard.0.lock().blob_bytes_sent += piece.len() as u64;
+            Some((Ok::<Bytes, std::io::Error>(piece), (data, end, guard)))
+        },
+    );
+    Body::from_stream(stream)
+}

@@ -1,0 +1,763 @@
+//! Shared helpers for the integration tests: running the binary with an isolated environment,
+//! reading the archives it writes, and checking them against the output contract.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::image::{Blob, Image};
+
+/// How long one run of the binary may take before the test kills it and fails.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The outcome of one run of `docker-pull`.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The command line, for failure messages.
+    pub command: String,
+    /// The run was killed after `RUN_TIMEOUT`.
+    pub timed_out: bool,
+}
+
+impl Run {
+    /// Panics with the full output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert!(
+            !self.timed_out,
+            "`{}` did not finish in time and was killed\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.stdout, self.stderr
+        );
+        assert_eq!(
+            self.code,
+            Some(code),
+            "`{}` exited with {:?}, expected {code}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command,
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the run succeeded.
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    /// The `--json` objects on stdout (every stdout line must be one).
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!(
+                        "stdout line is not a JSON object ({e}): {line:?}\n--- full stdout ---\n{}\n--- stderr ---\n{}",
+                        self.stdout, self.stderr
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The single `--json` object on stdout.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        let lines = self.json_lines();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected exactly one JSON line on stdout, got {}:\n{}",
+            lines.len(),
+            self.stdout
+        );
+        lines.into_iter().next().expect("one line")
+    }
+
+    /// Asserts that neither stream shows a Rust panic or backtrace.
+    #[track_caller]
+    pub fn assert_no_panic(&self) {
+        for (name, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            assert!(
+                !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+                "`{}` panicked ({name}):\n{text}",
+                self.command
+            );
+        }
+    }
+
+    /// Asserts that `secret` appears in no output.
+    #[track_caller]
+    pub fn assert_not_leaked(&self, secret: &str) {
+        assert!(
+            !self.stdout.contains(secret) && !self.stderr.contains(secret),
+            "`{}` printed the secret {secret:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// A scratch area for one test: a cache directory and an output directory.
+pub struct Work {
+    pub dir: tempfile::TempDir,
+    /// How long one run may take before it is killed.
+    pub timeout: Duration,
+}
+
+impl Work {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("docker-pull-it-")
+                .tempdir()
+                .expect("creating a temp dir"),
+            timeout: RUN_TIMEOUT,
+        }
+    }
+
+    /// Kills runs that take longer than `timeout` (the run then reports `timed_out`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The cache directory passed with `--cache-dir`.
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// The output directory passed with `-o` by [`Work::pull`].
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// A path inside the scratch area.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `docker-pull --cache-dir <cache> -o <out> <args>`.
+    pub fn pull(&self, args: &[&str]) -> Run {
+        let cache = self.cache();
+        let out = self.out();
+        let mut all: Vec<&str> = vec![
+            "--cache-dir",
+            cache.to_str().expect("utf-8 temp path"),
+            "-o",
+            out.to_str().expect("utf-8 temp path"),
+        ];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// Runs `docker-pull --cache-dir <cache> <args>` (the caller chooses `-o`).
+    pub fn pull_to(&self, args: &[&str]) -> Run {
+        let cache = self.cache();
+        let mut all: Vec<&str> = vec!["--cache-dir", cache.to_str().expect("utf-8 temp path")];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// Runs the binary with exactly `args`, in the scratch directory, with an isolated environment
+    /// (no docker config, no proxies, no `DOCKER_PULL_*` variables).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[], None)
+    }
+
+    /// Like [`Work::run`], with extra environment variables and optional stdin.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        self.spawn_with(args, env, stdin).wait()
+    }
+
+    /// Starts `docker-pull --cache-dir <cache> -o <out> <args>` without waiting for it.
+    pub fn spawn_pull(&self, args: &[&str]) -> Running {
+        let cache = self.cache();
+        let out = self.out();
+        let mut all: Vec<&str> = vec![
+            "--cache-dir",
+            cache.to_str().expect("utf-8 temp path"),
+            "-o",
+            out.to_str().expect("utf-8 temp path"),
+        ];
+        all.extend_from_slice(args);
+        self.spawn_with(&all, &[], None)
+    }
+
+    /// Starts the binary with an isolated environment (see [`Work::run`]) without waiting.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Running {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("creating a fake HOME");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_docker-pull"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", &home)
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("XDG_RUNTIME_DIR", home.join("run"))
+            .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("RUST_BACKTRACE");
+        for var in [
+            "DOCKER_PULL_USERNAME",
+            "DOCKER_PULL_PASSWORD",
+            "DOCKER_PULL_CACHE",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            command.env_remove(var);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let description = format!("docker-pull {}", args.join(" "));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start `{description}`: {e}"));
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            pipe.write_all(input.as_bytes()).expect("writing stdin");
+        }
+        // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+        let mut out_pipe = child.stdout.take().expect("piped stdout");
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let stdout = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = out_pipe.read_to_end(&mut s);
+            s
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err_pipe.read_to_end(&mut s);
+            s
+        });
+        Running {
+            child,
+            stdout,
+            stderr,
+            command: description,
+            started: Instant::now(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// A `docker-pull` process that is still running.
+pub struct Running {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    command: String,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Running {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited.
+    pub fn finished(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Sends `SIGINT` (what Ctrl-C does) to this process only.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -INT {} failed", self.pid());
+    }
+
+    /// Waits for the exit (killing it after the work's timeout) and collects the output.
+    pub fn wait(mut self) -> Run {
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for docker-pull") {
+                break status;
+            }
+            if self.started.elapsed() > self.timeout {
+                timed_out = true;
+                let _ = self.child.kill();
+                break self
+                    .child
+                    .wait()
+                    .expect("waiting for the killed docker-pull");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = String::from_utf8_lossy(&self.stdout.join().unwrap_or_default()).into_owned();
+        let stderr = String::from_utf8_lossy(&self.stderr.join().unwrap_or_default()).into_owned();
+        let run = Run {
+            code: status.code(),
+            stdout,
+            stderr,
+            command: self.command,
+            timed_out,
+        };
+        run.assert_no_panic();
+        run
+    }
+}
+
+/// One tar entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: String,
+    pub kind: tar::EntryType,
+    pub mode: u32,
+    pub mtime: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub data: Vec<u8>,
+}
+
+/// A tar archive read fully into memory.
+#[derive(Debug)]
+pub struct Archive {
+    pub path: PathBuf,
+    pub entries: Vec<Entry>,
+}
+
+impl Archive {
+    /// Reads `path` (panics with the reason if it is missing or not a tar).
+    #[track_caller]
+    pub fn open(path: &Path) -> Self {
+        let file = std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("cannot open archive {}: {e}", path.display()));
+        let mut archive = tar::Archive::new(file);
+        let mut entries = Vec::new();
+        for entry in archive
+            .entries()
+            .unwrap_or_else(|e| panic!("{} is not a tar: {e}", path.display()))
+        {
+            let mut entry =
+                entry.unwrap_or_else(|e| panic!("bad tar entry in {}: {e}", path.display()));
+            let header = entry.header().clone();
+            let entry_path = entry
+                .path()
+                .unwrap_or_else(|e| panic!("bad entry path in {}: {e}", path.display()))
+                .to_string_lossy()
+                .into_owned();
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .unwrap_or_else(|e| panic!("reading {entry_path} in {}: {e}", path.display()));
+            entries.push(Entry {
+                path: entry_path,
+                kind: header.entry_type(),
+                mode: header.mode().unwrap_or(0) & 0o7777,
+                mtime: header.mtime().unwrap_or(u64::MAX),
+                uid: header.uid().unwrap_or(u64::MAX),
+                gid: header.gid().unwrap_or(u64::MAX),
+                data,
+            });
+        }
+        Self {
+            path: path.to_path_buf(),
+            entries,
+        }
+    }
+
+    /// Entry paths in archive order, directories without their trailing `/`.
+    pub fn names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|e| e.path.trim_end_matches('/').to_string())
+            .collect()
+    }
+
+    /// The entry at `path` (trailing `/` ignored).
+    pub fn entry(&self, path: &str) -> Option<&Entry> {
+        let want = path.trim_end_matches('/');
+        self.entries
+            .iter()
+            .find(|e| e.path.trim_end_matches('/') == want)
+    }
+
+    /// The bytes of the file at `path`.
+    #[track_caller]
+    pub fn file(&self, path: &str) -> &[u8] {
+        &self
+            .entry(path)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} has no entry {path}; entries: {:?}",
+                    self.path.display(),
+                    self.names()
+                )
+            })
+            .data
+    }
+
+    /// The file at `path` parsed as JSON.
+    #[track_caller]
+    pub fn json(&self, path: &str) -> Value {
+        serde_json::from_slice(self.file(path))
+            .unwrap_or_else(|e| panic!("{path} in {} is not JSON: {e}", self.path.display()))
+    }
+
+    /// The file `blobs/sha256/<hex>` for `digest`.
+    #[track_caller]
+    pub fn blob(&self, digest: &str) -> &[u8] {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.file(&format!("blobs/sha256/{hex}"))
+    }
+
+    /// Hex names of all `blobs/sha256/*` files.
+    pub fn blob_names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind.is_file())
+            .filter_map(|e| e.path.strip_prefix("blobs/sha256/").map(str::to_string))
+            .collect()
+    }
+}
+
+/// What an `index.json` annotation should be.
+#[derive(Clone, Debug)]
+pub enum Ann {
+    /// Exactly this value.
+    Is(String),
+    /// Not present (digest-only references).
+    Absent,
+    /// Not checked (where the contract does not say).
+    Any,
+}
+
+/// What one image in an archive is expected to look like.
+pub struct Expected<'a> {
+    pub image: &'a Image,
+    /// `io.containerd.image.name`, e.g. `127.0.0.1:5000/small:latest`.
+    pub full_name: Ann,
+    /// `org.opencontainers.image.ref.name`, the tag.
+    pub ref_name: Ann,
+    /// `manifest.json` RepoTags.
+    pub repo_tags: Vec<String>,
+    /// Further blobs the archive may (but need not) hold, e.g. the index of a multi-platform image.
+    pub optional_blobs: Vec<&'a Blob>,
+}
+
+impl<'a> Expected<'a> {
+    /// An image pulled as `<addr>/<repo>:<tag>` from a non-Docker-Hub registry.
+    pub fn tagged(image: &'a Image, addr: &str, repo: &str, tag: &str) -> Self {
+        let name = format!("{addr}/{repo}:{tag}");
+        Self {
+            image,
+            full_name: Ann::Is(name.clone()),
+            ref_name: Ann::Is(tag.to_string()),
+            repo_tags: vec![name],
+            optional_blobs: Vec::new(),
+        }
+    }
+
+    /// An image pulled by digest only: no annotations, no RepoTags.
+    pub fn digest_only(image: &'a Image) -> Self {
+        Self {
+            image,
+            full_name: Ann::Absent,
+            ref_name: Ann::Absent,
+            repo_tags: Vec::new(),
+            optional_blobs: Vec::new(),
+        }
+    }
+
+    /// Allows `blob` in the archive as well.
+    pub fn allow(mut self, blob: &'a Blob) -> Self {
+        self.optional_blobs.push(blob);
+        self
+    }
+}
+
+/// Checks a `-f docker` archive against the contract: entry order and metadata, the OCI layout,
+/// `index.json`, `manifest.json`, `repositories`, and every blob byte-for-byte, each stored once.
+#[track_caller]
+pub fn assert_docker_archive(archive: &Archive, expected: &[Expected<'_>]) {
+    let names = archive.names();
+    let where_ = archive.path.display();
+
+    // Entry metadata.
+    for entry in &archive.entries {
+        assert_eq!(entry.mtime, 0, "{} in {where_}: mtime", entry.path);
+        assert_eq!(
+            (entry.uid, entry.gid),
+            (0, 0),
+            "{} in {where_}: uid/gid",
+            entry.path
+        );
+        let want_mode = if entry.kind.is_dir() { 0o755 } else { 0o644 };
+        assert!(
+            entry.kind.is_dir() || entry.kind.is_file(),
+            "{} in {where_}: unexpected entry type {:?}",
+            entry.path,
+            entry.kind
+        );
+        assert_eq!(
+            entry.mode, want_mode,
+            "{} in {where_}: mode {:o}, want {want_mode:o}",
+            entry.path, entry.mode
+        );
+    }
+
+    // Order: oci-layout, blobs/, blobs/sha256/, blobs..., index.json, manifest.json, repositories.
+    let mut wanted_blobs: Vec<&Blob> = Vec::new();
+    for e in expected {
+        for blob in std::iter::once(&e.image.manifest).chain(e.image.blobs()) {
+            if !wanted_blobs.iter().any(|b| b.digest == blob.digest) {
+                wanted_blobs.push(blob);
+            }
+        }
+    }
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("oci-layout"),
+        "{where_}: first entry; entries {names:?}"
+    );
+    assert_eq!(
+        names.get(1).map(String::as_str),
+        Some("blobs"),
+        "{where_}: second entry; entries {names:?}"
+    );
+    assert_eq!(
+        names.get(2).map(String::as_str),
+        Some("blobs/sha256"),
+        "{where_}: third entry; entries {names:?}"
+    );
+    let tail: Vec<&str> = names
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    // `repositories` lists tagged images only; with none it may be left out or be `{}`.
+    let has_repositories = expected.iter().any(|e| !e.repo_tags.is_empty())
+        || names.last().is_some_and(|n| n == "repositories");
+    if has_repositories {
+        assert_eq!(
+            tail,
+            ["index.json", "manifest.json", "repositories"],
+            "{where_}: last entries; entries {names:?}"
+        );
+    } else {
+        assert_eq!(
+            &tail[1..],
+            ["index.json", "manifest.json"],
+            "{where_}: last entries; entries {names:?}"
+        );
+    }
+    let trailer = if has_repositories { 3 } else { 2 };
+    let middle = &names[3..names.len() - trailer];
+    let mut blob_names: Vec<String> = middle
+        .iter()
+        .map(|n| {
+            n.strip_prefix("blobs/sha256/")
+                .unwrap_or_else(|| {
+                    panic!("{where_}: unexpected entry {n} among the blobs; entries {names:?}")
+                })
+                .to_string()
+        })
+        .collect();
+    let count = blob_names.len();
+    blob_names.sort();
+    blob_names.dedup();
+    assert_eq!(
+        blob_names.len(),
+        count,
+        "{where_}: a blob is stored twice; entries {names:?}"
+    );
+    let optional: Vec<&Blob> = expected
+        .iter()
+        .flat_map(|e| e.optional_blobs.iter().copied())
+        .collect();
+    for blob in &optional {
+        if blob_names.iter().any(|n| n == blob.hex())
+            && !wanted_blobs.iter().any(|b| b.digest == blob.digest)
+        {
+            wanted_blobs.push(blob);
+        }
+    }
+    let mut want_names: Vec<String> = wanted_blobs.iter().map(|b| b.hex().to_string()).collect();
+    want_names.sort();
+    assert_eq!(blob_names, want_names, "{where_}: the set of blobs");
+    for blob in &wanted_blobs {
+        assert!(
+            archive.blob(&blob.digest) == blob.data.as_slice(),
+            "{where_}: blob {} ({}) differs from what the registry served",
+            blob.digest,
+            blob.media_type
+        );
+    }
+
+    // oci-layout
+    assert_eq!(
+        archive.json("oci-layout"),
+        serde_json::json!({"imageLayoutVersion": "1.0.0"}),
+        "{where_}: oci-layout"
+    );
+
+    // index.json
+    let index = archive.json("index.json");
+    assert_eq!(
+        index["schemaVersion"], 2,
+        "{where_}: index.json schemaVersion: {index}"
+    );
+    let manifests = index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{where_}: index.json has no manifests array: {index}"));
+    assert_eq!(
+        manifests.len(),
+        expected.len(),
+        "{where_}: index.json entries: {index}"
+    );
+    for (entry, e) in manifests.iter().zip(expected) {
+        let m = &e.image.manifest;
+        assert_eq!(
+            entry["mediaType"],
+            m.media_type.as_str(),
+            "{where_}: index.json mediaType: {entry}"
+        );
+        assert_eq!(
+            entry["digest"],
+            m.digest.as_str(),
+            "{where_}: index.json digest: {entry}"
+        );
+        assert_eq!(
+            entry["size"],
+            m.size(),
+            "{where_}: index.json size: {entry}"
+        );
+        let annotations = &entry["annotations"];
+        for (key, want) in [
+            ("io.containerd.image.name", &e.full_name),
+            ("org.opencontainers.image.ref.name", &e.ref_name),
+        ] {
+            match want {
+                Ann::Is(value) => assert_eq!(
+                    annotations[key],
+                    value.as_str(),
+                    "{where_}: index.json annotation {key}: {entry}"
+                ),
+                Ann::Absent => assert!(
+                    annotations.get(key).is_none(),
+                    "{where_}: index.json must not have annotation {key}: {entry}"
+                ),
+                Ann::Any => {}
+            }
+        }
+    }
+
+    // manifest.json
+    let manifest = archive.json("manifest.json");
+    let items = manifest
+        .as_array()
+        .unwrap_or_else(|| panic!("{where_}: manifest.json is not an array: {manifest}"));
+    assert_eq!(
+        items.len(),
+        expected.len(),
+        "{where_}: manifest.json items: {manifest}"
+    );
+    for (item, e) in items.iter().zip(expected) {
+        assert_eq!(
+            item["Config"],
+            format!("blobs/sha256/{}", e.image.config.hex()),
+            "{where_}: manifest.json Config: {item}"
+        );
+        let layers: Vec<String> = e
+            .image
+            .layers
+            .iter()
+            .map(|l| format!("blobs/sha256/{}", l.hex()))
+            .collect();
+        assert_eq!(
+            item["Layers"],
+            serde_json::json!(layers),
+            "{where_}: manifest.json Layers: {item}"
+        );
+        assert_eq!(
+            item["RepoTags"],
+            serde_json::json!(e.repo_tags),
+            "{where_}: manifest.json RepoTags: {item}"
+        );
+    }
+
+    // repositories
+    if has_repositories {
+        let mut want: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for e in expected {
+            for tag in &e.repo_tags {
+                let (repo, t) = tag
+                    .rsplit_once(':')
+                    .unwrap_or_else(|| panic!("bad expected RepoTag {tag}"));
+                want.entry(repo.to_string())
+                    .or_default()
+                    .insert(t.to_string(), e.image.config.hex().to_string());
+            }
+        }
+        let repositories = archive.json("repositories");
+        assert_eq!(
+            repositories,
+            serde_json::json!(want),
+            "{where_}: repositories"
+        );
+    }
+}
+
+/// Regular files directly inside `dir` (names), sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(read) => read
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Hex names of the blobs in a cache directory (`<cache>/blobs/sha256/*`).
+pub fn cache_blobs(cache: &Path) -> Vec<String> {
+    files_in(&cache.join("blobs").join("sha256"))
+}
+
+/// The default archive name for `127.0.0.1:PORT/<repo>:<tag>` on `arch[/variant]`.
+pub fn default_name(port: u16, repo: &str, tag: &str, arch: &str) -> String {
+    format!(
+        "127.0.0.1_{port}_{}_{}_{}.tar",
+        repo.replace(['/', ':'], "_"),
+        tag,
+        arch.replace('/', "_")
+    )
+}
