@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::prelude::*;
 
 use docker_pull::archive;
@@ -161,9 +163,8 @@ fn init_logging(settings: &Settings) -> Result<(), String> {
     };
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(StderrWriter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
+        .with_ansi(false)
+        .event_format(LevelPrefix)
         .with_filter(stderr_filter);
     let file_layer = match &settings.log_file {
         Some(path) => {
@@ -186,6 +187,33 @@ fn init_logging(settings: &Settings) -> Result<(), String> {
         .with(file_layer)
         .try_init()
         .map_err(|e| e.to_string())
+}
+
+/// Log lines on stderr read like the error line: `warning: ...`, `debug: ...`.
+struct LevelPrefix;
+
+impl<S, N> FormatEvent<S, N> for LevelPrefix
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(writer, "{level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Log output to stderr that keeps the progress display intact.
