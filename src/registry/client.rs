@@ -234,7 +234,7 @@ impl Registry {
             let result = req.send().await;
             let err = match result {
                 Ok(resp) if resp.status().is_success() => {
-                    let body = read_limited(resp, 1024 * 1024, &self.name).await?;
+                    let body = self.read_limited(resp, 1024 * 1024).await?;
                     return auth::parse_token_response(&body, Instant::now()).map_err(|detail| {
                         RegistryError::Protocol {
                             registry: self.name.clone(),
@@ -384,9 +384,7 @@ impl Registry {
     ) -> RegistryError {
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = read_limited(resp, 64 * 1024, &self.name)
-            .await
-            .unwrap_or_default();
+        let body = self.read_limited(resp, 64 * 1024).await.unwrap_or_default();
         let envelope = error::envelope_message(&body);
         match status {
             StatusCode::FORBIDDEN => RegistryError::Denied {
@@ -454,7 +452,7 @@ impl Registry {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &self.name).await?;
+        let bytes = self.read_limited(resp, MAX_MANIFEST_BYTES).await?;
         Ok(Manifest {
             digest: Digest::of(&bytes),
             bytes,
@@ -487,6 +485,10 @@ impl Registry {
         .await
     }
 
+    async fn read_limited(&self, resp: Response, limit: usize) -> Result<Vec<u8>, RegistryError> {
+        read_body(resp, limit, &self.name, self.opts.timeout).await
+    }
+
     /// The read timeout, for messages.
     pub fn timeout(&self) -> Duration {
         self.opts.timeout
@@ -501,10 +503,11 @@ fn strip_query(url: &Url) -> String {
 }
 
 /// Reads a whole (small) body, refusing more than `limit` bytes.
-async fn read_limited(
+async fn read_body(
     mut resp: Response,
     limit: usize,
     registry: &str,
+    timeout: Duration,
 ) -> Result<Vec<u8>, RegistryError> {
     if let Some(len) = resp.content_length()
         && len > limit as u64
@@ -528,7 +531,12 @@ async fn read_limited(
             }
             Ok(None) => return Ok(out),
             Err(e) => {
-                return Err(classify_send_error(registry, "a response body", 0, &e));
+                return Err(classify_send_error(
+                    registry,
+                    "a response body",
+                    timeout.as_secs(),
+                    &e,
+                ));
             }
         }
     }
