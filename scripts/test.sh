@@ -80,6 +80,12 @@ if [ -r /sys/module/apparmor/parameters/enabled ] &&
 fi
 is_static "$E2E_BUSYBOX" || die "E2E_BUSYBOX=$E2E_BUSYBOX is not a static executable (install busybox-static)"
 [ "$(id -u)" -eq 0 ] || die "the end-to-end suite starts dockerd and needs root"
+if ! grep -q ' cgroup' /proc/mounts && ! grep -q ' cgroup2' /proc/mounts; then
+    # No cgroup hierarchy mounted (a bare sandbox): containers cannot start without one.
+    ensure_packages cgroupfs-mount:cgroupfs-mount
+    info "mounting the cgroup hierarchies (cgroupfs-mount)"
+    cgroupfs-mount || die "cgroupfs-mount failed; dockerd needs cgroups"
+fi
 info "cargo: $(cargo --version)"
 info "docker: $(docker --version)"
 info "dockerd: $(dockerd --version)"
