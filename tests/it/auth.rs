@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-use crate::common::{Archive, Expected, Work, assert_docker_archive, default_name, files_in};
+use crate::common::{Archive, Expected, Work, assert_docker_archive, default_name};
 use crate::support::image::{Flavor, small_image};
 use axum::http::Method;
 
@@ -149,7 +149,7 @@ fn bearer_with_wrong_password_is_rejected() {
         "the message should say the credentials were rejected: {}",
         run.stderr
     );
-    assert!(files_in(&work.out()).is_empty(), "no archive on failure");
+    work.assert_no_output();
     assert_eq!(
         registry.total_blob_gets(),
         0,

@@ -143,6 +143,15 @@ impl Work {
         self.dir.path().join("out")
     }
 
+    /// Asserts that nothing (no archive, no temporary file) was written to the output directory.
+    pub fn assert_no_output(&self) {
+        let files = files_in(&self.out());
+        assert!(
+            files.is_empty(),
+            "nothing should be written on failure: {files:?}"
+        );
+    }
+
     /// A path inside the scratch area.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 
-use crate::common::{
-    Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name, files_in,
-};
+use crate::common::{Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name};
 use crate::support::image::{Flavor, random_image};
 use crate::support::registry::{FakeRegistry, Fault};
 
@@ -64,7 +62,7 @@ fn persistent_errors_give_up_after_retries() {
         2,
         "--retries 2 means two attempts"
     );
-    assert!(files_in(&work.out()).is_empty(), "no archive on failure");
+    work.assert_no_output();
 }
 
 #[test]
@@ -118,11 +116,7 @@ fn corrupted_blob_is_rejected_and_not_cached() {
         bad.digest,
         run.stderr
     );
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "no archive on an integrity failure: {:?}",
-        files_in(&work.out())
-    );
+    work.assert_no_output();
     assert!(
         !cache_blobs(&work.cache()).iter().any(|b| b == bad.hex()),
         "the corrupted blob was committed to the cache"
@@ -157,10 +151,7 @@ fn truncated_blob_is_rejected() {
         &gets[..10]
     );
     run.expect_code(1);
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "no archive on an integrity failure"
-    );
+    work.assert_no_output();
 }
 
 #[test]
@@ -283,10 +274,7 @@ fn oversized_blob_is_rejected() {
         .count();
     assert!(gets <= 10, "{gets} requests for the oversized blob");
     run.expect_code(1);
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "no archive on an integrity failure"
-    );
+    work.assert_no_output();
     assert!(
         !cache_blobs(&work.cache()).iter().any(|b| b == layer.hex()),
         "the oversized blob was committed to the cache"

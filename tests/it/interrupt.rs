@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name, files_in,
-};
+use crate::common::{Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name};
 use crate::support::image::{Flavor, random_image};
 use crate::support::registry::{FakeRegistry, Throttle};
 
@@ -41,11 +39,7 @@ fn ctrl_c_exits_130_and_the_next_run_resumes() {
     let run = running.wait();
     run.expect_code(130);
 
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "an interrupted pull left files: {:?}",
-        files_in(&work.out())
-    );
+    work.assert_no_output();
     assert!(
         !cache_blobs(&work.cache()).iter().any(|b| b == layer.hex()),
         "an incomplete layer was committed"

@@ -21,7 +21,7 @@ fn schema1_is_not_supported() {
         "the message should say schema 1 is not supported: {}",
         run.stderr
     );
-    assert!(files_in(&work.out()).is_empty(), "no archive expected");
+    work.assert_no_output();
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn schema1_served_as_plain_json_is_not_supported() {
 
     let run = work.pull(&["-q", &registry.reference("old/app", "v1")]);
     run.expect_code(1);
-    assert!(files_in(&work.out()).is_empty(), "no archive expected");
+    work.assert_no_output();
 }
 
 #[test]

@@ -417,11 +417,7 @@ fn missing_tag_fails_without_an_archive() {
         "the message should say the tag is missing: {}",
         run.stderr
     );
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "no archive on failure: {:?}",
-        files_in(&work.out())
-    );
+    work.assert_no_output();
 }
 
 #[test]
@@ -436,11 +432,7 @@ fn missing_repository_fails() {
         "the message should name the repository: {}",
         run.stderr
     );
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "no archive on failure: {:?}",
-        files_in(&work.out())
-    );
+    work.assert_no_output();
 }
 
 #[test]

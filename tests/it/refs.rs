@@ -32,10 +32,7 @@ fn assert_bad_reference(reference: &str) {
         "{reference:?}: the registry was contacted: {:?}",
         registry.requests()
     );
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "{reference:?}: an archive was written"
-    );
+    work.assert_no_output();
 }
 
 #[test]
@@ -201,10 +198,7 @@ fn pinned_digest_mismatch_fails() {
         "the message should mention the digest: {}",
         run.stderr
     );
-    assert!(
-        files_in(&work.out()).is_empty(),
-        "no archive on an integrity failure"
-    );
+    work.assert_no_output();
     assert_eq!(
         registry.total_blob_gets(),
         0,
