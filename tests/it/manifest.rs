@@ -1,6 +1,6 @@
 //! Manifest negotiation: the Accept header, and refusing schema 1.
 
-use crate::common::{Work, files_in};
+use crate::common::Work;
 use crate::support::image::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Flavor, OCI_INDEX, OCI_MANIFEST, schema1_manifest,
     small_image,
