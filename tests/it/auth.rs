@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-use crate::common::{Archive, Expected, Work, assert_docker_archive, default_name};
+use crate::common::{Work, assert_default_archive};
 use crate::support::image::{Flavor, small_image};
 use axum::http::Method;
 
@@ -21,21 +21,7 @@ fn registry_with(auth: Auth) -> (FakeRegistry, crate::support::image::Image) {
 
 #[track_caller]
 fn assert_archive_ok(work: &Work, registry: &FakeRegistry, image: &crate::support::image::Image) {
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "private/app",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(
-            image,
-            &registry.addr(),
-            "private/app",
-            "v1",
-        )],
-    );
+    assert_default_archive(work, registry, image, "private/app", "v1");
 }
 
 /// Every blob and manifest request that succeeded carried this Authorization scheme.
@@ -400,21 +386,7 @@ fn assert_redirect_gets_no_credentials(auth: Auth) {
             r.path
         );
     }
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "private/app",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(
-            &image,
-            &registry.addr(),
-            "private/app",
-            "v1",
-        )],
-    );
+    assert_default_archive(&work, &registry, &image, "private/app", "v1");
 }
 
 #[test]

@@ -157,18 +157,22 @@ impl Work {
         self.dir.path().join(name)
     }
 
+    /// `--cache-dir <cache> -o <out>` followed by `args`.
+    fn pull_args(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            "--cache-dir".to_string(),
+            self.cache().to_str().expect("utf-8 temp path").to_string(),
+            "-o".to_string(),
+            self.out().to_str().expect("utf-8 temp path").to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
     /// Runs `docker-pull --cache-dir <cache> -o <out> <args>`.
     pub fn pull(&self, args: &[&str]) -> Run {
-        let cache = self.cache();
-        let out = self.out();
-        let mut all: Vec<&str> = vec![
-            "--cache-dir",
-            cache.to_str().expect("utf-8 temp path"),
-            "-o",
-            out.to_str().expect("utf-8 temp path"),
-        ];
-        all.extend_from_slice(args);
-        self.run(&all)
+        let all = self.pull_args(args);
+        self.run(&all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Runs `docker-pull --cache-dir <cache> <args>` (the caller chooses `-o`).
@@ -192,16 +196,12 @@ impl Work {
 
     /// Starts `docker-pull --cache-dir <cache> -o <out> <args>` without waiting for it.
     pub fn spawn_pull(&self, args: &[&str]) -> Running {
-        let cache = self.cache();
-        let out = self.out();
-        let mut all: Vec<&str> = vec![
-            "--cache-dir",
-            cache.to_str().expect("utf-8 temp path"),
-            "-o",
-            out.to_str().expect("utf-8 temp path"),
-        ];
-        all.extend_from_slice(args);
-        self.spawn_with(&all, &[], None)
+        let all = self.pull_args(args);
+        self.spawn_with(
+            &all.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+            None,
+        )
     }
 
     /// Starts the binary with an isolated environment (see [`Work::run`]) without waiting.
@@ -769,4 +769,27 @@ pub fn default_name(port: u16, repo: &str, tag: &str, arch: &str) -> String {
         tag,
         arch.replace('/', "_")
     )
+}
+
+/// Opens the default-named linux/amd64 archive of `repo:tag` in the output directory and checks
+/// that it holds exactly `image`, tagged as the registry names it.
+#[track_caller]
+pub fn assert_default_archive(
+    work: &Work,
+    registry: &crate::support::registry::FakeRegistry,
+    image: &crate::support::image::Image,
+    repo: &str,
+    tag: &str,
+) -> Archive {
+    let archive = Archive::open(&work.out().join(default_name(
+        registry.port(),
+        repo,
+        tag,
+        "amd64",
+    )));
+    assert_docker_archive(
+        &archive,
+        &[Expected::tagged(image, &registry.addr(), repo, tag)],
+    );
+    archive
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Archive, Expected, Work, assert_docker_archive, default_name};
+use crate::common::{Work, assert_default_archive};
 use crate::support::image::{Flavor, random_image};
 use crate::support::registry::{FakeRegistry, Throttle};
 
@@ -29,16 +29,7 @@ fn max_concurrent_downloads_is_honoured() {
             workers,
             "-j {workers}: most blobs downloaded at once"
         );
-        let archive = Archive::open(&work.out().join(default_name(
-            registry.port(),
-            "par",
-            "v1",
-            "amd64",
-        )));
-        assert_docker_archive(
-            &archive,
-            &[Expected::tagged(&image, &registry.addr(), "par", "v1")],
-        );
+        assert_default_archive(&work, &registry, &image, "par", "v1");
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 
-use crate::common::{Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name};
+use crate::common::{Work, assert_default_archive, cache_blobs};
 use crate::support::image::{Flavor, random_image};
 use crate::support::registry::{FakeRegistry, Fault};
 
@@ -30,16 +30,7 @@ fn transient_blob_errors_are_retried() {
         3,
         "two failures then one success"
     );
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "flaky",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(&image, &registry.addr(), "flaky", "v1")],
-    );
+    assert_default_archive(&work, &registry, &image, "flaky", "v1");
 }
 
 #[test]
@@ -192,16 +183,7 @@ fn stalled_blob_is_abandoned_and_resumed() {
         "resuming should not download the first half again ({} bytes sent)",
         registry.blob_bytes_sent()
     );
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "stall",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(&image, &registry.addr(), "stall", "v1")],
-    );
+    assert_default_archive(&work, &registry, &image, "stall", "v1");
 }
 
 #[test]
@@ -298,16 +280,7 @@ fn resume_against_a_server_without_ranges_starts_over() {
         registry.blob_gets(&layer.digest) >= 2,
         "the stalled response was not retried"
     );
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "norange",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(&image, &registry.addr(), "norange", "v1")],
-    );
+    assert_default_archive(&work, &registry, &image, "norange", "v1");
     assert!(
         cache_blobs(&work.cache()).iter().any(|b| b == layer.hex()),
         "the layer should be cached after a successful restart"

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name};
+use crate::common::{Work, assert_default_archive, cache_blobs};
 use crate::support::image::{Flavor, random_image};
 use crate::support::registry::{FakeRegistry, Throttle};
 
@@ -89,14 +89,5 @@ fn ctrl_c_exits_130_and_the_next_run_resumes() {
         registry.blob_bytes_sent(),
         layer.size()
     );
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "slow",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(&image, &registry.addr(), "slow", "v1")],
-    );
+    assert_default_archive(&work, &registry, &image, "slow", "v1");
 }

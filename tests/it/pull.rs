@@ -1,6 +1,9 @@
 //! Pulling one image anonymously: the archive layout, file names, `-o`, `--tag`, stdout.
 
-use crate::common::{Ann, Archive, Expected, Work, assert_docker_archive, default_name, files_in};
+use crate::common::{
+    Ann, Archive, Expected, Work, assert_default_archive, assert_docker_archive, default_name,
+    files_in,
+};
 use crate::support::image::{Flavor, ImageBuilder, LayerBuilder, random_image, small_image};
 use crate::support::registry::FakeRegistry;
 
@@ -89,16 +92,7 @@ fn uncompressed_layers_are_kept_byte_for_byte() {
     work.pull(&["-q", &registry.reference("plain", "v1")])
         .success();
 
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "plain",
-        "v1",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(&image, &registry.addr(), "plain", "v1")],
-    );
+    assert_default_archive(&work, &registry, &image, "plain", "v1");
 }
 
 #[test]
@@ -111,16 +105,7 @@ fn tag_defaults_to_latest() {
     work.pull(&["-q", &format!("{}/app", registry.addr())])
         .success();
 
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "app",
-        "latest",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(&image, &registry.addr(), "app", "latest")],
-    );
+    assert_default_archive(&work, &registry, &image, "app", "latest");
 }
 
 #[test]
@@ -339,21 +324,7 @@ fn registry_flag_supplies_the_registry() {
         registry.reference("tools/app", "v3"),
         "{json}"
     );
-    let archive = Archive::open(&work.out().join(default_name(
-        registry.port(),
-        "tools/app",
-        "v3",
-        "amd64",
-    )));
-    assert_docker_archive(
-        &archive,
-        &[Expected::tagged(
-            &image,
-            &registry.addr(),
-            "tools/app",
-            "v3",
-        )],
-    );
+    assert_default_archive(&work, &registry, &image, "tools/app", "v3");
 }
 
 #[test]
@@ -389,16 +360,7 @@ fn many_layers_with_one_or_many_workers() {
         let work = Work::new();
         work.pull(&["-q", "-j", workers, &registry.reference("many", "v1")])
             .success();
-        let archive = Archive::open(&work.out().join(default_name(
-            registry.port(),
-            "many",
-            "v1",
-            "amd64",
-        )));
-        assert_docker_archive(
-            &archive,
-            &[Expected::tagged(&image, &registry.addr(), "many", "v1")],
-        );
+        assert_default_archive(&work, &registry, &image, "many", "v1");
     }
 }
 
