@@ -6,31 +6,79 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 
-/// A username and a password (or access token).
+/// What a registry login holds besides the username.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A password or access token, sent with HTTP Basic (to the registry or
+    /// to its token server).
+    Password(String),
+    /// An OAuth2 refresh token (`identitytoken` in Docker's config), exchanged
+    /// at the token server for access tokens.
+    IdentityToken(String),
+    /// A bearer token sent to the registry as it is (`registrytoken`).
+    RegistryToken(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Secret::Password(_) => "Password(<redacted>)",
+            Secret::IdentityToken(_) => "IdentityToken(<redacted>)",
+            Secret::RegistryToken(_) => "RegistryToken(<redacted>)",
+        })
+    }
+}
+
+/// Credentials for one registry, and where they came from (for messages).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
-    pub password: String,
+    pub secret: Secret,
+    /// `-u/-p`, a config file's path, `credential helper docker-credential-x`.
+    pub source: String,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({}, <redacted>)", self.username)
+        let kind = match self.secret {
+            Secret::Password(_) => "password",
+            Secret::IdentityToken(_) => "identity token",
+            Secret::RegistryToken(_) => "registry token",
+        };
+        write!(
+            f,
+            "Credentials({}, {kind} <redacted>, from {})",
+            self.username, self.source
+        )
     }
 }
 
 impl Credentials {
-    /// The value of a `Basic` `Authorization` header.
-    pub fn basic_header(&self) -> String {
-        let raw = format!("{}:{}", self.username, self.password);
-        format!(
+    /// A username and password (or access token).
+    pub fn password(username: &str, password: &str, source: &str) -> Credentials {
+        Credentials {
+            username: username.to_string(),
+            secret: Secret::Password(password.to_string()),
+            source: source.to_string(),
+        }
+    }
+
+    /// The value of a `Basic` `Authorization` header: the username with the
+    /// password or identity token. A registry token has none.
+    pub fn basic_header(&self) -> Option<String> {
+        let secret = match &self.secret {
+            Secret::Password(p) | Secret::IdentityToken(p) => p,
+            Secret::RegistryToken(_) => return None,
+        };
+        let raw = format!("{}:{}", self.username, secret);
+        Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        ))
     }
 }
 
@@ -176,10 +224,38 @@ struct TokenResponse {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
+    #[serde(default)]
+    issued_at: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
-/// Reads a token server's answer.
-pub fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, String> {
+/// A token server's answer.
+#[derive(Debug)]
+pub struct TokenGrant {
+    pub token: Token,
+    /// A new refresh token (OAuth2 servers may rotate it).
+    pub refresh_token: Option<RefreshToken>,
+}
+
+/// An OAuth2 refresh token, redacted in `Debug`.
+#[derive(Clone)]
+pub struct RefreshToken(pub String);
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken(<redacted>)")
+    }
+}
+
+/// Reads a token server's answer. `now` and `wall_now` are the same moment
+/// on the monotonic and the wall clock; `issued_at` shortens the lifetime
+/// by the time already gone since the server issued the token.
+pub fn parse_token_response(
+    body: &[u8],
+    now: Instant,
+    wall_now: SystemTime,
+) -> Result<TokenGrant, String> {
     let r: TokenResponse =
         serde_json::from_slice(body).map_err(|e| format!("token response is not JSON: {e}"))?;
     let value = r
@@ -192,10 +268,84 @@ pub fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, String> 
         .filter(|s| *s > 0)
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-    Ok(Token {
-        value,
-        expires: now + life.saturating_sub(EXPIRY_MARGIN.min(life / 2)),
+    // Time gone since issue, when the server says and the clocks roughly agree
+    // (a token "issued" in the future or before its whole lifetime is skew).
+    let gone = r
+        .issued_at
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .and_then(|issued| wall_now.duration_since(issued).ok())
+        .filter(|gone| *gone <= life)
+        .unwrap_or_default();
+    let left = life - gone;
+    Ok(TokenGrant {
+        token: Token {
+            value,
+            expires: now + left.saturating_sub(EXPIRY_MARGIN.min(life / 2)),
+        },
+        refresh_token: r.refresh_token.filter(|t| !t.is_empty()).map(RefreshToken),
     })
+}
+
+/// Parses an RFC 3339 timestamp (`2024-05-01T12:00:00Z`,
+/// `2024-05-01T12:00:00.123456789+02:00`).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u32 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let digits = &s[start..i.min(start + 9)];
+        if digits.is_empty() {
+            return None;
+        }
+        nanos = digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32);
+    }
+    let offset: i64 = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let m = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if sign == b'+' { m } else { -m }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 /// What the registry asked for on its last challenge, and the tokens we hold.
@@ -205,12 +355,28 @@ pub struct AuthState {
     pub challenge: Option<Challenge>,
     /// Tokens by scope.
     pub tokens: HashMap<String, Token>,
+    /// Scopes a 401 asked for beyond the pull scope, by repository.
+    pub extra_scopes: HashMap<String, Vec<String>>,
+    /// The refresh token in use, once a token server has rotated it.
+    pub refresh_token: Option<RefreshToken>,
 }
 
 impl AuthState {
     /// A still-valid token for `scope`.
     pub fn token(&self, scope: &str, now: Instant) -> Option<&Token> {
         self.tokens.get(scope).filter(|t| t.expires > now)
+    }
+
+    /// The scopes to ask for to pull from `repository`: the pull scope and
+    /// whatever a challenge for it added.
+    pub fn scopes(&self, repository: &str) -> Vec<String> {
+        let mut scopes = vec![pull_scope(repository)];
+        for s in self.extra_scopes.get(repository).into_iter().flatten() {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        scopes
     }
 }
 
@@ -275,28 +441,114 @@ mod tests {
     #[test]
     fn token_responses() {
         let now = Instant::now();
-        let t = parse_token_response(br#"{"token":"abc","expires_in":300}"#, now).unwrap();
-        assert_eq!(t.value, "abc");
+        let wall = SystemTime::now();
+        let g = parse_token_response(br#"{"token":"abc","expires_in":300}"#, now, wall).unwrap();
+        assert_eq!(g.token.value, "abc");
+        assert!(g.token.expires > now + Duration::from_secs(280));
+        assert!(g.refresh_token.is_none());
+        let g = parse_token_response(br#"{"access_token":"x","refresh_token":"r2"}"#, now, wall)
+            .unwrap();
+        assert_eq!(g.token.value, "x");
+        assert!(g.token.expires <= now + DEFAULT_TOKEN_LIFETIME);
+        assert!(g.token.expires > now + DEFAULT_TOKEN_LIFETIME / 2);
+        assert_eq!(g.refresh_token.unwrap().0, "r2");
+        assert!(parse_token_response(br#"{"token":""}"#, now, wall).is_err());
+        assert!(parse_token_response(b"nope", now, wall).is_err());
+    }
+
+    #[test]
+    fn issued_at_shortens_the_lifetime() {
+        let now = Instant::now();
+        let wall = parse_rfc3339("2026-01-01T00:01:40Z").unwrap();
+        // Issued 100 s ago with 300 s to live: about 200 s left.
+        let body = br#"{"token":"t","expires_in":300,"issued_at":"2026-01-01T00:00:00Z"}"#;
+        let t = parse_token_response(body, now, wall).unwrap().token;
+        assert!(t.expires > now + Duration::from_secs(185));
+        assert!(t.expires <= now + Duration::from_secs(200));
+        // Issued longer ago than it lives: clock skew, the full lifetime counts.
+        let body = br#"{"token":"t","expires_in":30,"issued_at":"2025-01-01T00:00:00Z"}"#;
+        let t = parse_token_response(body, now, wall).unwrap().token;
+        assert!(t.expires > now + Duration::from_secs(15));
+        // Issued in the future: skew again.
+        let body = br#"{"token":"t","expires_in":300,"issued_at":"2027-01-01T00:00:00Z"}"#;
+        let t = parse_token_response(body, now, wall).unwrap().token;
         assert!(t.expires > now + Duration::from_secs(280));
-        let t = parse_token_response(br#"{"access_token":"x"}"#, now).unwrap();
-        assert_eq!(t.value, "x");
-        assert!(t.expires <= now + DEFAULT_TOKEN_LIFETIME);
-        assert!(parse_token_response(br#"{"token":""}"#, now).is_err());
-        assert!(parse_token_response(b"nope", now).is_err());
+        // Unparseable: ignored.
+        let body = br#"{"token":"t","expires_in":300,"issued_at":"yesterday"}"#;
+        let t = parse_token_response(body, now, wall).unwrap().token;
+        assert!(t.expires > now + Duration::from_secs(280));
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        let at = |s| {
+            parse_rfc3339(s).map(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+            })
+        };
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(at("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert_eq!(at("2024-02-29T12:30:15Z"), Some(1_709_209_815.0));
+        assert_eq!(at("2024-02-29T14:30:15+02:00"), Some(1_709_209_815.0));
+        assert_eq!(at("2024-02-29T12:30:15.5Z"), Some(1_709_209_815.5));
+        assert_eq!(
+            at("2024-02-29T12:30:15.123456789Z").map(|s| (s * 10.0).round()),
+            Some(17_092_098_151.0)
+        );
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T12:30:15",
+            "2024-02-29T12:30:15.Z",
+            "2024-02-29T12:30:15+0200",
+            "1969-12-31T23:59:59Z",
+            "abcd-ef-ghTij:kl:mnZ",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scopes_add_what_a_challenge_asked_for() {
+        let mut state = AuthState::default();
+        assert_eq!(state.scopes("a/b"), ["repository:a/b:pull"]);
+        state.extra_scopes.insert(
+            "a/b".into(),
+            vec!["repository:a/b:pull".into(), "repository:c:pull".into()],
+        );
+        assert_eq!(
+            state.scopes("a/b"),
+            ["repository:a/b:pull", "repository:c:pull"]
+        );
+        assert_eq!(state.scopes("x"), ["repository:x:pull"]);
     }
 
     #[test]
     fn secrets_are_redacted_in_debug() {
+        let c = Credentials::password("u", "s3cret", "-u/-p");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.basic_header().unwrap(), "Basic dTpzM2NyZXQ=");
         let c = Credentials {
             username: "u".into(),
-            password: "s3cret".into(),
+            secret: Secret::IdentityToken("r3fresh".into()),
+            source: "config.json".into(),
         };
-        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!format!("{c:?}").contains("r3fresh"));
+        let c = Credentials {
+            username: String::new(),
+            secret: Secret::RegistryToken("b3arer".into()),
+            source: "config.json".into(),
+        };
+        assert!(!format!("{c:?}").contains("b3arer"));
+        assert_eq!(c.basic_header(), None);
         let t = Token {
             value: "tok3n".into(),
             expires: Instant::now(),
         };
         assert!(!format!("{t:?}").contains("tok3n"));
-        assert_eq!(c.basic_header(), "Basic dTpzM2NyZXQ=");
+        assert!(!format!("{:?}", RefreshToken("r".into())).contains("\"r\""));
     }
 }

@@ -3,7 +3,7 @@
 //! and blobs (with `Range`). Every request goes through [`Registry::send`],
 //! which adds authentication, answers challenges and retries transient failures.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{Method, Response, StatusCode};
@@ -11,13 +11,29 @@ use tokio::sync::{Mutex, OnceCell};
 use tracing::{debug, warn};
 use url::Url;
 
-use super::auth::{self, AuthState, Challenge, Credentials};
+use super::auth::{self, AuthState, Challenge, Credentials, Secret};
 use super::error::{self, RegistryError};
 use super::retry;
-use super::transport::{TransportOptions, classify_send_error, error_chain};
+use super::transport::{self, TransportOptions, classify_send_error, error_chain};
 use crate::digest::Digest;
 use crate::media_type;
 use crate::reference::is_loopback_host;
+
+/// The OAuth2 `client_id` token requests carry.
+const CLIENT_ID: &str = "docker-pull";
+
+/// Why a token request failed: an error to report, or a token server that
+/// does not take OAuth2 requests (so the classic request is worth a try).
+enum TokenFailure {
+    Error(RegistryError),
+    NotOAuth(StatusCode),
+}
+
+impl From<RegistryError> for TokenFailure {
+    fn from(e: RegistryError) -> Self {
+        TokenFailure::Error(e)
+    }
+}
 
 /// Manifests larger than this are refused.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -31,6 +47,8 @@ pub struct Registry {
     http: reqwest::Client,
     opts: TransportOptions,
     credentials: Option<Credentials>,
+    /// `http` or `https` when the scheme is fixed (a mirror written with one).
+    scheme: Option<&'static str>,
     base: OnceCell<Url>,
     auth: Mutex<AuthState>,
 }
@@ -59,9 +77,16 @@ impl Registry {
             http,
             opts,
             credentials,
+            scheme: None,
             base: OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
         }
+    }
+
+    /// Fixes the scheme (`http` or `https`) instead of choosing it.
+    pub fn with_scheme(mut self, scheme: Option<&'static str>) -> Registry {
+        self.scheme = scheme;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -74,7 +99,9 @@ impl Registry {
     }
 
     async fn ping(&self) -> Result<Url, RegistryError> {
-        let schemes: &[&str] = if self.opts.plain_http {
+        let schemes: &[&str] = if let Some(fixed) = &self.scheme {
+            std::slice::from_ref(fixed)
+        } else if self.opts.plain_http {
             &["http"]
         } else if is_loopback_host(&self.host) {
             &["https", "http"]
@@ -106,12 +133,7 @@ impl Registry {
                         return Ok(base);
                     }
                     Err(e) => {
-                        let err = classify_send_error(
-                            &self.name,
-                            "/v2/",
-                            self.opts.timeout.as_secs(),
-                            &e,
-                        );
+                        let err = classify_send_error(&self.name, "/v2/", &self.opts, &e);
                         // A server that does not speak TLS gets plain HTTP; one
                         // whose certificate fails verification does not.
                         let fallback_left = i + 1 < schemes.len();
@@ -166,22 +188,39 @@ impl Registry {
     /// The `Authorization` header for a request in `repository`, fetching a
     /// token if the registry wants one.
     async fn authorization(&self, repository: &str) -> Result<Option<String>, RegistryError> {
-        let scope = auth::pull_scope(repository);
         let mut state = self.auth.lock().await;
         let Some(challenge) = state.challenge.clone() else {
             return Ok(None);
         };
         match challenge.scheme.as_str() {
             "bearer" => {
-                if let Some(t) = state.token(&scope, Instant::now()) {
+                if let Some(Credentials {
+                    secret: Secret::RegistryToken(t),
+                    ..
+                }) = &self.credentials
+                {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let scopes = state.scopes(repository);
+                let key = scopes.join(" ");
+                if let Some(t) = state.token(&key, Instant::now()) {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
-                let token = self.fetch_token(&challenge, &scope, repository).await?;
-                let header = format!("Bearer {}", token.value);
-                state.tokens.insert(scope, token);
+                let refresh = state.refresh_token.clone();
+                let grant = self
+                    .fetch_token(&challenge, &scopes, repository, refresh)
+                    .await?;
+                let header = format!("Bearer {}", grant.token.value);
+                if grant.refresh_token.is_some() {
+                    state.refresh_token = grant.refresh_token;
+                }
+                state.tokens.insert(key, grant.token);
                 Ok(Some(header))
             }
-            "basic" => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            "basic" => Ok(self
+                .credentials
+                .as_ref()
+                .and_then(Credentials::basic_header)),
             other => Err(RegistryError::Protocol {
                 registry: self.name.clone(),
                 detail: format!("unsupported authentication scheme {other:?}"),
@@ -189,69 +228,154 @@ impl Registry {
         }
     }
 
+    /// Asks the challenge's token server for a token: an OAuth2 refresh-token
+    /// `POST` when we hold an identity token (falling back to the classic
+    /// request if the server does not do OAuth2), else the classic `GET` with
+    /// Basic credentials or anonymously.
     async fn fetch_token(
         &self,
         challenge: &Challenge,
-        scope: &str,
+        scopes: &[String],
         repository: &str,
-    ) -> Result<auth::Token, RegistryError> {
+        rotated: Option<auth::RefreshToken>,
+    ) -> Result<auth::TokenGrant, RegistryError> {
         let realm = challenge
             .param("realm")
             .ok_or_else(|| RegistryError::Protocol {
                 registry: self.name.clone(),
                 detail: "Bearer challenge without a realm".into(),
             })?;
-        let mut url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
+        let realm_url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
             registry: self.name.clone(),
             detail: format!("token realm {realm:?} is not a URL: {e}"),
         })?;
-        if !matches!(url.scheme(), "http" | "https") {
+        if !matches!(realm_url.scheme(), "http" | "https") {
             return Err(RegistryError::Protocol {
                 registry: self.name.clone(),
                 detail: format!("token realm {realm:?} is not an http(s) URL"),
             });
         }
+        let service = challenge.param("service");
+        if let Some(Credentials {
+            secret: Secret::IdentityToken(identity),
+            ..
+        }) = &self.credentials
+        {
+            let refresh = rotated.map(|r| r.0).unwrap_or_else(|| identity.clone());
+            let mut form: Vec<(&str, &str)> = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", CLIENT_ID),
+            ];
+            if let Some(service) = service {
+                form.push(("service", service));
+            }
+            for scope in scopes {
+                form.push(("scope", scope));
+            }
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish();
+            debug!(realm, ?scopes, "OAuth2 token request (refresh token)");
+            match self
+                .token_request(&realm_url, realm, repository, || {
+                    self.http
+                        .post(realm_url.clone())
+                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(body.clone())
+                })
+                .await
+            {
+                Err(TokenFailure::NotOAuth(status)) => {
+                    debug!(%status, "the token server does not take OAuth2 requests; asking with GET");
+                }
+                Err(TokenFailure::Error(e)) => return Err(e),
+                Ok(grant) => return Ok(grant),
+            }
+        }
+        let mut url = realm_url.clone();
         {
             let mut q = url.query_pairs_mut();
-            if let Some(service) = challenge.param("service") {
+            if let Some(service) = service {
                 q.append_pair("service", service);
             }
-            q.append_pair("scope", scope);
+            for scope in scopes {
+                q.append_pair("scope", scope);
+            }
         }
+        let basic = self
+            .credentials
+            .as_ref()
+            .and_then(Credentials::basic_header);
+        debug!(
+            realm,
+            ?scopes,
+            with_credentials = basic.is_some(),
+            "token request"
+        );
+        self.token_request(&realm_url, realm, repository, || {
+            let req = self.http.get(url.clone());
+            match &basic {
+                Some(b) => req.header(AUTHORIZATION, b.as_str()),
+                None => req,
+            }
+        })
+        .await
+        .map_err(|f| match f {
+            TokenFailure::Error(e) => e,
+            TokenFailure::NotOAuth(status) => RegistryError::Status {
+                registry: self.name.clone(),
+                status,
+                url: strip_query(&realm_url),
+                detail: " (token server)".into(),
+            },
+        })
+    }
+
+    /// Sends a token request built by `make` with retries and reads the grant.
+    async fn token_request(
+        &self,
+        realm_url: &Url,
+        realm: &str,
+        repository: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<auth::TokenGrant, TokenFailure> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = self.http.get(url.clone());
-            if let Some(c) = &self.credentials {
-                req = req.header(AUTHORIZATION, c.basic_header());
-            }
-            debug!(
-                realm,
-                scope,
-                with_credentials = self.credentials.is_some(),
-                "token request"
-            );
-            let result = req.send().await;
-            let err = match result {
+            let err = match make().send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let body = self.read_limited(resp, 1024 * 1024).await?;
-                    return auth::parse_token_response(&body, Instant::now()).map_err(|detail| {
-                        RegistryError::Protocol {
-                            registry: self.name.clone(),
-                            detail,
-                        }
-                    });
+                    return auth::parse_token_response(&body, Instant::now(), SystemTime::now())
+                        .map_err(|detail| {
+                            TokenFailure::Error(RegistryError::Protocol {
+                                registry: self.name.clone(),
+                                detail: format!("token server {realm}: {detail}"),
+                            })
+                        });
                 }
                 Ok(resp) => match resp.status() {
                     StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                        return Err(self.unauthorized(repository));
+                        return Err(self.unauthorized(repository).into());
                     }
+                    StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+                        return Err(RegistryError::ProxyAuth {
+                            registry: self.name.clone(),
+                            proxy: transport::proxy_for_url(&self.opts, realm_url)
+                                .unwrap_or_else(|| "in use".to_string()),
+                        }
+                        .into());
+                    }
+                    s @ (StatusCode::BAD_REQUEST
+                    | StatusCode::NOT_FOUND
+                    | StatusCode::METHOD_NOT_ALLOWED
+                    | StatusCode::NOT_IMPLEMENTED) => return Err(TokenFailure::NotOAuth(s)),
                     s => {
                         let retry_after = retry::retry_after(resp.headers());
                         let e = RegistryError::Status {
                             registry: self.name.clone(),
                             status: s,
-                            url: strip_query(&url),
+                            url: strip_query(realm_url),
                             detail: " (token server)".into(),
                         };
                         if retry::status_is_retryable(s) && attempt < self.opts.retries {
@@ -264,23 +388,22 @@ impl Registry {
                         e
                     }
                 },
-                Err(e) => {
-                    classify_send_error(&self.name, "a token", self.opts.timeout.as_secs(), &e)
-                }
+                Err(e) => classify_send_error(&self.name, "a token", &self.opts, &e),
             };
             if err.is_transient() && attempt < self.opts.retries {
                 tokio::time::sleep(retry::backoff(attempt)).await;
                 continue;
             }
-            return Err(err);
+            return Err(err.into());
         }
     }
 
     fn unauthorized(&self, repository: &str) -> RegistryError {
-        if self.credentials.is_some() {
+        if let Some(c) = &self.credentials {
             RegistryError::AuthRejected {
                 registry: self.name.clone(),
                 repository: repository.to_string(),
+                from: c.source.clone(),
             }
         } else {
             RegistryError::AuthRequired {
@@ -323,8 +446,7 @@ impl Registry {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let err =
-                        classify_send_error(&self.name, what, self.opts.timeout.as_secs(), &e);
+                    let err = classify_send_error(&self.name, what, &self.opts, &e);
                     if self.pause_before_retry(&err, attempt).await {
                         continue;
                     }
@@ -343,7 +465,18 @@ impl Registry {
                 self.remember_challenge(resp.headers()).await;
                 let can_answer = {
                     let mut state = self.auth.lock().await;
-                    state.tokens.remove(&auth::pull_scope(repository));
+                    let asked: Vec<String> = state
+                        .challenge
+                        .as_ref()
+                        .and_then(|c| c.param("scope"))
+                        .map(|s| s.split_whitespace().map(str::to_string).collect())
+                        .unwrap_or_default();
+                    if !asked.is_empty() {
+                        state.extra_scopes.insert(repository.to_string(), asked);
+                    }
+                    let key = state.scopes(repository).join(" ");
+                    state.tokens.remove(&key);
+                    debug!(repository, "401: renewing the token");
                     match state.challenge.as_ref().map(|c| c.scheme.as_str()) {
                         Some("bearer") => true,
                         Some("basic") => self.credentials.is_some() && !had_challenge,
@@ -387,6 +520,11 @@ impl Registry {
         let body = self.read_limited(resp, 64 * 1024).await.unwrap_or_default();
         let envelope = error::envelope_message(&body);
         match status {
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED => RegistryError::ProxyAuth {
+                registry: self.name.clone(),
+                proxy: transport::proxy_for_url(&self.opts, url)
+                    .unwrap_or_else(|| "in use".to_string()),
+            },
             StatusCode::FORBIDDEN => RegistryError::Denied {
                 registry: self.name.clone(),
                 repository: repository.to_string(),
@@ -486,7 +624,12 @@ impl Registry {
     }
 
     async fn read_limited(&self, resp: Response, limit: usize) -> Result<Vec<u8>, RegistryError> {
-        read_body(resp, limit, &self.name, self.opts.timeout).await
+        read_body(resp, limit, &self.name, &self.opts).await
+    }
+
+    /// How this registry is reached.
+    pub fn transport(&self) -> &TransportOptions {
+        &self.opts
     }
 
     /// The read timeout, for messages.
@@ -507,7 +650,7 @@ async fn read_body(
     mut resp: Response,
     limit: usize,
     registry: &str,
-    timeout: Duration,
+    opts: &TransportOptions,
 ) -> Result<Vec<u8>, RegistryError> {
     if let Some(len) = resp.content_length()
         && len > limit as u64
@@ -531,12 +674,7 @@ async fn read_body(
             }
             Ok(None) => return Ok(out),
             Err(e) => {
-                return Err(classify_send_error(
-                    registry,
-                    "a response body",
-                    timeout.as_secs(),
-                    &e,
-                ));
+                return Err(classify_send_error(registry, "a response body", opts, &e));
             }
         }
     }

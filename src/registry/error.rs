@@ -12,7 +12,7 @@ pub enum RegistryError {
     Connect { registry: String, detail: String },
 
     #[error(
-        "TLS verification of registry {registry} failed: {detail}; trust its CA with --ca-cert FILE, or skip verification with --insecure"
+        "TLS verification of registry {registry} failed: {detail}; trust its CA with --ca-cert FILE (or put it in /etc/docker/certs.d/{registry}/ca.crt), or skip verification with --insecure"
     )]
     Tls { registry: String, detail: String },
 
@@ -25,11 +25,13 @@ pub enum RegistryError {
     },
 
     #[error(
-        "{registry} rejected the credentials for {repository} (401): check the username and password or token"
+        "{registry} rejected the credentials (from {from}) for {repository} (401): check the username and password or token"
     )]
     AuthRejected {
         registry: String,
         repository: String,
+        /// Where the credentials came from.
+        from: String,
     },
 
     #[error("access to {repository} on {registry} is denied (403){detail}")]
@@ -51,6 +53,11 @@ pub enum RegistryError {
         attempts: u32,
         wait: String,
     },
+
+    #[error(
+        "the proxy {proxy} refused to carry requests to {registry} (407 Proxy Authentication Required): check the user and password in the proxy URL"
+    )]
+    ProxyAuth { registry: String, proxy: String },
 
     #[error("{registry} answered {status} for {url}{detail}")]
     Status {
