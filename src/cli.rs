@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::archive::Format;
+use crate::mirror::Mirror;
 use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
 use crate::registry::{Credentials, TransportOptions};
@@ -66,6 +67,10 @@ pub struct Cli {
     /// Registry for references that name none
     #[arg(short, long, value_name = "HOST[:PORT]", default_value = DOCKER_HUB)]
     pub registry: String,
+
+    /// Mirror for Docker Hub images, tried before Docker Hub itself: HOST[:PORT][/PREFIX], optionally with http:// or https:// (repeatable; else DOCKER_PULL_MIRRORS, comma-separated)
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub mirror: Vec<String>,
 
     /// Blob cache directory [default: the platform cache dir, e.g. ~/.cache/docker-pull]
     #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR")]
@@ -143,7 +148,11 @@ pub struct Settings {
     pub output: Output,
     pub format: Format,
     pub jobs: usize,
+    /// Credentials given on the command line or in the environment, for the
+    /// registries the images name.
     pub credentials: Option<Credentials>,
+    /// Docker Hub mirrors, in order.
+    pub mirrors: Vec<Mirror>,
     pub cache_dir: Option<PathBuf>,
     pub transport: TransportOptions,
     pub tag: Option<Reference>,
@@ -252,8 +261,20 @@ impl Cli {
         } else {
             self.password.clone()
         };
+        let env_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        let source = if self.password_stdin {
+            "-u/--password-stdin"
+        } else if env_set("DOCKER_PULL_PASSWORD")
+            && std::env::var("DOCKER_PULL_PASSWORD").ok() == self.password
+        {
+            "DOCKER_PULL_USERNAME/DOCKER_PULL_PASSWORD"
+        } else {
+            "-u/-p"
+        };
         let credentials = match (self.username.clone(), password) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (Some(username), Some(password)) => {
+                Some(Credentials::password(&username, &password, source))
+            }
             (None, None) => None,
             (Some(_), None) => {
                 return Err(UsageError(
@@ -266,6 +287,22 @@ impl Cli {
                 ));
             }
         };
+        if let Some(p) = &self.proxy {
+            crate::registry::transport::check_proxy_url(p)
+                .map_err(|e| UsageError(format!("invalid --proxy: {e}")))?;
+        }
+        let mirrors = if self.mirror.is_empty() {
+            match std::env::var("DOCKER_PULL_MIRRORS") {
+                Ok(v) => Mirror::parse_list(&v)
+                    .map_err(|e| UsageError(format!("DOCKER_PULL_MIRRORS: {e}")))?,
+                Err(_) => Vec::new(),
+            }
+        } else {
+            self.mirror
+                .iter()
+                .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
+                .collect::<Result<_, _>>()?
+        };
         let password_on_command_line =
             self.password.is_some() && std::env::var_os("DOCKER_PULL_PASSWORD").is_none();
 
@@ -277,6 +314,7 @@ impl Cli {
             format: self.format,
             jobs: usize::from(self.jobs),
             credentials,
+            mirrors,
             cache_dir: if self.no_cache {
                 None
             } else {
@@ -378,7 +416,19 @@ mod tests {
         );
         assert!(settings(&["a", "-u", "me"]).is_err());
         assert!(settings(&["a", "-r", "bad host"]).is_err());
+        assert!(settings(&["a", "--mirror", "ftp://m"]).is_err());
+        assert!(settings(&["a", "--proxy", "ftp://p:1"]).is_err());
+        assert!(settings(&["a", "--proxy", "not a url"]).is_err());
+        assert!(settings(&["a", "--proxy", "socks5h://u:p@127.0.0.1:1080"]).is_ok());
         assert!(Cli::try_parse_from(["docker-pull", "a", "-j", "0"]).is_err());
+    }
+
+    #[test]
+    fn mirrors_in_order() {
+        let s = settings(&["a", "--mirror", "m1.io", "--mirror", "http://m2.io:5000/p"]).unwrap();
+        let shown: Vec<String> = s.mirrors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["m1.io", "m2.io:5000/p"]);
+        assert_eq!(s.mirrors[1].scheme, Some("http"));
     }
 
     #[test]
@@ -393,7 +443,12 @@ mod tests {
         let cli =
             Cli::try_parse_from(["docker-pull", "a", "-u", "me", "--password-stdin"]).unwrap();
         let s = cli.into_settings(&mut &b"s3cret\n"[..]).unwrap();
-        assert_eq!(s.credentials.unwrap().password, "s3cret");
+        let c = s.credentials.unwrap();
+        assert_eq!(
+            c.secret,
+            crate::registry::auth::Secret::Password("s3cret".into())
+        );
+        assert_eq!(c.source, "-u/--password-stdin");
         let cli =
             Cli::try_parse_from(["docker-pull", "a", "-u", "me", "--password-stdin"]).unwrap();
         assert!(cli.into_settings(&mut &b""[..]).is_err());

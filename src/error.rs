@@ -72,6 +72,9 @@ pub enum PullError {
         source: std::io::Error,
     },
 
+    #[error("{0}")]
+    Setup(String),
+
     #[error("interrupted")]
     Interrupted,
 }

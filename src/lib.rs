@@ -7,10 +7,12 @@
 pub mod archive;
 pub mod cache;
 pub mod cli;
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod media_type;
+pub mod mirror;
 pub mod platform;
 pub mod progress;
 pub mod pull;

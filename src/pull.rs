@@ -10,14 +10,17 @@ use std::time::Instant;
 use crate::archive::{self, ArchiveImage};
 use crate::cache::Cache;
 use crate::cli::{Output, Settings};
+use crate::credentials::{CredentialStore, Locations};
 use crate::error::PullError;
 use crate::fetch::{self, Fetcher};
+use crate::mirror::{self, Source};
 use crate::platform::Platform;
 use crate::progress::View;
 use crate::reference::Reference;
-use crate::registry::{Registry, transport};
+use crate::registry::{Credentials, Registry, transport};
 use crate::report::ImageReport;
 use crate::resolve::{self, Descriptor};
+use tracing::{debug, warn};
 
 /// One image fetched and ready to archive.
 struct Pulled {
@@ -36,8 +39,22 @@ pub struct Puller<'a> {
     settings: &'a Settings,
     cache: Arc<Cache>,
     view: Arc<View>,
+    /// The client for registries without `certs.d` settings.
     http: reqwest::Client,
-    registries: HashMap<String, Arc<Registry>>,
+    /// Clients for registries with `certs.d` settings, by registry.
+    tls_clients: HashMap<String, reqwest::Client>,
+    store: CredentialStore,
+    /// Stored credentials found, by registry and repository.
+    found: HashMap<(String, String), Option<Credentials>>,
+    registries: Vec<(RegistryKey, Arc<Registry>)>,
+}
+
+/// What makes two registry clients the same: where they go and as whom.
+#[derive(PartialEq, Eq)]
+struct RegistryKey {
+    host: String,
+    scheme: Option<&'static str>,
+    credentials: Option<Credentials>,
 }
 
 impl<'a> Puller<'a> {
@@ -46,35 +63,90 @@ impl<'a> Puller<'a> {
         cache: Arc<Cache>,
         view: Arc<View>,
     ) -> Result<Self, PullError> {
-        let http = transport::build_client(&settings.transport).map_err(|e| {
-            PullError::io(
-                "setting up",
-                "the HTTP client",
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        let http = transport::build_client(&settings.transport)
+            .map_err(|e| PullError::Setup(e.to_string()))?;
         Ok(Puller {
             settings,
             cache,
             view,
             http,
-            registries: HashMap::new(),
+            tls_clients: HashMap::new(),
+            store: CredentialStore::load(&Locations::from_env()),
+            found: HashMap::new(),
+            registries: Vec::new(),
         })
     }
 
-    fn registry(&mut self, reference: &Reference) -> Arc<Registry> {
-        let key = reference.registry.clone();
-        let s = self.settings;
-        let http = self.http.clone();
-        Arc::clone(self.registries.entry(key).or_insert_with(|| {
-            Arc::new(Registry::new(
-                &reference.registry,
-                reference.api_host(),
+    /// The HTTP client for a registry: its own when Docker's `certs.d` has a
+    /// directory for it, else the shared one.
+    fn client_for(&mut self, source: &Source) -> Result<reqwest::Client, PullError> {
+        if let Some(c) = self.tls_clients.get(&source.registry) {
+            return Ok(c.clone());
+        }
+        let roots = transport::certs_d_roots();
+        let mut tls = None;
+        for name in [&source.registry, &source.host] {
+            tls = transport::registry_tls(&roots, name)
+                .map_err(|e| PullError::Setup(format!("registry {}: {e}", source.registry)))?;
+            if tls.is_some() {
+                break;
+            }
+        }
+        let Some(tls) = tls else {
+            return Ok(self.http.clone());
+        };
+        debug!(registry = %source.registry, ?tls, "certs.d settings");
+        let client = transport::build_client_with(&self.settings.transport, Some(tls))
+            .map_err(|e| PullError::Setup(format!("registry {}: {e}", source.registry)))?;
+        self.tls_clients
+            .insert(source.registry.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// The credentials for a source: those given on the command line or in
+    /// the environment for the registries images name, else stored ones.
+    fn credentials_for(&mut self, source: &Source) -> Option<Credentials> {
+        if !source.mirror
+            && let Some(c) = &self.settings.credentials
+        {
+            return Some(c.clone());
+        }
+        let key = (source.registry.clone(), source.repository.clone());
+        if let Some(found) = self.found.get(&key) {
+            return found.clone();
+        }
+        // Credential helpers are programs: keep them off the async workers.
+        let found =
+            tokio::task::block_in_place(|| self.store.lookup(&source.registry, &source.repository));
+        if let Some(c) = &found {
+            debug!(registry = %source.registry, credentials = ?c, "stored credentials");
+        }
+        self.found.insert(key, found.clone());
+        found
+    }
+
+    fn registry(&mut self, source: &Source) -> Result<Arc<Registry>, PullError> {
+        let key = RegistryKey {
+            host: source.host.clone(),
+            scheme: source.scheme,
+            credentials: self.credentials_for(source),
+        };
+        if let Some((_, r)) = self.registries.iter().find(|(k, _)| *k == key) {
+            return Ok(Arc::clone(r));
+        }
+        let http = self.client_for(source)?;
+        let registry = Arc::new(
+            Registry::new(
+                &source.registry,
+                &source.host,
                 http,
-                s.transport.clone(),
-                s.credentials.clone(),
-            ))
-        }))
+                self.settings.transport.clone(),
+                key.credentials.clone(),
+            )
+            .with_scheme(source.scheme),
+        );
+        self.registries.push((key, Arc::clone(&registry)));
+        Ok(registry)
     }
 
     /// Pulls every image and writes the archives; `on_image` sees each report
@@ -165,16 +237,53 @@ impl<'a> Puller<'a> {
             .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
     }
 
+    /// Pulls one image from its mirrors in order, then its origin: a mirror
+    /// that fails for any reason but a local one (disk, interruption) hands
+    /// over to the next.
     async fn pull_one(
         &mut self,
         given: &str,
         reference: &Reference,
         rename: Option<Reference>,
     ) -> Result<Pulled, PullError> {
-        let registry = self.registry(reference);
+        let sources = mirror::sources(reference, &self.settings.mirrors);
+        let mut sources = sources.iter().peekable();
+        while let Some(source) = sources.next() {
+            let result = self
+                .pull_from(given, reference, rename.clone(), source)
+                .await;
+            match (result, sources.peek()) {
+                (Err(e), Some(next)) if source.mirror && !is_local_failure(&e) => {
+                    warn!(
+                        "mirror {} failed for {}: {e}; trying {}",
+                        source.label, reference, next.label
+                    );
+                }
+                (result, _) => return result,
+            }
+        }
+        unreachable!("an image always has its origin as a source")
+    }
+
+    async fn pull_from(
+        &mut self,
+        given: &str,
+        reference: &Reference,
+        rename: Option<Reference>,
+        source: &Source,
+    ) -> Result<Pulled, PullError> {
         let image = reference.to_string();
+        let registry = self.registry(source).map_err(|e| match e {
+            PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
+            other => other,
+        })?;
         let s = self.settings;
-        let resolved = resolve::resolve(&registry, reference, &s.platform).await?;
+        // The reference as this source knows it (a mirror may add a prefix).
+        let remote = Reference {
+            repository: source.repository.clone(),
+            ..reference.clone()
+        };
+        let resolved = resolve::resolve(&registry, &remote, &s.platform).await?;
         let fetcher = Fetcher {
             registry: Arc::clone(&registry),
             cache: Arc::clone(&self.cache),
@@ -182,7 +291,7 @@ impl<'a> Puller<'a> {
             concurrency: s.jobs,
             retries: s.transport.retries,
             image: image.clone(),
-            repository: reference.repository.clone(),
+            repository: source.repository.clone(),
         };
 
         let layer_bytes: u64 = distinct(&resolved.layers).iter().map(|d| d.size).sum();
@@ -234,6 +343,7 @@ impl<'a> Puller<'a> {
             cache_hits,
             seconds: 0.0,
             distinct_layers: fetched.len(),
+            source: source.label.clone(),
         };
         Ok(Pulled {
             archive: ArchiveImage {
@@ -257,4 +367,12 @@ fn distinct(ds: &[Descriptor]) -> Vec<&Descriptor> {
 
 fn display_path(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Failures no other registry would avoid.
+fn is_local_failure(e: &PullError) -> bool {
+    matches!(
+        e,
+        PullError::Io { .. } | PullError::Interrupted | PullError::Setup(_)
+    )
 }

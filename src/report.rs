@@ -26,6 +26,9 @@ pub struct ImageReport {
     pub bytes_from_cache: u64,
     pub cache_hits: usize,
     pub seconds: f64,
+    /// The registry that served the image (`host[:port][/prefix]`): a mirror
+    /// or the origin.
+    pub source: String,
     /// Distinct layers, for the cache line.
     #[serde(skip)]
     pub distinct_layers: usize,
@@ -94,6 +97,7 @@ mod tests {
             bytes_from_cache: saved,
             cache_hits: hits,
             seconds: 1.5,
+            source: "registry-1.docker.io".into(),
             distinct_layers: layers,
         }
     }
