@@ -252,7 +252,7 @@ async fn download_locked(
                 let err = classify_send_error(
                     f.registry.name(),
                     &format!("blob {}", d.digest),
-                    f.registry.timeout().as_secs(),
+                    f.registry.transport(),
                     &e,
                 );
                 warn!("{}: {err}; resuming at byte {now}", f.image);

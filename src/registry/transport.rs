@@ -1,9 +1,9 @@
 //! The HTTP client under every registry request: TLS (verified by default,
-//! extra CA files, `--insecure`), proxies (`--proxy` and the `*_PROXY`
-//! environment), timeouts, and turning transport failures into
-//! [`RegistryError`]s that name the registry.
+//! extra CA files, Docker's per-registry `certs.d` directories, `--insecure`),
+//! proxies (`--proxy` and the `*_PROXY` environment), timeouts, and turning
+//! transport failures into [`RegistryError`]s that name the registry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::RegistryError;
@@ -50,11 +50,152 @@ pub enum TransportError {
     CaParse { path: PathBuf, detail: String },
     #[error("invalid proxy URL {url:?}: {detail}")]
     Proxy { url: String, detail: String },
+    #[error("cannot read {path}: {source}")]
+    CertsDirRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{cert} is a client certificate without its key {key}: add the key or remove the certificate"
+    )]
+    MissingKey { cert: PathBuf, key: PathBuf },
+    #[error("{cert} with {key} is not a usable client certificate: {detail}")]
+    Identity {
+        cert: PathBuf,
+        key: PathBuf,
+        detail: String,
+    },
     #[error("cannot set up the HTTP client: {0}")]
     Build(String),
 }
 
+/// TLS settings for one registry from Docker's `certs.d` directories.
+#[derive(Default)]
+pub struct RegistryTls {
+    /// The directories that were read.
+    pub dirs: Vec<PathBuf>,
+    /// Extra trusted roots (`*.crt`).
+    pub roots: Vec<reqwest::Certificate>,
+    /// A client certificate and key (`*.cert` with `*.key`).
+    pub identity: Option<reqwest::Identity>,
+}
+
+impl std::fmt::Debug for RegistryTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryTls")
+            .field("dirs", &self.dirs)
+            .field("roots", &self.roots.len())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// Where Docker keeps per-registry certificates: the user's
+/// `$XDG_CONFIG_HOME/docker/certs.d` (rootless Docker), then
+/// `/etc/docker/certs.d`.
+pub fn certs_d_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
+    if let Some(x) = var("XDG_CONFIG_HOME") {
+        roots.push(PathBuf::from(x).join("docker/certs.d"));
+    } else if let Some(h) = var("HOME") {
+        roots.push(PathBuf::from(h).join(".config/docker/certs.d"));
+    }
+    roots.push(PathBuf::from("/etc/docker/certs.d"));
+    roots
+}
+
+/// Reads `ROOT/<registry>/` for every root that has it: `*.crt` files are
+/// trusted roots for that registry, a `*.cert` with the `*.key` of the same
+/// name is a client certificate. `None` when no directory exists.
+pub fn registry_tls(
+    roots: &[PathBuf],
+    registry: &str,
+) -> Result<Option<RegistryTls>, TransportError> {
+    let mut tls = RegistryTls::default();
+    for root in roots {
+        let dir = root.join(registry);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(source) => return Err(TransportError::CertsDirRead { path: dir, source }),
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        for file in &files {
+            match file.extension().and_then(|e| e.to_str()) {
+                Some("crt") => tls.roots.extend(read_certificates(file)?),
+                Some("cert") if tls.identity.is_none() => {
+                    let key = file.with_extension("key");
+                    tls.identity = Some(read_identity(file, &key)?);
+                }
+                _ => {}
+            }
+        }
+        tls.dirs.push(dir);
+    }
+    Ok((!tls.dirs.is_empty()).then_some(tls))
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, TransportError> {
+    let pem = std::fs::read(path).map_err(|source| TransportError::CaRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let found =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TransportError::CaParse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if found.is_empty() {
+        return Err(TransportError::CaParse {
+            path: path.to_path_buf(),
+            detail: "no certificate found".into(),
+        });
+    }
+    Ok(found)
+}
+
+fn read_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, TransportError> {
+    let mut pem = std::fs::read(cert).map_err(|source| TransportError::CaRead {
+        path: cert.to_path_buf(),
+        source,
+    })?;
+    let key_pem = match std::fs::read(key) {
+        Ok(k) => k,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TransportError::MissingKey {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(TransportError::CaRead {
+                path: key.to_path_buf(),
+                source,
+            });
+        }
+    };
+    pem.push(b'\n');
+    pem.extend_from_slice(&key_pem);
+    reqwest::Identity::from_pem(&pem).map_err(|e| TransportError::Identity {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        detail: error_chain(&e),
+    })
+}
+
+/// The HTTP client for registries without `certs.d` settings.
 pub fn build_client(opts: &TransportOptions) -> Result<reqwest::Client, TransportError> {
+    build_client_with(opts, None)
+}
+
+/// The HTTP client, with a registry's `certs.d` settings when it has some.
+pub fn build_client_with(
+    opts: &TransportOptions,
+    registry_tls: Option<RegistryTls>,
+) -> Result<reqwest::Client, TransportError> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("docker-pull/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
@@ -66,35 +207,103 @@ pub fn build_client(opts: &TransportOptions) -> Result<reqwest::Client, Transpor
     }
     let mut certs = Vec::new();
     for path in &opts.ca_certs {
-        let pem = std::fs::read(path).map_err(|source| TransportError::CaRead {
-            path: path.clone(),
-            source,
-        })?;
-        let found =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TransportError::CaParse {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        if found.is_empty() {
-            return Err(TransportError::CaParse {
-                path: path.clone(),
-                detail: "no certificate found".into(),
-            });
+        certs.extend(read_certificates(path)?);
+    }
+    if let Some(tls) = registry_tls {
+        certs.extend(tls.roots);
+        if let Some(identity) = tls.identity {
+            b = b.identity(identity);
         }
-        certs.extend(found);
     }
     if !certs.is_empty() {
         b = b.tls_certs_merge(certs);
     }
     if let Some(url) = &opts.proxy {
-        let proxy = reqwest::Proxy::all(url).map_err(|e| TransportError::Proxy {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
+        let shown = redact_url(url);
+        let proxy = reqwest::Proxy::all(url)
+            .map_err(|e| TransportError::Proxy {
+                url: shown.clone(),
+                detail: redact_text(&e.to_string(), url),
+            })?
+            .no_proxy(reqwest::NoProxy::from_env());
         b = b.proxy(proxy);
     }
     b.build()
         .map_err(|e| TransportError::Build(error_chain(&e)))
+}
+
+/// Checks a proxy URL as `--proxy` takes it: a URL with an http, https,
+/// socks5 or socks5h scheme and a host.
+pub fn check_proxy_url(url: &str) -> Result<(), String> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("{:?} is not a URL ({e})", redact_url(url)))?;
+    if !matches!(parsed.scheme(), "http" | "https" | "socks5" | "socks5h") {
+        return Err(format!(
+            "{:?}: the scheme must be http, https, socks5 or socks5h",
+            redact_url(url)
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{:?} names no host", redact_url(url)));
+    }
+    Ok(())
+}
+
+/// A URL without the password of its user info, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url).ok().filter(|u| u.has_host()) {
+        Some(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        // Not a URL: drop anything that looks like user info.
+        None => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_string(),
+        },
+    }
+}
+
+/// `text` with the password of `url` (raw and percent-decoded) masked.
+fn redact_text(text: &str, url: &str) -> String {
+    let mut out = text.to_string();
+    if let Ok(u) = url::Url::parse(url)
+        && let Some(p) = u.password()
+    {
+        let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        for secret in [p.to_string(), decoded] {
+            if !secret.is_empty() {
+                out = out.replace(&secret, "***");
+            }
+        }
+    }
+    out
+}
+
+/// The proxy a request to `scheme://...` goes through, for messages
+/// (password masked): `--proxy`, else the environment's.
+pub fn proxy_for(opts: &TransportOptions, scheme: &str) -> Option<String> {
+    if let Some(p) = &opts.proxy {
+        return Some(redact_url(p));
+    }
+    let get = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let specific = if scheme == "https" {
+        get(&["HTTPS_PROXY", "https_proxy"])
+    } else {
+        get(&["HTTP_PROXY", "http_proxy"])
+    };
+    specific
+        .or_else(|| get(&["ALL_PROXY", "all_proxy"]))
+        .map(|p| redact_url(&p))
 }
 
 /// The error and all its causes, joined. Request URLs carry no secrets:
@@ -118,20 +327,25 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Turns a failed request into the error a user should see.
+/// Turns a failed request into the error a user should see. A connection
+/// that went through a proxy names it (without its password).
 pub fn classify_send_error(
     registry: &str,
     what: &str,
-    seconds: u64,
+    opts: &TransportOptions,
     e: &reqwest::Error,
 ) -> RegistryError {
-    let detail = error_chain(e);
+    let mut detail = error_chain(e);
+    let proxy = e.url().and_then(|u| proxy_for_url(opts, u));
+    for secret in proxy_passwords(opts) {
+        detail = detail.replace(&secret, "***");
+    }
     let lower = detail.to_ascii_lowercase();
     if e.is_timeout() {
         RegistryError::Timeout {
             registry: registry.to_string(),
             what: what.to_string(),
-            seconds,
+            seconds: opts.timeout.as_secs(),
         }
     } else if lower.contains("certificate")
         || lower.contains("unknownissuer")
@@ -143,9 +357,177 @@ pub fn classify_send_error(
             detail,
         }
     } else {
+        if let Some(p) = proxy {
+            detail = format!("{detail} (through proxy {p})");
+        }
         RegistryError::Connect {
             registry: registry.to_string(),
             detail,
         }
+    }
+}
+
+/// The passwords of the proxies in use, raw and percent-decoded.
+fn proxy_passwords(opts: &TransportOptions) -> Vec<String> {
+    let mut urls: Vec<String> = opts.proxy.iter().cloned().collect();
+    for name in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        if let Ok(v) = std::env::var(name) {
+            urls.push(v);
+        }
+    }
+    let mut out = Vec::new();
+    for u in urls {
+        if let Ok(parsed) = url::Url::parse(&u)
+            && let Some(p) = parsed.password()
+        {
+            let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            out.extend(
+                [p.to_string(), decoded]
+                    .into_iter()
+                    .filter(|s| s.len() >= 3),
+            );
+        }
+    }
+    out
+}
+
+/// The proxy a request to `url` goes through (password masked), honouring
+/// `NO_PROXY`; `None` for a direct connection.
+pub fn proxy_for_url(opts: &TransportOptions, url: &url::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let no_proxy = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .unwrap_or_default();
+    if no_proxy_matches(&no_proxy, host) {
+        return None;
+    }
+    proxy_for(opts, url.scheme())
+}
+
+/// Whether a `NO_PROXY` list (curl's rules: `*`, domains matching
+/// themselves and their subdomains, IP addresses and CIDR ranges) covers
+/// `host`.
+pub fn no_proxy_matches(list: &str, host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            if let Some(ip) = ip {
+                if let Some((net, bits)) = entry.split_once('/') {
+                    return cidr_contains(net, bits, ip);
+                }
+                return entry
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|e| e == ip);
+            }
+            let domain = entry.trim_start_matches('.').to_ascii_lowercase();
+            host == domain || host.ends_with(&format!(".{domain}"))
+        })
+}
+
+fn cidr_contains(net: &str, bits: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) if bits <= 32 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) if bits <= 128 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_proxy_rules() {
+        let list = "example.com, .corp.local,10.0.0.0/8, 127.0.0.1,[::1]";
+        assert!(no_proxy_matches(list, "example.com"));
+        assert!(no_proxy_matches(list, "registry.example.com"));
+        assert!(!no_proxy_matches(list, "badexample.com"));
+        assert!(no_proxy_matches(list, "a.corp.local"));
+        assert!(no_proxy_matches(list, "corp.local"));
+        assert!(no_proxy_matches(list, "10.1.2.3"));
+        assert!(!no_proxy_matches(list, "11.1.2.3"));
+        assert!(no_proxy_matches(list, "127.0.0.1"));
+        assert!(!no_proxy_matches(list, "127.0.0.2"));
+        assert!(no_proxy_matches(list, "[::1]"));
+        assert!(no_proxy_matches("*", "anything"));
+        assert!(!no_proxy_matches("", "anything"));
+    }
+
+    #[test]
+    fn proxy_urls_are_checked_and_redacted() {
+        assert!(check_proxy_url("http://proxy:3128").is_ok());
+        assert!(check_proxy_url("socks5h://u:p@proxy:1080").is_ok());
+        assert!(check_proxy_url("ftp://proxy").is_err());
+        let e = check_proxy_url("gopher://u:hunter22@proxy").unwrap_err();
+        assert!(!e.contains("hunter22"), "{e}");
+        assert_eq!(
+            redact_url("http://u:hunter22@proxy:3128"),
+            "http://u:***@proxy:3128/"
+        );
+        assert_eq!(redact_url("u:hunter22@proxy"), "***@proxy");
+        let opts = TransportOptions {
+            proxy: Some("socks5://u:p%40ss@127.0.0.1:1080".into()),
+            ..TransportOptions::default()
+        };
+        let pw = proxy_passwords(&opts);
+        assert!(pw.contains(&"p%40ss".to_string()) && pw.contains(&"p@ss".to_string()));
+    }
+
+    #[test]
+    fn certs_d_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let roots = vec![root.path().to_path_buf()];
+        assert!(registry_tls(&roots, "r.example:5000").unwrap().is_none());
+        let dir = root.path().join("r.example:5000");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("client.cert"), "not pem").unwrap();
+        let e = registry_tls(&roots, "r.example:5000").unwrap_err();
+        assert!(matches!(e, TransportError::MissingKey { .. }), "{e}");
+        assert!(e.to_string().contains("client.key"), "{e}");
+        std::fs::remove_file(dir.join("client.cert")).unwrap();
+        std::fs::write(dir.join("ca.crt"), "garbage").unwrap();
+        assert!(matches!(
+            registry_tls(&roots, "r.example:5000").unwrap_err(),
+            TransportError::CaParse { .. }
+        ));
     }
 }
