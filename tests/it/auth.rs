@@ -398,3 +398,161 @@ fn bearer_token_is_not_sent_to_a_redirected_host() {
 fn basic_credentials_are_not_sent_to_a_redirected_host() {
     assert_redirect_gets_no_credentials(Auth::basic(USER, PASS));
 }
+
+// --- messages and redirects from the registry/network contract --------------------------------
+
+#[test]
+fn missing_credentials_message_says_how_to_log_in() {
+    let (registry, _) = registry_with(Auth::bearer(USER, PASS));
+    let work = Work::new();
+
+    let run = work.pull(&["-q", &registry.reference("private/app", "v1")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("asks for credentials to pull private/app (401)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("-u USER --password-stdin"),
+        "the message should show how to log in: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn rejected_flag_credentials_name_their_source() {
+    let (registry, _) = registry_with(Auth::bearer(USER, PASS));
+    let work = Work::new();
+    let wrong = "Wr0ng-Pa55-xyz";
+
+    let run = work.pull(&[
+        "-q",
+        "-u",
+        USER,
+        "-p",
+        wrong,
+        &registry.reference("private/app", "v1"),
+    ]);
+    run.expect_code(1);
+    run.assert_not_leaked(wrong);
+    let wanted = format!(
+        "{} rejected the credentials (from -u/-p) for private/app (401)",
+        registry.addr()
+    );
+    assert!(
+        run.stderr.contains(&wanted),
+        "expected {wanted:?} in: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn rejected_environment_credentials_name_their_source() {
+    let (registry, _) = registry_with(Auth::basic(USER, PASS));
+    let work = Work::new();
+    let wrong = "Wr0ng-Pa55-xyz";
+
+    let run = work.pull_env(
+        &["-q", &registry.reference("private/app", "v1")],
+        &[
+            ("DOCKER_PULL_USERNAME", USER),
+            ("DOCKER_PULL_PASSWORD", wrong),
+        ],
+        &[],
+        None,
+    );
+    run.expect_code(1);
+    run.assert_not_leaked(wrong);
+    assert!(
+        run.stderr.contains(
+            "rejected the credentials (from DOCKER_PULL_USERNAME/DOCKER_PULL_PASSWORD) for private/app (401)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn forbidden_message_names_repository_and_registry() {
+    let (registry, _) = registry_with(Auth::None);
+    registry.inject(Fault::status("/manifests/v1", 403).times(usize::MAX).body(
+        r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+    ));
+    let work = Work::new();
+
+    let run = work.pull(&["-q", &registry.reference("private/app", "v1")]);
+    run.expect_code(1);
+    let wanted = format!(
+        "access to private/app on {} is denied (403)",
+        registry.addr()
+    );
+    assert!(
+        run.stderr.contains(&wanted),
+        "expected {wanted:?} in: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn not_found_messages_name_the_tag_or_the_repository() {
+    let (registry, _) = registry_with(Auth::None);
+    let work = Work::new();
+
+    let run = work.pull(&["-q", &registry.reference("private/app", "nope")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("tag nope of repository private/app"),
+        "{}",
+        run.stderr
+    );
+
+    let run = work.pull(&["-q", &registry.reference("private/missing", "v1")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("repository private/missing"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn same_host_redirect_keeps_the_token() {
+    let registry = FakeRegistry::start(Config::with_auth(Auth::bearer(USER, PASS)));
+    let image = crate::support::image::random_image(Flavor::Oci, 2, 10_000, 74);
+    registry.push_image("private/app", "v1", &image);
+    // Same scheme, host and port as the registry: not a different origin.
+    registry.redirect_blobs("127.0.0.1");
+    let work = Work::new();
+
+    work.pull_env(
+        &[
+            "-q",
+            "-u",
+            USER,
+            "--password-stdin",
+            &registry.reference("private/app", "v1"),
+        ],
+        &[],
+        &[],
+        Some(PASS),
+    )
+    .success();
+
+    let cdn: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/cdn/"))
+        .collect();
+    assert_eq!(cdn.len(), image.blobs().len(), "{cdn:#?}");
+    for r in &cdn {
+        assert_eq!(
+            r.auth_scheme.as_deref(),
+            Some("Bearer"),
+            "a same-host redirect should keep the Authorization header: {}",
+            r.path
+        );
+    }
+    assert_default_archive(&work, &registry, &image, "private/app", "v1");
+}

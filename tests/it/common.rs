@@ -175,6 +175,23 @@ impl Work {
         self.run(&all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// [`Work::pull`] with extra environment variables, variables to remove and optional stdin.
+    pub fn pull_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        unset: &[&str],
+        stdin: Option<&str>,
+    ) -> Run {
+        let all = self.pull_args(args);
+        self.run_env(
+            &all.iter().map(String::as_str).collect::<Vec<_>>(),
+            env,
+            unset,
+            stdin,
+        )
+    }
+
     /// Runs `docker-pull --cache-dir <cache> <args>` (the caller chooses `-o`).
     pub fn pull_to(&self, args: &[&str]) -> Run {
         let cache = self.cache();
@@ -206,6 +223,29 @@ impl Work {
 
     /// Starts the binary with an isolated environment (see [`Work::run`]) without waiting.
     pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Running {
+        self.spawn_env(args, env, &[], stdin)
+    }
+
+    /// Like [`Work::run_with`], and also removes the variables in `unset` from the child's
+    /// environment (e.g. `DOCKER_CONFIG` or `XDG_RUNTIME_DIR`, which the isolation sets).
+    pub fn run_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        unset: &[&str],
+        stdin: Option<&str>,
+    ) -> Run {
+        self.spawn_env(args, env, unset, stdin).wait()
+    }
+
+    /// Like [`Work::spawn_with`], removing the variables in `unset` after setting the others.
+    pub fn spawn_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        unset: &[&str],
+        stdin: Option<&str>,
+    ) -> Running {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).expect("creating a fake HOME");
         let mut command = Command::new(env!("CARGO_BIN_EXE_docker-pull"));
@@ -237,6 +277,9 @@ impl Work {
         }
         for (key, value) in env {
             command.env(key, value);
+        }
+        for key in unset {
+            command.env_remove(key);
         }
         command
             .stdin(if stdin.is_some() {
@@ -277,6 +320,142 @@ impl Work {
             timeout: self.timeout,
         }
     }
+}
+
+/// Where a test writes credential files for the isolated child (see [`Work::spawn_with`]).
+impl Work {
+    /// The child's `$HOME`.
+    pub fn home(&self) -> PathBuf {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("creating a fake HOME");
+        home
+    }
+
+    /// The child's docker config file, `$DOCKER_CONFIG/config.json`.
+    pub fn docker_config(&self) -> PathBuf {
+        self.home().join(".docker").join("config.json")
+    }
+
+    /// The child's `$REGISTRY_AUTH_FILE`.
+    pub fn registry_auth_file(&self) -> PathBuf {
+        self.home().join("auth.json")
+    }
+
+    /// The child's `$XDG_RUNTIME_DIR/containers/auth.json`.
+    pub fn runtime_auth_file(&self) -> PathBuf {
+        self.home().join("run").join("containers").join("auth.json")
+    }
+
+    /// `~/.config/containers/auth.json` for the child (when `XDG_CONFIG_HOME` is unset).
+    pub fn config_home_auth_file(&self) -> PathBuf {
+        self.home()
+            .join(".config")
+            .join("containers")
+            .join("auth.json")
+    }
+
+    /// Writes `contents` to `path`, creating its directory.
+    pub fn write_file(&self, path: &Path, contents: &str) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("creating a config directory");
+        }
+        std::fs::write(path, contents)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
+    /// Writes `value` as JSON to `path`.
+    pub fn write_json(&self, path: &Path, value: &Value) {
+        self.write_file(path, &value.to_string());
+    }
+}
+
+/// `{"auths": {KEY: {"auth": base64(user:pass)}}}`, the docker config / auth.json form.
+pub fn auths_with_auth(key: &str, user: &str, pass: &str) -> Value {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    serde_json::json!({ "auths": { key: { "auth": auth } } })
+}
+
+/// What a fake `docker-credential-NAME get` answers.
+#[derive(Clone, Debug)]
+pub enum HelperReply {
+    /// `{"ServerURL": <stdin>, "Username": .., "Secret": ..}` on stdout, exit 0.
+    Credentials { username: String, secret: String },
+    /// `credentials not found in native keychain` on stdout, exit 1 (what real helpers do).
+    NotFound,
+    /// This message on stderr, exit 1: a helper that is broken.
+    Fail(String),
+}
+
+/// A fake docker credential helper: a shell script `docker-credential-NAME` in `<work>/bin`
+/// that logs the server address it is asked about and answers with a canned reply.
+pub struct CredentialHelper {
+    pub name: String,
+    pub bin: PathBuf,
+    pub log: PathBuf,
+}
+
+impl CredentialHelper {
+    /// Installs `docker-credential-<name>` (several helpers can share the directory).
+    pub fn install(work: &Work, name: &str, reply: HelperReply) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = work.path("bin");
+        std::fs::create_dir_all(&bin).expect("creating the helper directory");
+        let log = work.path(&format!("helper-{name}.log"));
+        let answer = match &reply {
+            HelperReply::Credentials { username, secret } => {
+                for value in [username, secret] {
+                    assert!(
+                        !value.contains(['\'', '%', '"', '\\']),
+                        "keep helper test values shell- and JSON-safe: {value:?}"
+                    );
+                }
+                format!(
+                    "printf '{{\"ServerURL\":\"%s\",\"Username\":\"%s\",\"Secret\":\"%s\"}}\\n' \"$server\" '{username}' '{secret}'\nexit 0"
+                )
+            }
+            HelperReply::NotFound => {
+                "echo 'credentials not found in native keychain'\nexit 1".to_string()
+            }
+            HelperReply::Fail(message) => format!("echo '{message}' >&2\nexit 1"),
+        };
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" != get ]; then echo \"unsupported: $1\" >&2; exit 2; fi\nserver=$(cat)\nprintf '%s\\n' \"$server\" >> '{}'\n{answer}\n",
+            log.display()
+        );
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, script).expect("writing the credential helper");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("making the credential helper executable");
+        Self {
+            name: name.to_string(),
+            bin,
+            log,
+        }
+    }
+
+    /// `PATH` for the child: the helper directory first.
+    pub fn path_env(&self) -> String {
+        match std::env::var("PATH") {
+            Ok(path) if !path.is_empty() => format!("{}:{path}", self.bin.display()),
+            _ => format!("{}:/usr/bin:/bin", self.bin.display()),
+        }
+    }
+
+    /// The server addresses the helper was asked about, one per call.
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a throwaway port");
+    listener.local_addr().expect("local address").port()
 }
 
 /// A `docker-pull` process that is still running.

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod image;
+pub mod proxy;
 pub mod push;
 pub mod registry;

@@ -2,8 +2,12 @@
 //!
 //! It serves `GET /v2/`, `GET|HEAD /v2/<name>/manifests/<reference>` and
 //! `GET|HEAD /v2/<name>/blobs/<digest>` (with `Range`) from memory, speaks the distribution error
-//! envelope, and can demand Basic or Bearer authentication (with its own `/token` endpoint).
-//! Every request is logged and blob traffic is counted so tests can assert what the client did.
+//! envelope, and can demand Basic or Bearer authentication (with its own `/token` endpoint, which
+//! speaks the classic `GET` and the OAuth2 `POST` forms; see [`Config`] for refresh tokens,
+//! `expires_in`/`issued_at` claims and how long tokens really last).
+//! Every request is logged and blob traffic is counted so tests can assert what the client did;
+//! token requests and issued tokens are recorded too ([`FakeRegistry::token_log`],
+//! [`FakeRegistry::issued_tokens`]).
 //! Faults (a status for the first N matching requests, corrupted blob bytes) are injected
 //! through [`FakeRegistry::inject`], [`FakeRegistry::corrupt_blob`], [`FakeRegistry::stall_blob`],
 //! [`FakeRegistry::throttle_blobs`], [`FakeRegistry::ignore_ranges`] and
@@ -18,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -41,8 +45,9 @@ pub enum Auth {
     /// HTTP Basic on every endpoint: `401` with `WWW-Authenticate: Basic realm="fake"` otherwise.
     Basic { user: String, pass: String },
     /// Docker token auth: registry endpoints want `Authorization: Bearer <token>` issued by
-    /// `GET /token` for a scope covering the repository. With `user_pass`, `/token` demands
-    /// those Basic credentials; without, it hands out tokens anonymously.
+    /// `/token` for a scope covering the repository. With `user_pass`, `/token` demands those
+    /// credentials (Basic on `GET`, `grant_type=password` on `POST`) or the configured
+    /// [`Config::refresh_token`]; without, it hands out tokens anonymously.
     Bearer { user_pass: Option<(String, String)> },
 }
 
@@ -68,16 +73,134 @@ impl Auth {
     }
 }
 
-/// Settings for [`FakeRegistry::start`].
+/// What the token endpoint puts in `issued_at`.
 #[derive(Clone, Debug, Default)]
+pub enum IssuedAt {
+    /// The time the token was issued (RFC 3339, UTC).
+    #[default]
+    Now,
+    /// That long before the token was really issued (a token that is partly used up).
+    Ago(Duration),
+    /// Exactly this string.
+    Fixed(String),
+    /// No `issued_at` field.
+    Absent,
+}
+
+/// Settings for [`FakeRegistry::start`].
+#[derive(Clone, Debug)]
 pub struct Config {
     pub auth: Auth,
+    /// With [`Auth::Bearer`]: an OAuth2 refresh (identity) token the token endpoint accepts, as
+    /// `POST grant_type=refresh_token&refresh_token=...` or as the password of a Basic `GET`.
+    pub refresh_token: Option<String>,
+    /// When set, every `POST /token` is answered with this status (e.g. `404`, a token server
+    /// without OAuth2 support), which forces the client back to `GET`.
+    pub post_token_status: Option<u16>,
+    /// The `expires_in` the token endpoint claims, in seconds (`None`: no such field).
+    pub expires_in: Option<u64>,
+    /// The `issued_at` the token endpoint claims.
+    pub issued_at: IssuedAt,
+    /// How long an issued token is really accepted, whatever `expires_in` says (`None`: forever).
+    /// An older token gets `401` with a fresh challenge carrying `error="invalid_token"`.
+    pub token_validity: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            auth: Auth::None,
+            refresh_token: None,
+            post_token_status: None,
+            expires_in: Some(300),
+            issued_at: IssuedAt::Now,
+            token_validity: None,
+        }
+    }
 }
 
 impl Config {
     /// A registry with the given authentication mode.
     pub fn with_auth(auth: Auth) -> Self {
-        Self { auth }
+        Self {
+            auth,
+            ..Self::default()
+        }
+    }
+
+    /// Accept this OAuth2 refresh (identity) token at the token endpoint.
+    pub fn refresh_token(mut self, token: &str) -> Self {
+        self.refresh_token = Some(token.to_string());
+        self
+    }
+
+    /// Answer every `POST /token` with `status`.
+    pub fn post_token_status(mut self, status: u16) -> Self {
+        self.post_token_status = Some(status);
+        self
+    }
+
+    /// The `expires_in` claimed in token responses (`None`: left out).
+    pub fn expires_in(mut self, seconds: Option<u64>) -> Self {
+        self.expires_in = seconds;
+        self
+    }
+
+    /// The `issued_at` claimed in token responses.
+    pub fn issued_at(mut self, issued_at: IssuedAt) -> Self {
+        self.issued_at = issued_at;
+        self
+    }
+
+    /// How long tokens are really accepted.
+    pub fn token_validity(mut self, validity: Duration) -> Self {
+        self.token_validity = Some(validity);
+        self
+    }
+}
+
+/// How a request to the token endpoint authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// No credentials.
+    Anonymous,
+    /// `GET` with HTTP Basic.
+    Basic { user: String, pass: String },
+    /// `POST grant_type=refresh_token`.
+    RefreshToken(String),
+    /// `POST grant_type=password`.
+    Password { user: String, pass: String },
+    /// A `POST` with a grant type the fake does not know (or none).
+    OtherGrant(Option<String>),
+}
+
+/// One request to the token endpoint.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    pub auth: TokenAuth,
+    /// `service` (query or form).
+    pub service: Option<String>,
+    /// Every `scope` value, split at spaces.
+    pub scopes: Vec<String>,
+    /// `client_id` (query or form).
+    pub client_id: Option<String>,
+    /// The status the endpoint answered with.
+    pub status: u16,
+    /// The token handed out, if any.
+    pub issued: Option<String>,
+}
+
+impl TokenRequest {
+    /// Whether a token was handed out.
+    pub fn ok(&self) -> bool {
+        self.issued.is_some()
+    }
+
+    /// Whether the request asked for `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
     }
 }
 
@@ -162,8 +285,12 @@ struct State {
     blob_gets: HashMap<String, usize>,
     blob_bytes_sent: u64,
     token_requests: usize,
-    /// Issued token -> repositories it may pull.
-    tokens: HashMap<String, HashSet<String>>,
+    /// Issued token -> what it grants.
+    tokens: HashMap<String, Grant>,
+    /// Every request to the token endpoint.
+    token_log: Vec<TokenRequest>,
+    /// Issued tokens in issue order (never forgotten, even by `reset_log`).
+    issued: Vec<String>,
     faults: Vec<Fault>,
     /// Digest -> bytes served instead of the stored blob.
     corrupt: HashMap<String, Vec<u8>>,
@@ -178,6 +305,15 @@ struct State {
     /// Blob bodies being sent right now, and the most at once.
     in_flight: usize,
     max_in_flight: usize,
+}
+
+/// What an issued token allows.
+#[derive(Clone, Debug)]
+struct Grant {
+    /// Repositories it may pull.
+    repos: HashSet<String>,
+    /// When it was really issued.
+    at: Instant,
 }
 
 /// Sends every blob body `chunk` bytes at a time with `delay` between chunks.
@@ -198,6 +334,7 @@ struct Stall {
 
 struct Shared {
     auth: Auth,
+    config: Config,
     addr: SocketAddr,
     state: Mutex<State>,
 }
@@ -226,7 +363,8 @@ impl FakeRegistry {
             .expect("making the fake registry socket non-blocking");
         let addr = listener.local_addr().expect("fake registry local address");
         let shared = Arc::new(Shared {
-            auth: config.auth,
+            auth: config.auth.clone(),
+            config,
             addr,
             state: Mutex::new(State::default()),
         });
@@ -243,10 +381,12 @@ impl FakeRegistry {
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .expect("registering the fake registry socket");
-                    let app = Router::new().fallback(move |method, uri, headers| {
-                        let shared = app_state.clone();
-                        async move { handle(shared, method, uri, headers) }
-                    });
+                    let app = Router::new().fallback(
+                        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                            let shared = app_state.clone();
+                            async move { handle(shared, method, uri, headers, body) }
+                        },
+                    );
                     tokio::select! {
                         result = axum::serve(listener, app) => {
                             if let Err(e) = result {
@@ -399,6 +539,7 @@ impl FakeRegistry {
         state.blob_gets.clear();
         state.blob_bytes_sent = 0;
         state.token_requests = 0;
+        state.token_log.clear();
     }
 
     /// GET requests for blob `digest` under `/v2/` (ranged or not, whatever the status, faults
@@ -425,6 +566,30 @@ impl FakeRegistry {
     /// Requests to `/token`.
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
+    }
+
+    /// Every request to the token endpoint, in arrival order (faults excluded).
+    pub fn token_log(&self) -> Vec<TokenRequest> {
+        self.shared.lock().token_log.clone()
+    }
+
+    /// Every token handed out so far, in issue order (including [`FakeRegistry::add_token`]).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().issued.clone()
+    }
+
+    /// Makes `token` a valid Bearer token for pulling `repos`, as if issued now (a token that
+    /// never went through `/token`, like a docker config `registrytoken`).
+    pub fn add_token(&self, token: &str, repos: &[&str]) {
+        let mut state = self.shared.lock();
+        state.tokens.insert(
+            token.to_string(),
+            Grant {
+                repos: repos.iter().map(|r| r.to_string()).collect(),
+                at: Instant::now(),
+            },
+        );
+        state.issued.push(token.to_string());
     }
 
     /// Requests to manifest endpoints (GET and HEAD).
@@ -454,8 +619,14 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let response = route(&shared, &method, &uri, &headers);
+fn handle(
+    shared: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = route(&shared, &method, &uri, &headers, &body);
     let mut state = shared.lock();
     if method == Method::GET
         && let Some((_, digest)) = uri.path().rsplit_once("/blobs/")
@@ -487,7 +658,13 @@ fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<Fault> {
     Some(fault.clone())
 }
 
-fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+fn route(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let path = uri.path();
     if let Some(fault) = take_fault(shared, method, path) {
         let mut response = response(
@@ -505,7 +682,7 @@ fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap) 
         return response;
     }
     if path == "/token" {
-        return token(shared, method, uri, headers);
+        return token(shared, method, uri, headers, body);
     }
     if *method != Method::GET && *method != Method::HEAD {
         return error(
@@ -623,13 +800,21 @@ fn authorize(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Option
         Auth::Bearer { .. } => {
             let token = header_str(headers, header::AUTHORIZATION)
                 .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+            let mut expired = false;
             let allowed = token.is_some_and(|token| {
                 let state = shared.lock();
-                match (state.tokens.get(&token), repo) {
-                    (Some(_), None) => true,
-                    (Some(scopes), Some(repo)) => scopes.contains(repo),
-                    (None, _) => false,
+                let Some(grant) = state.tokens.get(&token) else {
+                    return false;
+                };
+                if shared
+                    .config
+                    .token_validity
+                    .is_some_and(|validity| grant.at.elapsed() > validity)
+                {
+                    expired = true;
+                    return false;
                 }
+                repo.is_none_or(|repo| grant.repos.contains(repo))
             });
             if allowed {
                 return None;
@@ -641,10 +826,17 @@ fn authorize(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Option
             if let Some(repo) = repo {
                 challenge.push_str(&format!(",scope=\"repository:{repo}:pull\""));
             }
+            if expired {
+                challenge.push_str(",error=\"invalid_token\"");
+            }
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
-                "authentication required",
+                if expired {
+                    "token expired"
+                } else {
+                    "authentication required"
+                },
             );
             set_header(&mut response, header::WWW_AUTHENTICATE, &challenge);
             Some(response)
@@ -652,8 +844,39 @@ fn authorize(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Option
     }
 }
 
-fn token(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+/// The token endpoint: classic `GET` (anonymous or Basic) and OAuth2 `POST` (refresh token or
+/// password grant). Every request is recorded in the token log.
+fn token(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     shared.lock().token_requests += 1;
+    let mut record = TokenRequest {
+        method: method.to_string(),
+        auth: TokenAuth::Anonymous,
+        service: None,
+        scopes: Vec::new(),
+        client_id: None,
+        status: 0,
+        issued: None,
+    };
+    let response = token_response(shared, method, uri, headers, body, &mut record);
+    record.status = response.status().as_u16();
+    shared.lock().token_log.push(record);
+    response
+}
+
+fn token_response(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    record: &mut TokenRequest,
+) -> Response {
     let Auth::Bearer { user_pass } = &shared.auth else {
         return error(
             StatusCode::NOT_FOUND,
@@ -661,16 +884,85 @@ fn token(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Re
             "this registry issues no tokens",
         );
     };
-    if *method != Method::GET {
+    let post = *method == Method::POST;
+    if !post && *method != Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
-            "use GET /token",
+            "use GET or POST /token",
         );
     }
-    if let Some(expected) = user_pass
-        && basic_credentials(headers).as_ref() != Some(expected)
-    {
+    let params = if post {
+        body.to_vec()
+    } else {
+        uri.query().unwrap_or("").as_bytes().to_vec()
+    };
+    let mut form: HashMap<String, String> = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(&params) {
+        match &*key {
+            "scope" => record.scopes.extend(
+                value
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            ),
+            "service" => record.service = Some(value.into_owned()),
+            "client_id" => record.client_id = Some(value.into_owned()),
+            _ => {
+                form.insert(key.into_owned(), value.into_owned());
+            }
+        }
+    }
+    let config = &shared.config;
+    let granted = if post {
+        if let Some(status) = config.post_token_status {
+            record.auth = TokenAuth::OtherGrant(form.get("grant_type").cloned());
+            return error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
+                "UNSUPPORTED",
+                "this token server does not speak OAuth2",
+            );
+        }
+        match form.get("grant_type").map(String::as_str) {
+            Some("refresh_token") => {
+                let given = form.get("refresh_token").cloned().unwrap_or_default();
+                let ok = config.refresh_token.as_ref() == Some(&given);
+                record.auth = TokenAuth::RefreshToken(given);
+                ok
+            }
+            Some("password") => {
+                let user = form.get("username").cloned().unwrap_or_default();
+                let pass = form.get("password").cloned().unwrap_or_default();
+                let ok = user_pass
+                    .as_ref()
+                    .is_none_or(|expected| *expected == (user.clone(), pass.clone()));
+                record.auth = TokenAuth::Password { user, pass };
+                ok
+            }
+            other => {
+                record.auth = TokenAuth::OtherGrant(other.map(str::to_string));
+                false
+            }
+        }
+    } else {
+        match basic_credentials(headers) {
+            Some((user, pass)) => {
+                let ok = user_pass
+                    .as_ref()
+                    .is_none_or(|expected| *expected == (user.clone(), pass.clone()))
+                    || config.refresh_token.as_ref() == Some(&pass);
+                record.auth = TokenAuth::Basic { user, pass };
+                ok
+            }
+            None => user_pass.is_none(),
+        }
+    };
+    if !granted {
+        if post {
+            // RFC 6749 section 5.2.
+            let body = json!({ "error": "invalid_grant", "error_description": "bad credentials" });
+            return json_response(StatusCode::BAD_REQUEST, body.to_string().into_bytes());
+        }
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
@@ -684,33 +976,70 @@ fn token(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Re
         return response;
     }
     let mut repos = HashSet::new();
-    for (key, value) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        if key == "scope" {
-            for scope in value.split(' ') {
-                let mut parts = scope.splitn(3, ':');
-                if let (Some("repository"), Some(name), Some(actions)) =
-                    (parts.next(), parts.next(), parts.next())
-                    && actions.split(',').any(|a| a == "pull" || a == "*")
-                {
-                    repos.insert(name.to_string());
-                }
-            }
+    for scope in &record.scopes {
+        let mut parts = scope.splitn(3, ':');
+        if let (Some("repository"), Some(name), Some(actions)) =
+            (parts.next(), parts.next(), parts.next())
+            && actions.split(',').any(|a| a == "pull" || a == "*")
+        {
+            repos.insert(name.to_string());
         }
     }
     let mut state = shared.lock();
     let token = format!(
         "faketoken-{}-{}",
         shared.addr.port(),
-        state.tokens.len() + 1
+        state.issued.len() + 1
     );
-    state.tokens.insert(token.clone(), repos);
-    let body = json!({
-        "token": token,
-        "access_token": token,
-        "expires_in": 300,
-        "issued_at": "2024-01-01T00:00:00Z",
-    });
+    state.tokens.insert(
+        token.clone(),
+        Grant {
+            repos,
+            at: Instant::now(),
+        },
+    );
+    state.issued.push(token.clone());
+    drop(state);
+    record.issued = Some(token.clone());
+    let mut body = json!({ "token": token, "access_token": token });
+    if let Some(seconds) = config.expires_in {
+        body["expires_in"] = json!(seconds);
+    }
+    let issued_at = match &config.issued_at {
+        IssuedAt::Now => Some(rfc3339(SystemTime::now())),
+        IssuedAt::Ago(ago) => Some(rfc3339(SystemTime::now() - *ago)),
+        IssuedAt::Fixed(text) => Some(text.clone()),
+        IssuedAt::Absent => None,
+    };
+    if let Some(issued_at) = issued_at {
+        body["issued_at"] = json!(issued_at);
+    }
     json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// `time` as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Response {

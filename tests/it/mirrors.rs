@@ -1,0 +1,387 @@
+//! Docker Hub mirrors (`--mirror`, `DOCKER_PULL_MIRRORS`). Docker Hub itself cannot be reached
+//! from the tests, so fake registries play the mirrors of `docker.io/library/NAME`: they serve
+//! the image at `library/NAME` (or `PREFIX/library/NAME`). The origin, tried last, is unreachable
+//! here, so every successful pull below was served by a mirror.
+
+use crate::common::{
+    Ann, Archive, Expected, Run, Work, assert_docker_archive, auths_with_auth, closed_port,
+};
+use crate::support::image::{Flavor, Image, small_image};
+use crate::support::registry::{Auth, Config, FakeRegistry, TokenAuth};
+
+/// A name Docker Hub does not have, in case the machine can reach it after all.
+const NAME: &str = "docker-pull-mirror-test";
+const TAG: &str = "v1";
+const USER: &str = "alice";
+const PASS: &str = "s3cr3t-Pa55w0rd";
+
+fn hub_image() -> Image {
+    small_image(Flavor::Docker, "served by a mirror")
+}
+
+/// A mirror serving `image` as `[prefix/]library/NAME:TAG`.
+fn mirror(config: Config, prefix: Option<&str>, image: &Image) -> FakeRegistry {
+    let registry = FakeRegistry::start(config);
+    let repo = match prefix {
+        Some(prefix) => format!("{prefix}/library/{NAME}"),
+        None => format!("library/{NAME}"),
+    };
+    registry.push_image(&repo, TAG, image);
+    registry
+}
+
+fn public_mirror(image: &Image) -> FakeRegistry {
+    mirror(Config::default(), None, image)
+}
+
+/// `--json -o <work>/hub.tar --retries 1 <args> <image>` with `env` (no `-q`: the mirror
+/// warnings are looked for).
+fn pull_hub(work: &Work, args: &[&str], image: &str, env: &[(&str, &str)]) -> Run {
+    let out = work.path("hub.tar");
+    let cache = work.cache();
+    let mut all = vec![
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--json",
+        "--retries",
+        "1",
+    ];
+    all.extend_from_slice(args);
+    all.push(image);
+    work.run_with(&all, env, None)
+}
+
+fn hub_ref() -> String {
+    format!("docker.io/library/{NAME}:{TAG}")
+}
+
+/// The pull succeeded, the archive holds `image` named `NAME:TAG`, and `source` is `source`.
+#[track_caller]
+fn assert_served_by(run: &Run, work: &Work, image: &Image, source: &str) {
+    run.success();
+    let report = run.json();
+    assert_eq!(report["source"], source, "--json source: {report}");
+    let archive = Archive::open(&work.path("hub.tar"));
+    assert_docker_archive(
+        &archive,
+        &[Expected {
+            image,
+            full_name: Ann::Any,
+            ref_name: Ann::Is(TAG.to_string()),
+            repo_tags: vec![format!("{NAME}:{TAG}")],
+            optional_blobs: Vec::new(),
+        }],
+    );
+}
+
+/// stderr has `warning: mirror <mirror> failed for ...; trying <next>`.
+#[track_caller]
+fn assert_mirror_warning(run: &Run, mirror: &str, next: &str) {
+    assert!(
+        run.stderr.lines().any(|l| {
+            l.contains(&format!("warning: mirror {mirror} failed for"))
+                && l.contains(&format!("; trying {next}"))
+        }),
+        "expected a warning that mirror {mirror} failed, trying {next}:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn first_mirror_down_second_serves() {
+    let image = hub_image();
+    let good = public_mirror(&image);
+    let down = format!("127.0.0.1:{}", closed_port());
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &["--mirror", &down, "--mirror", &good.addr()],
+        &hub_ref(),
+        &[],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+    assert_mirror_warning(&run, &down, &good.addr());
+}
+
+#[test]
+fn a_mirror_without_the_image_is_skipped() {
+    let image = hub_image();
+    let empty = FakeRegistry::anonymous();
+    let good = public_mirror(&image);
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &["--mirror", &empty.addr(), "--mirror", &good.addr()],
+        &hub_ref(),
+        &[],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+    assert!(
+        empty
+            .manifest_requests()
+            .iter()
+            .any(|r| r.path == format!("/v2/library/{NAME}/manifests/{TAG}") && r.status == 404),
+        "the first mirror was not asked: {:#?}",
+        empty.requests()
+    );
+    assert_mirror_warning(&run, &empty.addr(), &good.addr());
+}
+
+#[test]
+fn mirrors_from_the_environment_comma_separated() {
+    let image = hub_image();
+    let empty = FakeRegistry::anonymous();
+    let good = public_mirror(&image);
+    let work = Work::new();
+    let mirrors = format!("{},{}", empty.addr(), good.addr());
+
+    // The short form of the name is a Docker Hub image too.
+    let run = pull_hub(
+        &work,
+        &[],
+        &format!("{NAME}:{TAG}"),
+        &[("DOCKER_PULL_MIRRORS", &mirrors)],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+    assert!(
+        !empty.requests().is_empty(),
+        "the first mirror in DOCKER_PULL_MIRRORS was not tried"
+    );
+}
+
+#[test]
+fn mirrors_from_the_environment_space_separated() {
+    let image = hub_image();
+    let down = format!("127.0.0.1:{}", closed_port());
+    let good = public_mirror(&image);
+    let work = Work::new();
+    let mirrors = format!("{down} {}", good.addr());
+
+    let run = pull_hub(&work, &[], &hub_ref(), &[("DOCKER_PULL_MIRRORS", &mirrors)]);
+    assert_served_by(&run, &work, &image, &good.addr());
+    assert_mirror_warning(&run, &down, &good.addr());
+}
+
+#[test]
+fn the_mirror_flag_overrides_the_environment() {
+    let image = hub_image();
+    let from_env = public_mirror(&image);
+    let from_flag = public_mirror(&image);
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &["--mirror", &from_flag.addr()],
+        &hub_ref(),
+        &[("DOCKER_PULL_MIRRORS", &from_env.addr())],
+    );
+    assert_served_by(&run, &work, &image, &from_flag.addr());
+    assert!(
+        from_env.requests().is_empty(),
+        "DOCKER_PULL_MIRRORS was used although --mirror was given: {:#?}",
+        from_env.requests()
+    );
+}
+
+#[test]
+fn a_mirror_with_a_path_prefix() {
+    let image = hub_image();
+    let good = mirror(Config::default(), Some("proxy"), &image);
+    let work = Work::new();
+    let spec = format!("{}/proxy", good.addr());
+
+    let run = pull_hub(&work, &["--mirror", &spec], &hub_ref(), &[]);
+    assert_served_by(&run, &work, &image, &spec);
+    let manifests = good.manifest_requests();
+    assert!(!manifests.is_empty());
+    for r in &manifests {
+        assert!(
+            r.path
+                .starts_with(&format!("/v2/proxy/library/{NAME}/manifests/")),
+            "request outside the prefix: {}",
+            r.path
+        );
+    }
+}
+
+#[test]
+fn an_http_scheme_mirror() {
+    let image = hub_image();
+    let good = public_mirror(&image);
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &["--mirror", &format!("http://{}", good.addr())],
+        &hub_ref(),
+        &[],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+}
+
+#[test]
+fn an_https_scheme_mirror_gets_no_plain_http_fallback() {
+    // The fake speaks plain HTTP only: with https:// it must fail (TLS) and be skipped.
+    let image = hub_image();
+    let plain = public_mirror(&image);
+    let good = public_mirror(&image);
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &[
+            "--mirror",
+            &format!("https://{}", plain.addr()),
+            "--mirror",
+            &good.addr(),
+        ],
+        &hub_ref(),
+        &[],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+    assert!(
+        plain.requests().is_empty(),
+        "an https:// mirror was spoken to in plain HTTP: {:#?}",
+        plain.requests()
+    );
+}
+
+#[test]
+fn mirrors_are_only_for_docker_hub_images() {
+    let image = small_image(Flavor::Docker, "not from hub");
+    let registry = FakeRegistry::anonymous();
+    registry.push_image("team/app", TAG, &image);
+    let mirror = public_mirror(&image);
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &["--mirror", &mirror.addr()],
+        &registry.reference("team/app", TAG),
+        &[],
+    );
+    run.success();
+    assert_eq!(run.json()["source"], registry.addr(), "{}", run.stdout);
+    assert!(
+        mirror.requests().is_empty(),
+        "a mirror was asked for a non-Hub image: {:#?}",
+        mirror.requests()
+    );
+}
+
+#[test]
+fn explicit_credentials_are_not_sent_to_a_mirror() {
+    let image = hub_image();
+    let good = mirror(Config::with_auth(Auth::bearer_anonymous()), None, &image);
+    let work = Work::new();
+
+    let run = pull_hub(
+        &work,
+        &["-u", USER, "-p", PASS, "--mirror", &good.addr()],
+        &hub_ref(),
+        &[],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+    run.assert_not_leaked(PASS);
+    for r in good.requests() {
+        assert_ne!(
+            r.auth_scheme.as_deref(),
+            Some("Basic"),
+            "-u/-p credentials reached the mirror: {} {}",
+            r.method,
+            r.path
+        );
+    }
+    let log = good.token_log();
+    assert!(!log.is_empty(), "the mirror issued no token");
+    assert!(
+        log.iter().all(|r| r.auth == TokenAuth::Anonymous),
+        "-u/-p credentials reached the mirror's token endpoint: {log:#?}"
+    );
+}
+
+#[test]
+fn a_mirror_gets_config_credentials_for_its_host() {
+    let image = hub_image();
+    let good = mirror(Config::with_auth(Auth::bearer(USER, PASS)), None, &image);
+    let work = Work::new();
+    work.write_json(
+        &work.docker_config(),
+        &auths_with_auth(&good.addr(), USER, PASS),
+    );
+
+    let run = pull_hub(&work, &["--mirror", &good.addr()], &hub_ref(), &[]);
+    assert_served_by(&run, &work, &image, &good.addr());
+    assert!(
+        good.token_log().iter().any(|r| r.ok()
+            && r.auth
+                == TokenAuth::Basic {
+                    user: USER.to_string(),
+                    pass: PASS.to_string()
+                }),
+        "{:#?}",
+        good.token_log()
+    );
+}
+
+#[test]
+fn a_bad_mirror_is_a_usage_error() {
+    let work = Work::new();
+    for bad in [
+        "ftp://mirror.example:5000",
+        "mirror example",
+        "mirror.example:port",
+        "",
+    ] {
+        let run = pull_hub(&work, &["--mirror", bad], &hub_ref(), &[]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.to_lowercase().contains("mirror"),
+            "the usage error for {bad:?} should mention the mirror: {}",
+            run.stderr
+        );
+    }
+    let run = pull_hub(
+        &work,
+        &[],
+        &hub_ref(),
+        &[("DOCKER_PULL_MIRRORS", "ftp://mirror.example:5000")],
+    );
+    run.expect_code(2);
+}
+
+#[test]
+fn when_every_mirror_fails_the_pull_fails() {
+    let down = format!("127.0.0.1:{}", closed_port());
+    let empty = FakeRegistry::anonymous();
+    let work = Work::new().with_timeout(std::time::Duration::from_secs(60));
+
+    let run = pull_hub(
+        &work,
+        &[
+            "--timeout",
+            "3",
+            "--mirror",
+            &down,
+            "--mirror",
+            &empty.addr(),
+        ],
+        &hub_ref(),
+        &[],
+    );
+    // The origin, tried last, is unreachable from the tests (or lacks this name).
+    run.expect_code(1);
+    assert_mirror_warning(&run, &down, &empty.addr());
+    assert_mirror_warning(&run, &empty.addr(), "registry-1.docker.io");
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        !last.starts_with("warning:"),
+        "the pull failed without an error message: {}",
+        run.stderr
+    );
+    assert!(!work.path("hub.tar").exists(), "no archive on failure");
+}
