@@ -41,7 +41,7 @@ pub struct Resolved {
     pub from_index: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RawDescriptor {
     #[serde(rename = "mediaType", default)]
     media_type: String,
@@ -56,7 +56,7 @@ struct RawDescriptor {
 }
 
 /// A platform as an index entry or an image config states it.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RawPlatform {
     #[serde(default)]
     architecture: String,
@@ -145,63 +145,36 @@ pub async fn resolve(
     let mut current = top;
     let mut chosen_platform = None;
     for depth in 0..=MAX_INDEX_DEPTH {
-        let value: serde_json::Value =
-            serde_json::from_slice(&current.bytes).map_err(|e| ctx.invalid("manifest", e))?;
-        let kind = media_type::classify(current.content_type.as_deref(), &value)
-            .map_err(|m| ctx.invalid("manifest", format!("unknown manifest media type {m:?}")))?;
-        let declared_type = value
-            .get("mediaType")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
-        match kind {
-            ManifestKind::Schema1 => return Err(PullError::Schema1 { image }),
-            ManifestKind::Image => {
-                let raw: RawManifest =
-                    serde_json::from_value(value).map_err(|e| ctx.invalid("manifest", e))?;
-                let config = ctx.descriptor("config descriptor", raw.config)?;
-                let layers = raw
-                    .layers
-                    .into_iter()
-                    .map(|l| ctx.descriptor("layer descriptor", l))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let manifest_media_type = declared_type
-                    .or_else(|| {
-                        current
-                            .content_type
-                            .as_deref()
-                            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
-                    })
-                    .filter(|m| m != "application/json" && !m.is_empty())
-                    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string());
+        let decoded = decode(&current.bytes, current.content_type.as_deref())
+            .map_err(|e| ctx.invalid(e.what, e.detail))?;
+        match decoded {
+            Decoded::Schema1 => return Err(PullError::Schema1 { image }),
+            Decoded::Image {
+                media_type,
+                config,
+                layers,
+            } => {
                 return Ok(Resolved {
                     digest: top_digest,
                     from_index: chosen_platform.is_some(),
                     platform: chosen_platform.unwrap_or_else(|| want.clone()),
                     manifest: current,
-                    manifest_media_type,
+                    manifest_media_type: media_type,
                     config,
                     layers,
                 });
             }
-            ManifestKind::Index => {
+            Decoded::Index { manifests } => {
                 if depth == MAX_INDEX_DEPTH {
                     return Err(ctx.invalid("index", "indexes nested too deeply"));
                 }
-                let raw: RawIndex =
-                    serde_json::from_value(value).map_err(|e| ctx.invalid("index", e))?;
-                let entries: Vec<IndexEntry<'_>> =
-                    raw.manifests
-                        .iter()
-                        .map(|m| IndexEntry {
-                            platform: m.platform.as_ref().map(|p| {
-                                Platform::new(&p.os, &p.architecture, p.variant.as_deref())
-                            }),
-                            reference_type: m
-                                .annotations
-                                .get("vnd.docker.reference.type")
-                                .map(String::as_str),
-                        })
-                        .collect();
+                let entries: Vec<IndexEntry<'_>> = manifests
+                    .iter()
+                    .map(|m| IndexEntry {
+                        platform: m.platform.clone(),
+                        reference_type: m.reference_type.as_deref(),
+                    })
+                    .collect();
                 let i = platform::choose(want, &entries).map_err(|available| {
                     PullError::NoMatchingPlatform {
                         image: image.clone(),
@@ -210,11 +183,11 @@ pub async fn resolve(
                     }
                 })?;
                 chosen_platform = entries[i].platform.clone();
-                let entry = raw
-                    .manifests
+                let entry = manifests
                     .into_iter()
                     .nth(i)
-                    .expect("choose returns an index into entries");
+                    .expect("choose returns an index into entries")
+                    .descriptor;
                 let entry = ctx.descriptor("index entry", entry)?;
                 let next = registry
                     .get_manifest(repo, &entry.digest.to_string())
@@ -234,6 +207,123 @@ pub async fn resolve(
         }
     }
     Err(ctx.invalid("index", "indexes nested too deeply"))
+}
+
+/// What a manifest document is, decoded.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A Docker schema 1 manifest (not supported).
+    Schema1,
+    /// An image manifest: its media type (declared, else from
+    /// `Content-Type`, else OCI), config and layers, every digest validated.
+    Image {
+        media_type: String,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
+    /// An index or manifest list. Entries' digests are validated only when
+    /// one is chosen, so one odd entry does not spoil the others.
+    Index { manifests: Vec<IndexManifest> },
+}
+
+/// One entry of an index.
+#[derive(Debug)]
+pub struct IndexManifest {
+    pub platform: Option<Platform>,
+    /// The `vnd.docker.reference.type` annotation (attestations).
+    pub reference_type: Option<String>,
+    descriptor: RawDescriptor,
+}
+
+impl IndexManifest {
+    /// The entry's digest, validated.
+    pub fn digest(&self) -> Result<Digest, String> {
+        self.descriptor
+            .digest
+            .parse::<Digest>()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Why a manifest document cannot be used.
+#[derive(Debug)]
+pub struct DecodeError {
+    /// `manifest`, `index`, `config descriptor`, `layer descriptor`.
+    pub what: &'static str,
+    pub detail: String,
+}
+
+fn decode_error(what: &'static str, detail: impl std::fmt::Display) -> DecodeError {
+    DecodeError {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+fn decode_descriptor(what: &'static str, d: RawDescriptor) -> Result<Descriptor, DecodeError> {
+    let digest = d
+        .digest
+        .parse::<Digest>()
+        .map_err(|e| decode_error(what, e))?;
+    Ok(Descriptor {
+        media_type: d.media_type,
+        digest,
+        size: d.size,
+        urls: d.urls,
+    })
+}
+
+/// Decodes a manifest or index as served with `content_type`.
+pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| decode_error("manifest", e))?;
+    let kind = media_type::classify(content_type, &value)
+        .map_err(|m| decode_error("manifest", format!("unknown manifest media type {m:?}")))?;
+    let declared_type = value
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    match kind {
+        ManifestKind::Schema1 => Ok(Decoded::Schema1),
+        ManifestKind::Image => {
+            let raw: RawManifest =
+                serde_json::from_value(value).map_err(|e| decode_error("manifest", e))?;
+            let config = decode_descriptor("config descriptor", raw.config)?;
+            let layers = raw
+                .layers
+                .into_iter()
+                .map(|l| decode_descriptor("layer descriptor", l))
+                .collect::<Result<Vec<_>, _>>()?;
+            let media_type = declared_type
+                .or_else(|| {
+                    content_type.map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+                })
+                .filter(|m| m != "application/json" && !m.is_empty())
+                .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string());
+            Ok(Decoded::Image {
+                media_type,
+                config,
+                layers,
+            })
+        }
+        ManifestKind::Index => {
+            let raw: RawIndex =
+                serde_json::from_value(value).map_err(|e| decode_error("index", e))?;
+            let manifests = raw
+                .manifests
+                .into_iter()
+                .map(|mut m| IndexManifest {
+                    platform: m
+                        .platform
+                        .as_ref()
+                        .map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref())),
+                    reference_type: m.annotations.remove("vnd.docker.reference.type"),
+                    descriptor: m,
+                })
+                .collect();
+            Ok(Decoded::Index { manifests })
+        }
+    }
 }
 
 fn chosen_platform_name(p: &Option<Platform>) -> String {
