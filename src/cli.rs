@@ -33,9 +33,9 @@ pub struct Cli {
     #[arg(short = 'a', long, value_name = "ARCH")]
     pub arch: Option<String>,
 
-    /// A path ending in .tar is the archive (several images go into it together); any other path is a directory that receives one archive per image
-    #[arg(short, long, value_name = "PATH", default_value = ".")]
-    pub output: PathBuf,
+    /// A path ending in .tar is the archive (several images go into it together); any other path is a directory that receives one archive per image. With -f oci-dir: the layout directory [default: .]
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 
     /// Archive format
     #[arg(short, long, value_enum, default_value_t = Format::Docker)]
@@ -136,6 +136,8 @@ pub enum Output {
     File(PathBuf),
     /// A directory receiving one default-named archive per image.
     Dir(PathBuf),
+    /// An OCI layout directory receiving every image (`-f oci-dir`).
+    Layout(PathBuf),
 }
 
 /// Validated settings for a run.
@@ -236,14 +238,30 @@ impl Cli {
             }
         };
 
-        let is_tar = self
-            .output
+        let given_output = self.output.clone();
+        let out_path = given_output.clone().unwrap_or_else(|| PathBuf::from("."));
+        let is_tar = out_path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
-        let output = if is_tar {
-            Output::File(self.output.clone())
+        let output = if self.format.is_dir() {
+            match given_output {
+                None => {
+                    return Err(UsageError(
+                        "-f oci-dir writes an OCI layout directory: name it with -o DIR".into(),
+                    ));
+                }
+                Some(_) if is_tar => {
+                    return Err(UsageError(
+                        "-f oci-dir writes a directory, not a .tar: use -f oci for an OCI archive"
+                            .into(),
+                    ));
+                }
+                Some(dir) => Output::Layout(dir),
+            }
+        } else if is_tar {
+            Output::File(out_path)
         } else {
-            Output::Dir(self.output.clone())
+            Output::Dir(out_path)
         };
 
         let password = if self.password_stdin {
@@ -386,6 +404,12 @@ mod tests {
         assert_eq!(s.output, Output::Dir("out".into()));
         let s = settings(&["nginx"]).unwrap();
         assert_eq!(s.output, Output::Dir(".".into()));
+        let s = settings(&["nginx", "-f", "oci-dir", "-o", "layout"]).unwrap();
+        assert_eq!(s.output, Output::Layout("layout".into()));
+        assert!(settings(&["nginx", "-f", "oci-dir"]).is_err());
+        assert!(settings(&["nginx", "-f", "oci-dir", "-o", "x.tar"]).is_err());
+        let s = settings(&["nginx", "-f", "synology", "-o", "x.tar"]).unwrap();
+        assert_eq!(s.format, Format::Legacy);
     }
 
     #[test]

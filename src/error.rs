@@ -64,6 +64,13 @@ pub enum PullError {
         detail: String,
     },
 
+    #[error("{image}: layer {digest}: {detail}; nothing was written")]
+    Layer {
+        image: String,
+        digest: Digest,
+        detail: String,
+    },
+
     #[error("{action} {}: {source}", .path.display())]
     Io {
         action: &'static str,

@@ -162,7 +162,8 @@ impl<'a> Puller<'a> {
         let mut reports = Vec::new();
         let mut failed = 0;
         match self.settings.output.clone() {
-            Output::Dir(dir) => {
+            Output::Dir(dir) | Output::Layout(dir) => {
+                let layout = matches!(self.settings.output, Output::Layout(_));
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| PullError::io("creating the output directory", &dir, e))?;
                 for (i, (given, reference)) in images.iter().enumerate() {
@@ -174,11 +175,16 @@ impl<'a> Puller<'a> {
                     let started = Instant::now();
                     let pulled = async {
                         let mut pulled = self.pull_one(given, reference, tag).await?;
-                        let name = pulled
-                            .archive
-                            .name_reference()
-                            .archive_file_name(&pulled.platform);
-                        let path = dir.join(name);
+                        let path = if layout {
+                            dir.clone()
+                        } else {
+                            dir.join(
+                                pulled
+                                    .archive
+                                    .name_reference()
+                                    .archive_file_name(&pulled.platform),
+                            )
+                        };
                         self.write_archive(&path, std::slice::from_ref(&pulled.archive))
                             .await?;
                         pulled.report.output = display_path(&path);

@@ -46,15 +46,19 @@ struct Index {
 
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-fn blob_name(d: &crate::digest::Digest) -> String {
+pub fn blob_name(d: &crate::digest::Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
+/// Writes the `docker` format, or with `docker_metadata` false the plain
+/// OCI layout of the `oci` format (whose `ref.name` is the full reference,
+/// so several images with one tag stay apart).
 pub fn write(
     file: File,
     path: &Path,
     images: &[ArchiveImage],
     cache: &Cache,
+    docker_metadata: bool,
 ) -> Result<(), PullError> {
     let mut tar = TarOut::new(file, path);
     tar.file("oci-layout", OCI_LAYOUT)?;
@@ -73,31 +77,10 @@ pub fn write(
         }
     }
 
-    let index = Index {
-        schema_version: 2,
-        media_type: media_type::OCI_INDEX,
-        manifests: images
-            .iter()
-            .map(|image| {
-                let name = image.name_reference();
-                let mut annotations = BTreeMap::new();
-                if let Some(tag) = &name.tag {
-                    annotations.insert(
-                        "io.containerd.image.name",
-                        format!("{}:{tag}", name.full_name()),
-                    );
-                    annotations.insert("org.opencontainers.image.ref.name", tag.clone());
-                }
-                IndexDescriptor {
-                    media_type: image.manifest_media_type.clone(),
-                    digest: image.manifest.digest.to_string(),
-                    size: image.manifest.bytes.len() as u64,
-                    annotations,
-                }
-            })
-            .collect(),
-    };
-    tar.file("index.json", &to_json(&index))?;
+    tar.file("index.json", &to_json(&index(images, !docker_metadata)))?;
+    if !docker_metadata {
+        return tar.finish();
+    }
 
     let manifest: Vec<DockerManifestEntry> = images
         .iter()
@@ -123,7 +106,46 @@ pub fn write(
     tar.finish()
 }
 
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+/// The `index.json` of a layout holding `images`. The image name goes into
+/// `io.containerd.image.name`, and into `org.opencontainers.image.ref.name`
+/// as the tag alone (`docker` format, as `docker save` writes it) or as the
+/// full reference (`full_ref_name`).
+pub fn index(images: &[ArchiveImage], full_ref_name: bool) -> impl Serialize {
+    Index {
+        schema_version: 2,
+        media_type: media_type::OCI_INDEX,
+        manifests: images
+            .iter()
+            .map(|i| index_entry(i, full_ref_name))
+            .collect(),
+    }
+}
+
+fn index_entry(image: &ArchiveImage, full_ref_name: bool) -> IndexDescriptor {
+    let name = image.name_reference();
+    let mut annotations = BTreeMap::new();
+    if let Some(tag) = &name.tag {
+        let full = format!("{}:{tag}", name.full_name());
+        annotations.insert("io.containerd.image.name", full.clone());
+        annotations.insert(
+            "org.opencontainers.image.ref.name",
+            if full_ref_name { full } else { tag.clone() },
+        );
+    }
+    IndexDescriptor {
+        media_type: image.manifest_media_type.clone(),
+        digest: image.manifest.digest.to_string(),
+        size: image.manifest.bytes.len() as u64,
+        annotations,
+    }
+}
+
+/// One `index.json` entry as JSON, for merging into an existing layout.
+pub fn index_entry_value(image: &ArchiveImage) -> serde_json::Value {
+    serde_json::to_value(index_entry(image, true)).expect("index entries serialise")
+}
+
+pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = serde_json::to_vec(v).expect("archive metadata serialises");
     out.push(b'\n');
     out

@@ -6,6 +6,8 @@
 //! archive under the final name nor destroys an existing one.
 
 mod docker;
+mod legacy;
+mod oci_dir;
 mod tar_out;
 
 use std::path::{Path, PathBuf};
@@ -23,12 +25,30 @@ use crate::resolve::Descriptor;
 pub enum Format {
     /// `docker load` of every engine since 1.10, and an OCI image layout too.
     Docker,
+    /// The Docker 1.10-era layout with uncompressed layers, for old engines
+    /// (Synology DSM's Docker 18.09 and 20.10).
+    #[value(alias = "synology")]
+    Legacy,
+    /// An OCI image layout in a tar (oci-archive).
+    Oci,
+    /// An OCI image layout directory (-o DIR); blobs hard-linked from the cache.
+    OciDir,
+}
+
+impl Format {
+    /// Whether the output is a directory rather than a tar.
+    pub fn is_dir(self) -> bool {
+        self == Format::OciDir
+    }
 }
 
 impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Format::Docker => "docker",
+            Format::Legacy => "legacy",
+            Format::Oci => "oci",
+            Format::OciDir => "oci-dir",
         })
     }
 }
@@ -59,13 +79,17 @@ impl ArchiveImage {
     }
 }
 
-/// Writes `images` into one archive at `path` in `format`.
+/// Writes `images` into one archive at `path` in `format` (for `oci-dir`,
+/// into the layout directory `path`).
 pub fn write(
     format: Format,
     path: &Path,
     images: &[ArchiveImage],
     cache: &Cache,
 ) -> Result<(), PullError> {
+    if format == Format::OciDir {
+        return oci_dir::write(path, images, cache);
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -90,7 +114,10 @@ pub fn write(
             .try_clone()
             .map_err(|e| PullError::io("writing", &temp_path, e))?;
         match format {
-            Format::Docker => docker::write(file, &temp_path, images, cache)?,
+            Format::Docker => docker::write(file, &temp_path, images, cache, true)?,
+            Format::Oci => docker::write(file, &temp_path, images, cache, false)?,
+            Format::Legacy => legacy::write(file, &temp_path, images, cache)?,
+            Format::OciDir => unreachable!("written above"),
         }
         temp.persist(path)
             .map_err(|e| PullError::io("renaming the finished archive to", path, e.error))?;

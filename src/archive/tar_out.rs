@@ -55,6 +55,29 @@ impl<'a> TarOut<'a> {
         self.builder.append(&h, data).map_err(|e| self.err(e))
     }
 
+    /// A symbolic link entry.
+    pub fn symlink(&mut self, name: &str, target: &str) -> Result<(), PullError> {
+        let mut h =
+            Self::header(name, 0, 0o777, tar::EntryType::Symlink).map_err(|e| self.err(e))?;
+        h.set_link_name(target).map_err(|e| self.err(e))?;
+        h.set_cksum();
+        self.builder
+            .append(&h, io::empty())
+            .map_err(|e| self.err(e))
+    }
+
+    /// A regular file of `size` bytes read from `reader`.
+    pub fn reader(
+        &mut self,
+        name: &str,
+        size: u64,
+        reader: &mut dyn Read,
+    ) -> Result<(), PullError> {
+        let h =
+            Self::header(name, size, 0o644, tar::EntryType::Regular).map_err(|e| self.err(e))?;
+        self.builder.append(&h, reader).map_err(|e| self.err(e))
+    }
+
     /// Copies a cached blob into the archive, checking its size and digest.
     /// A damaged blob is evicted from the cache and reported.
     pub fn blob(

@@ -1,0 +1,377 @@
+//! The `legacy` (alias `synology`) format: the layout `docker save` wrote from
+//! Docker 1.10 to 24, which every old engine loads (Synology DSM ships 18.09
+//! and 20.10). Per layer a directory `<v1id>/` with `VERSION`, `json` and an
+//! uncompressed `layer.tar`; the registry's config as `<config-hex>.json`;
+//! `manifest.json` and `repositories`.
+//!
+//! Layers are decompressed (gzip or zstd) on the way, so zstd images load on
+//! engines that cannot read zstd, and the uncompressed digest of every layer
+//! is checked against the config's `diff_ids`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::ArchiveImage;
+use super::tar_out::TarOut;
+use crate::cache::Cache;
+use crate::digest::{Digest, Hasher};
+use crate::error::PullError;
+use crate::fetch::read_small_blob;
+use crate::media_type::{Compression, layer_compression};
+
+/// A layer's place in the legacy layout.
+struct V1Layer {
+    id: String,
+    parent: Option<String>,
+}
+
+pub fn write(
+    file: File,
+    path: &Path,
+    images: &[ArchiveImage],
+    cache: &Cache,
+) -> Result<(), PullError> {
+    let mut tar = TarOut::new(file, path);
+    let scratch_dir = path.parent().unwrap_or(Path::new("."));
+    let mut manifest = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    // Directories already in the archive, and where each diff_id's layer.tar is.
+    let mut written_dirs: HashSet<String> = HashSet::new();
+    let mut layer_files: HashMap<String, String> = HashMap::new();
+    let mut written_configs: HashSet<Digest> = HashSet::new();
+
+    for image in images {
+        let image_name = image.reference.to_string();
+        let config_bytes = read_small_blob(cache, &image.config)?;
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| invalid(image, format!("the image config is not JSON: {e}")))?;
+        let diff_ids = diff_ids(&config).map_err(|e| invalid(image, e))?;
+        if diff_ids.len() != image.layers.len() {
+            return Err(invalid(
+                image,
+                format!(
+                    "the manifest has {} layers but the config lists {} diff_ids",
+                    image.layers.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let v1 = v1_layers(&diff_ids, &image.config.digest);
+
+        let mut layer_paths = Vec::new();
+        for (i, (layer, v1l)) in image.layers.iter().zip(&v1).enumerate() {
+            let dir = format!("{}/", v1l.id);
+            let layer_path = format!("{}/layer.tar", v1l.id);
+            layer_paths.push(layer_path.clone());
+            if !written_dirs.insert(v1l.id.clone()) {
+                continue;
+            }
+            tar.dir(&dir)?;
+            tar.file(&format!("{}/VERSION", v1l.id), b"1.0")?;
+            let top = i + 1 == image.layers.len();
+            let json = v1_json(&config, v1l, top);
+            tar.file(&format!("{}/json", v1l.id), &json)?;
+            match layer_files.get(&diff_ids[i]) {
+                // The same layer again (at another place in a chain): link to
+                // the first copy, as docker save does.
+                Some(first) => {
+                    tar.symlink(&layer_path, &format!("../{first}"))?;
+                }
+                None => {
+                    write_layer(
+                        &mut tar,
+                        &layer_path,
+                        cache,
+                        layer,
+                        &diff_ids[i],
+                        scratch_dir,
+                        &image_name,
+                    )?;
+                    layer_files.insert(diff_ids[i].clone(), layer_path.clone());
+                }
+            }
+        }
+
+        let config_name = format!("{}.json", image.config.digest.hex());
+        if written_configs.insert(image.config.digest.clone()) {
+            tar.file(&config_name, &config_bytes)?;
+        }
+        let mut entry = Map::new();
+        entry.insert("Config".into(), json!(config_name));
+        entry.insert(
+            "RepoTags".into(),
+            json!(image.repo_tag().into_iter().collect::<Vec<_>>()),
+        );
+        entry.insert("Layers".into(), json!(layer_paths));
+        manifest.push(Value::Object(entry));
+
+        let name = image.name_reference();
+        if let (Some(tag), Some(top)) = (&name.tag, v1.last()) {
+            repositories
+                .entry(name.familiar_name())
+                .or_default()
+                .insert(tag.clone(), top.id.clone());
+        }
+    }
+    tar.file("manifest.json", &to_json(&Value::Array(manifest)))?;
+    tar.file("repositories", &to_json(&json!(repositories)))?;
+    tar.finish()
+}
+
+fn invalid(image: &ArchiveImage, detail: String) -> PullError {
+    PullError::InvalidManifest {
+        image: image.reference.to_string(),
+        registry: image.reference.registry.clone(),
+        what: "image config".into(),
+        detail,
+    }
+}
+
+fn diff_ids(config: &Value) -> Result<Vec<String>, String> {
+    let ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .ok_or("the image config has no rootfs.diff_ids")?;
+    ids.iter()
+        .map(|v| {
+            let s = v.as_str().ok_or("a diff_id is not a string")?;
+            let d: Digest = s.parse().map_err(|e| format!("diff_id {s:?}: {e}"))?;
+            Ok(d.to_string())
+        })
+        .collect()
+}
+
+/// Chained, deterministic v1 ids: each one hashes the layer's chain id and
+/// its parent's id; the top one also the config digest, so two images that
+/// share every layer but differ in config get distinct top layers.
+fn v1_layers(diff_ids: &[String], config_digest: &Digest) -> Vec<V1Layer> {
+    let mut out: Vec<V1Layer> = Vec::new();
+    let mut chain: Option<String> = None;
+    for (i, diff) in diff_ids.iter().enumerate() {
+        let chain_id = match &chain {
+            None => diff.clone(),
+            Some(c) => Digest::of(format!("{c} {diff}").as_bytes()).to_string(),
+        };
+        let parent = out.last().map(|l| l.id.clone());
+        let mut seed = format!(
+            "layer_id={chain_id}\nparent={}\n",
+            parent.as_deref().unwrap_or("")
+        );
+        if i + 1 == diff_ids.len() {
+            seed.push_str(&format!("config={config_digest}\n"));
+        }
+        out.push(V1Layer {
+            id: Digest::of(seed.as_bytes()).hex().to_string(),
+            parent,
+        });
+        chain = Some(chain_id);
+    }
+    out
+}
+
+/// The v1 `json` of a layer: the top one carries the image config's fields
+/// (without `rootfs` and `history`), the others only what identifies them.
+fn v1_json(config: &Value, layer: &V1Layer, top: bool) -> Vec<u8> {
+    let mut m = Map::new();
+    if top {
+        if let Some(obj) = config.as_object() {
+            for (k, v) in obj {
+                if k != "rootfs" && k != "history" {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    } else {
+        if let Some(created) = config.get("created") {
+            m.insert("created".into(), created.clone());
+        }
+        m.insert("container_config".into(), json!({"Cmd": null}));
+        for k in ["os", "architecture"] {
+            if let Some(v) = config.get(k) {
+                m.insert(k.into(), v.clone());
+            }
+        }
+    }
+    m.insert("id".into(), json!(layer.id));
+    if let Some(p) = &layer.parent {
+        m.insert("parent".into(), json!(p));
+    }
+    // serde_json's map keeps keys sorted: deterministic.
+    to_json(&Value::Object(m))
+}
+
+/// Decompresses a cached layer into a scratch file beside the archive,
+/// checking the uncompressed digest against the diff_id, then appends it.
+fn write_layer(
+    tar: &mut TarOut<'_>,
+    name: &str,
+    cache: &Cache,
+    layer: &crate::resolve::Descriptor,
+    diff_id: &str,
+    scratch_dir: &Path,
+    image: &str,
+) -> Result<(), PullError> {
+    let src = cache.blob_path(&layer.digest);
+    let file = File::open(&src).map_err(|e| PullError::io("reading", &src, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let compression = match layer_compression(&layer.media_type) {
+        Some(c) => c,
+        None => sniff(&mut reader).map_err(|e| PullError::io("reading", &src, e))?,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix(".docker-pull-layer.")
+        .tempfile_in(scratch_dir)
+        .map_err(|e| PullError::io("creating a temporary file in", scratch_dir, e))?;
+    let scratch_path = scratch.path().to_path_buf();
+    let out = scratch
+        .as_file()
+        .try_clone()
+        .map_err(|e| PullError::io("writing", &scratch_path, e))?;
+    let mut writer = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, out),
+        hasher: Hasher::new(),
+        len: 0,
+    };
+    let copied = match compression {
+        Compression::None => io::copy(&mut reader, &mut writer),
+        Compression::Gzip => io::copy(&mut flate2::read::MultiGzDecoder::new(reader), &mut writer),
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(reader)
+            .and_then(|mut d| io::copy(&mut d, &mut writer)),
+    };
+    if let Err(e) = copied {
+        // A write error is about the scratch file; a read error about the layer.
+        return Err(match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::WriteZero => {
+                PullError::io("writing", &scratch_path, e)
+            }
+            _ => PullError::Layer {
+                image: image.to_string(),
+                digest: layer.digest.clone(),
+                detail: format!("cannot decompress it: {e}"),
+            },
+        });
+    }
+    writer
+        .inner
+        .flush()
+        .map_err(|e| PullError::io("writing", &scratch_path, e))?;
+    let actual = writer.hasher.finish();
+    if actual.to_string() != diff_id {
+        return Err(PullError::Layer {
+            image: image.to_string(),
+            digest: layer.digest.clone(),
+            detail: format!(
+                "its uncompressed content hashes to {actual}, but the image config's diff_id is {diff_id}"
+            ),
+        });
+    }
+    let size = writer.len;
+    let mut f =
+        File::open(&scratch_path).map_err(|e| PullError::io("reading", &scratch_path, e))?;
+    tar.reader(name, size, &mut f)?;
+    Ok(())
+}
+
+/// Tells the compression from the first bytes (for media types that do not
+/// say, such as foreign layers).
+fn sniff(reader: &mut BufReader<File>) -> io::Result<Compression> {
+    use std::io::BufRead;
+    let head = reader.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    })
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn to_json(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).expect("archive metadata serialises");
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_ids_chain_and_are_deterministic() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let cd: Digest = d('c').parse().unwrap();
+        let a = v1_layers(&[d('1'), d('2'), d('1')], &cd);
+        let b = v1_layers(&[d('1'), d('2'), d('1')], &cd);
+        let ids: Vec<&str> = a.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, b.iter().map(|l| l.id.as_str()).collect::<Vec<_>>());
+        assert_eq!(ids.len(), 3);
+        assert_ne!(
+            ids[0], ids[2],
+            "a repeated layer sits at another place in the chain"
+        );
+        assert_eq!(a[0].parent, None);
+        assert_eq!(a[1].parent.as_deref(), Some(ids[0]));
+        assert_eq!(a[2].parent.as_deref(), Some(ids[1]));
+        let other: Digest = d('e').parse().unwrap();
+        let c = v1_layers(&[d('1'), d('2'), d('1')], &other);
+        assert_eq!(c[1].id, a[1].id);
+        assert_ne!(c[2].id, a[2].id, "the top id depends on the config");
+        assert!(ids.iter().all(|i| i.len() == 64));
+    }
+
+    #[test]
+    fn top_json_carries_the_config_without_rootfs_and_history() {
+        let config = json!({
+            "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+            "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{}]
+        });
+        let l = V1Layer {
+            id: "a".repeat(64),
+            parent: Some("b".repeat(64)),
+        };
+        let top: Value = serde_json::from_slice(&v1_json(&config, &l, true)).unwrap();
+        assert_eq!(top["config"]["Cmd"][0], "sh");
+        assert_eq!(top["id"], "a".repeat(64));
+        assert_eq!(top["parent"], "b".repeat(64));
+        assert!(top.get("rootfs").is_none() && top.get("history").is_none());
+        let lower: Value = serde_json::from_slice(&v1_json(&config, &l, false)).unwrap();
+        assert!(lower.get("config").is_none());
+        assert_eq!(lower["os"], "linux");
+    }
+
+    #[test]
+    fn diff_ids_are_validated() {
+        assert!(diff_ids(&json!({})).is_err());
+        assert!(diff_ids(&json!({"rootfs": {"diff_ids": ["sha256:zz"]}})).is_err());
+        let ok = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            diff_ids(&json!({"rootfs": {"diff_ids": [ok]}}))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
