@@ -121,7 +121,8 @@ pub fn docker_pull_bin() -> &'static str {
 }
 
 /// A `docker-pull` command with a clean environment: no proxies, no credentials or cache from
-/// the environment, no docker config of this machine.
+/// the environment, no docker config, containers auth file or certs.d of this machine
+/// (`XDG_CONFIG_HOME` is `<home>/xdg-config`, `XDG_RUNTIME_DIR` is unset).
 pub fn docker_pull_command<I, S>(args: I, home: &Path) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -139,7 +140,9 @@ where
         "DOCKER_PULL_USERNAME",
         "DOCKER_PULL_PASSWORD",
         "DOCKER_PULL_CACHE",
+        "DOCKER_PULL_MIRRORS",
         "REGISTRY_AUTH_FILE",
+        "XDG_RUNTIME_DIR",
     ] {
         cmd.env_remove(var);
     }
@@ -148,6 +151,7 @@ where
     cmd.env("DOCKER_CONFIG", docker_config)
         .env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("xdg-cache"))
+        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
         .env("NO_PROXY", "127.0.0.1,localhost,::1");
     cmd
 }
