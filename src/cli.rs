@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
 
-    /// Platform to take from a multi-platform image (OS/ARCH[/VARIANT]) [default: the host's, linux/<arch>]
+    /// Platform to take from a multi-platform image (OS/ARCH[/VARIANT]), or `all` to keep every platform (-f oci, -f oci-dir) [default: the host's, linux/<arch>]
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "arch")]
     pub platform: Option<String>,
 
@@ -147,6 +147,8 @@ pub struct Settings {
     pub platform: Platform,
     /// Whether the user chose the platform (else it is the host's).
     pub platform_explicit: bool,
+    /// `--platform all`: keep every platform of an index.
+    pub platform_all: bool,
     pub output: Output,
     pub format: Format,
     pub jobs: usize,
@@ -198,16 +200,18 @@ impl Cli {
             images.push((s, r));
         }
 
-        if self
+        let platform_all = self
             .platform
             .as_deref()
-            .is_some_and(|p| p.eq_ignore_ascii_case("all"))
-        {
-            return Err(UsageError(
-                "--platform all: a docker archive holds one platform per image; choose one, e.g. --platform linux/arm64".into(),
-            ));
+            .is_some_and(|p| p.eq_ignore_ascii_case("all"));
+        if platform_all && !matches!(self.format, Format::Oci | Format::OciDir) {
+            return Err(UsageError(format!(
+                "--platform all keeps every platform, which only -f oci and -f oci-dir can hold (a {} archive holds one platform per image); add -f oci, or choose a platform such as --platform linux/arm64",
+                self.format
+            )));
         }
         let (platform, platform_explicit) = match (&self.platform, &self.arch) {
+            (Some(_), _) if platform_all => (Platform::host(), true),
             (Some(p), _) => (
                 Platform::parse(p).map_err(|e| UsageError(e.to_string()))?,
                 true,
@@ -328,6 +332,7 @@ impl Cli {
             images,
             platform,
             platform_explicit,
+            platform_all,
             output,
             format: self.format,
             jobs: usize::from(self.jobs),
@@ -423,6 +428,10 @@ mod tests {
         assert_eq!(s.platform, Platform::host());
         assert!(!s.platform_explicit);
         assert!(settings(&["nginx", "--platform", "linux/"]).is_err());
+        assert!(settings(&["nginx", "--platform", "all"]).is_err());
+        assert!(settings(&["nginx", "--platform", "all", "-f", "legacy"]).is_err());
+        let s = settings(&["nginx", "--platform", "all", "-f", "oci"]).unwrap();
+        assert!(s.platform_all);
     }
 
     #[test]

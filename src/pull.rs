@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::archive::{self, ArchiveImage};
+use crate::archive::{self, AllPlatforms, ArchiveImage};
 use crate::cache::Cache;
 use crate::cli::{Output, Settings};
 use crate::credentials::{CredentialStore, Locations};
@@ -289,6 +289,11 @@ impl<'a> Puller<'a> {
             repository: source.repository.clone(),
             ..reference.clone()
         };
+        if s.platform_all {
+            return self
+                .pull_all_from(given, reference, &remote, rename, registry, source)
+                .await;
+        }
         let resolved = resolve::resolve(&registry, &remote, &s.platform).await?;
         let fetcher = Fetcher {
             registry: Arc::clone(&registry),
@@ -359,8 +364,112 @@ impl<'a> Puller<'a> {
                 manifest_media_type: resolved.manifest_media_type,
                 config: resolved.config,
                 layers: resolved.layers,
+                all: None,
             },
             platform,
+            report,
+        })
+    }
+
+    /// `--platform all`: the index and every image in it.
+    async fn pull_all_from(
+        &self,
+        given: &str,
+        reference: &Reference,
+        remote: &Reference,
+        rename: Option<Reference>,
+        registry: Arc<Registry>,
+        source: &Source,
+    ) -> Result<Pulled, PullError> {
+        let image = reference.to_string();
+        let s = self.settings;
+        let resolved = resolve::resolve_all(&registry, remote).await?;
+        let fetcher = Fetcher {
+            registry: Arc::clone(&registry),
+            cache: Arc::clone(&self.cache),
+            observer: self.view.clone(),
+            concurrency: s.jobs,
+            retries: s.transport.retries,
+            image: image.clone(),
+            repository: source.repository.clone(),
+        };
+        let blobs: Vec<Descriptor> = {
+            let all: Vec<Descriptor> = resolved
+                .members
+                .iter()
+                .flat_map(|m| std::iter::once(m.config.clone()).chain(m.layers.iter().cloned()))
+                .collect();
+            distinct(&all).into_iter().cloned().collect()
+        };
+        self.view.begin_image(
+            &image,
+            "all platforms",
+            blobs.iter().map(|d| d.size).sum(),
+            blobs.len(),
+        );
+        let outcome = fetcher.fetch_all(&blobs).await;
+        self.view.end_image();
+        let fetched = outcome?;
+        let first =
+            resolved
+                .members
+                .first()
+                .cloned()
+                .ok_or_else(|| PullError::InvalidManifest {
+                    image: image.clone(),
+                    registry: registry.name().to_string(),
+                    what: "index".into(),
+                    detail: "it lists no image".into(),
+                })?;
+        let all_platform = Platform {
+            os: "all".into(),
+            architecture: "all".into(),
+            variant: None,
+        };
+        let report = ImageReport {
+            image: given.to_string(),
+            resolved: image.clone(),
+            digest: resolved.digest.to_string(),
+            manifest_digest: resolved
+                .index
+                .as_ref()
+                .map(|(m, _)| &m.digest)
+                .unwrap_or(&first.manifest.digest)
+                .to_string(),
+            image_id: first.config.digest.to_string(),
+            platform: "all".into(),
+            format: s.format.to_string(),
+            output: String::new(),
+            layers: resolved.members.iter().map(|m| m.layers.len()).sum(),
+            bytes_downloaded: fetched.iter().map(|f| f.downloaded).sum(),
+            bytes_from_cache: fetched
+                .iter()
+                .filter(|f| f.from_cache)
+                .map(|f| f.size)
+                .sum(),
+            cache_hits: fetched.iter().filter(|f| f.from_cache).count(),
+            seconds: 0.0,
+            distinct_layers: fetched.len(),
+            source: source.label.clone(),
+        };
+        let all = resolved
+            .index
+            .map(|(index, index_media_type)| AllPlatforms {
+                index,
+                index_media_type,
+                members: resolved.members.clone(),
+            });
+        Ok(Pulled {
+            archive: ArchiveImage {
+                reference: reference.clone(),
+                rename,
+                manifest: first.manifest,
+                manifest_media_type: first.media_type,
+                config: first.config,
+                layers: first.layers,
+                all,
+            },
+            platform: all_platform,
             report,
         })
     }

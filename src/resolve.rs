@@ -209,6 +209,130 @@ pub async fn resolve(
     Err(ctx.invalid("index", "indexes nested too deeply"))
 }
 
+/// One image of a multi-platform index, kept whole for `--platform all`.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub manifest: Manifest,
+    pub media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    /// As the index names it (`None` for attestations and the like).
+    pub platform: Option<Platform>,
+}
+
+/// Everything a reference names: the index byte-for-byte with every image in
+/// it (attestations included), or the one image when it is not an index.
+#[derive(Debug, Clone)]
+pub struct ResolvedAll {
+    pub digest: Digest,
+    /// The index and its media type, when the reference names one.
+    pub index: Option<(Manifest, String)>,
+    pub members: Vec<Member>,
+}
+
+/// Resolves `reference` to every image it names, for `--platform all`.
+pub async fn resolve_all(
+    registry: &Registry,
+    reference: &Reference,
+) -> Result<ResolvedAll, PullError> {
+    let image = reference.to_string();
+    let ctx = Ctx {
+        image: &image,
+        registry: registry.name(),
+    };
+    let registry_err = |source| PullError::Registry {
+        image: image.clone(),
+        source,
+    };
+    let repo = &reference.repository;
+    let top = registry
+        .get_manifest(repo, &reference.manifest_reference())
+        .await
+        .map_err(registry_err)?;
+    if let Some(pinned) = &reference.digest
+        && &top.digest != pinned
+    {
+        return Err(PullError::DigestMismatch {
+            image: image.clone(),
+            registry: registry.name().to_string(),
+            what: "the manifest".into(),
+            expected: pinned.clone(),
+            actual: top.digest.clone(),
+        });
+    }
+    let digest = top.digest.clone();
+    let member = |manifest: Manifest, platform: Option<Platform>| -> Result<Member, PullError> {
+        match decode(&manifest.bytes, manifest.content_type.as_deref())
+            .map_err(|e| ctx.invalid(e.what, e.detail))?
+        {
+            Decoded::Image {
+                media_type,
+                config,
+                layers,
+            } => Ok(Member {
+                manifest,
+                media_type,
+                config,
+                layers,
+                platform,
+            }),
+            Decoded::Schema1 => Err(PullError::Schema1 {
+                image: image.clone(),
+            }),
+            Decoded::Index { .. } => Err(ctx.invalid(
+                "index",
+                "an index inside an index cannot be kept with --platform all",
+            )),
+        }
+    };
+    match decode(&top.bytes, top.content_type.as_deref())
+        .map_err(|e| ctx.invalid(e.what, e.detail))?
+    {
+        Decoded::Index { manifests } => {
+            let index_media_type = serde_json::from_slice::<serde_json::Value>(&top.bytes)
+                .ok()
+                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+                .or_else(|| {
+                    top.content_type
+                        .as_deref()
+                        .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+                })
+                .filter(|m| m != "application/json" && !m.is_empty())
+                .unwrap_or_else(|| media_type::OCI_INDEX.to_string());
+            let mut members = Vec::with_capacity(manifests.len());
+            for entry in manifests {
+                let platform = entry.platform.clone();
+                let d = ctx.descriptor("index entry", entry.descriptor)?;
+                let m = registry
+                    .get_manifest(repo, &d.digest.to_string())
+                    .await
+                    .map_err(registry_err)?;
+                if m.digest != d.digest || m.bytes.len() as u64 != d.size {
+                    return Err(PullError::DigestMismatch {
+                        image: image.clone(),
+                        registry: registry.name().to_string(),
+                        what: format!("the manifest {}", d.digest),
+                        expected: d.digest,
+                        actual: m.digest,
+                    });
+                }
+                members.push(member(m, platform)?);
+            }
+            Ok(ResolvedAll {
+                digest,
+                index: Some((top, index_media_type)),
+                members,
+            })
+        }
+        Decoded::Schema1 => Err(PullError::Schema1 { image }),
+        Decoded::Image { .. } => Ok(ResolvedAll {
+            digest,
+            index: None,
+            members: vec![member(top, None)?],
+        }),
+    }
+}
+
 /// What a manifest document is, decoded.
 #[derive(Debug)]
 pub enum Decoded {

@@ -67,13 +67,15 @@ pub fn write(
 
     let mut written = HashSet::new();
     for image in images {
-        for d in std::iter::once(&image.config).chain(&image.layers) {
+        for d in image.blobs() {
             if written.insert(d.digest.clone()) {
                 tar.blob(&blob_name(&d.digest), cache, &d.digest, d.size)?;
             }
         }
-        if written.insert(image.manifest.digest.clone()) {
-            tar.file(&blob_name(&image.manifest.digest), &image.manifest.bytes)?;
+        for m in image.manifests() {
+            if written.insert(m.digest.clone()) {
+                tar.file(&blob_name(&m.digest), &m.bytes)?;
+            }
         }
     }
 
@@ -132,10 +134,11 @@ fn index_entry(image: &ArchiveImage, full_ref_name: bool) -> IndexDescriptor {
             if full_ref_name { full } else { tag.clone() },
         );
     }
+    let (top, media_type) = image.top();
     IndexDescriptor {
-        media_type: image.manifest_media_type.clone(),
-        digest: image.manifest.digest.to_string(),
-        size: image.manifest.bytes.len() as u64,
+        media_type: media_type.to_string(),
+        digest: top.digest.to_string(),
+        size: top.bytes.len() as u64,
         annotations,
     }
 }
@@ -192,6 +195,7 @@ mod tests {
             manifest_media_type: media_type::OCI_MANIFEST.into(),
             config,
             layers,
+            all: None,
         }
     }
 

@@ -65,9 +65,53 @@ pub struct ArchiveImage {
     pub manifest_media_type: String,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// With `--platform all`: the index and every image in it, which the OCI
+    /// formats keep whole (then the fields above describe the first image).
+    pub all: Option<AllPlatforms>,
+}
+
+/// An index kept whole, with every image it lists.
+#[derive(Debug, Clone)]
+pub struct AllPlatforms {
+    pub index: Manifest,
+    pub index_media_type: String,
+    pub members: Vec<crate::resolve::Member>,
 }
 
 impl ArchiveImage {
+    /// The manifest that the layout's `index.json` points at: the index
+    /// with `--platform all`, else the platform manifest.
+    pub fn top(&self) -> (&Manifest, &str) {
+        match &self.all {
+            Some(a) => (&a.index, &a.index_media_type),
+            None => (&self.manifest, &self.manifest_media_type),
+        }
+    }
+
+    /// Every manifest to store as a blob.
+    pub fn manifests(&self) -> Vec<&Manifest> {
+        match &self.all {
+            Some(a) => std::iter::once(&a.index)
+                .chain(a.members.iter().map(|m| &m.manifest))
+                .collect(),
+            None => vec![&self.manifest],
+        }
+    }
+
+    /// Every config and layer to store, each once, in a fixed order.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        let mut seen = std::collections::HashSet::new();
+        let all: Vec<&Descriptor> = match &self.all {
+            Some(a) => a
+                .members
+                .iter()
+                .flat_map(|m| std::iter::once(&m.config).chain(&m.layers))
+                .collect(),
+            None => std::iter::once(&self.config).chain(&self.layers).collect(),
+        };
+        all.into_iter().filter(|d| seen.insert(&d.digest)).collect()
+    }
+
     /// The reference that names the image in the archive.
     pub fn name_reference(&self) -> &Reference {
         self.rename.as_ref().unwrap_or(&self.reference)

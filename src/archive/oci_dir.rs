@@ -52,16 +52,17 @@ pub fn write(dir: &Path, images: &[ArchiveImage], cache: &Cache) -> Result<(), P
 
     let mut done = HashSet::new();
     for image in images {
-        for d in std::iter::once(&image.config).chain(&image.layers) {
+        for d in image.blobs() {
             if done.insert(d.digest.clone()) {
                 link_blob(dir, cache, &d.digest, d.size)?;
             }
         }
-        if done.insert(image.manifest.digest.clone()) {
-            let path = dir.join(blob_name(&image.manifest.digest));
-            if !matches!(fs::metadata(&path), Ok(m) if m.len() == image.manifest.bytes.len() as u64)
-            {
-                write_atomic(&path, &image.manifest.bytes)?;
+        for m in image.manifests() {
+            if done.insert(m.digest.clone()) {
+                let path = dir.join(blob_name(&m.digest));
+                if !matches!(fs::metadata(&path), Ok(meta) if meta.len() == m.bytes.len() as u64) {
+                    write_atomic(&path, &m.bytes)?;
+                }
             }
         }
     }

@@ -172,7 +172,11 @@ async fn download_locked(
     // An empty blob needs no request: its digest alone is checked below.
     while partial.len() < d.size {
         let offset = partial.len();
-        let mut resp = match f.registry.get_blob(&f.repository, &d.digest, offset).await {
+        let mut resp = match f
+            .registry
+            .get_blob_or_urls(&f.repository, &d.digest, offset, &d.urls)
+            .await
+        {
             Ok(r) => r,
             // The partial data is not a prefix the registry recognises: start over.
             Err(RegistryError::Status { status, .. })

@@ -623,6 +623,50 @@ impl Registry {
         .await
     }
 
+    /// Like [`Registry::get_blob`], but a blob the registry does not have is
+    /// fetched from the descriptor's `urls` (foreign and non-distributable
+    /// layers), in order, without the registry's credentials.
+    pub async fn get_blob_or_urls(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        offset: u64,
+        urls: &[String],
+    ) -> Result<Response, RegistryError> {
+        let first = self.get_blob(repository, digest, offset).await;
+        let Err(RegistryError::NotFound { .. }) = &first else {
+            return first;
+        };
+        for raw in urls {
+            let Ok(url) = Url::parse(raw) else {
+                debug!(url = raw, "skipping a layer URL that does not parse");
+                continue;
+            };
+            if !matches!(url.scheme(), "http" | "https") {
+                continue;
+            }
+            let mut req = self.http.get(url.clone());
+            if offset > 0 {
+                req = req.header(RANGE, format!("bytes={offset}-"));
+            }
+            debug!(%url, "fetching a foreign layer from its URL");
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => debug!(%url, status = %resp.status(), "layer URL failed"),
+                Err(e) => debug!(%url, error = %error_chain(&e), "layer URL failed"),
+            }
+        }
+        match first {
+            Err(RegistryError::NotFound { registry, what }) if !urls.is_empty() => {
+                Err(RegistryError::NotFound {
+                    registry,
+                    what: format!("{what} (nor at its URLs {})", urls.join(", ")),
+                })
+            }
+            other => other,
+        }
+    }
+
     async fn read_limited(&self, resp: Response, limit: usize) -> Result<Vec<u8>, RegistryError> {
         read_body(resp, limit, &self.name, &self.opts).await
     }
