@@ -16,6 +16,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
 
@@ -110,6 +111,159 @@ impl Cache {
         Ok(target)
     }
 
+    /// Marks a stored blob as used now (its mtime), for least-recently-used
+    /// pruning. Best effort: a read-only cache still works.
+    pub fn touch(&self, digest: &Digest) {
+        if let Ok(f) = OpenOptions::new().append(true).open(self.blob_path(digest)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Every stored blob, least recently used first.
+    pub fn entries(&self) -> io::Result<Vec<CacheEntry>> {
+        let dir = self.root.join("blobs").join("sha256");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only names that are digests: anything else is not ours.
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) if m.is_file() => m,
+                _ => continue,
+            };
+            out.push(CacheEntry {
+                hex: name,
+                size: meta.len(),
+                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+        out.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.hex.cmp(&b.hex)));
+        Ok(out)
+    }
+
+    /// Partial downloads: `(bytes, whether a process is downloading it now)`.
+    fn partials(&self) -> io::Result<Vec<(PathBuf, u64, SystemTime, bool)>> {
+        let dir = self.root.join("ingest");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("data") {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            let busy = match File::options()
+                .write(true)
+                .open(path.with_extension("lock"))
+            {
+                Ok(f) => match f.try_lock() {
+                    Ok(()) => {
+                        let _ = f.unlock();
+                        false
+                    }
+                    Err(_) => true,
+                },
+                Err(_) => false,
+            };
+            out.push((
+                path,
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                busy,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Counts and bytes of stored blobs and partial downloads.
+    pub fn stats(&self) -> io::Result<CacheStats> {
+        let entries = self.entries()?;
+        let partials = self.partials()?;
+        Ok(CacheStats {
+            blobs: entries.len(),
+            bytes: entries.iter().map(|e| e.size).sum(),
+            partials: partials.len(),
+            partial_bytes: partials.iter().map(|p| p.1).sum(),
+            oldest_use: entries.first().map(|e| e.last_used),
+        })
+    }
+
+    /// Evicts blobs unused for longer than `older_than` (and partial
+    /// downloads as old that no process is working on), then the least
+    /// recently used until at most `max_size` bytes are stored.
+    pub fn prune(
+        &self,
+        older_than: Option<Duration>,
+        max_size: Option<u64>,
+    ) -> io::Result<PruneOutcome> {
+        let now = SystemTime::now();
+        let mut out = PruneOutcome::default();
+        let mut entries = self.entries()?;
+        let old = |t: SystemTime| {
+            older_than.is_some_and(|age| now.duration_since(t).is_ok_and(|d| d > age))
+        };
+        let mut kept = Vec::with_capacity(entries.len());
+        for e in entries.drain(..) {
+            if old(e.last_used) {
+                self.remove_entry(&e, &mut out)?;
+            } else {
+                kept.push(e);
+            }
+        }
+        if let Some(max) = max_size {
+            let mut total: u64 = kept.iter().map(|e| e.size).sum();
+            for e in &kept {
+                if total <= max {
+                    break;
+                }
+                self.remove_entry(e, &mut out)?;
+                total -= e.size;
+            }
+        }
+        if older_than.is_some() {
+            for (path, size, modified, busy) in self.partials()? {
+                if !busy && old(modified) && fs::remove_file(&path).is_ok() {
+                    let _ = fs::remove_file(path.with_extension("lock"));
+                    out.partials += 1;
+                    out.freed += size;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<()> {
+        let path = self.root.join("blobs").join("sha256").join(&e.hex);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                out.blobs += 1;
+                out.freed += e.size;
+                Ok(())
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Empties the cache but for downloads in progress in other processes.
+    pub fn clear(&self) -> io::Result<PruneOutcome> {
+        let mut out = PruneOutcome::default();
+        for e in self.entries()? {
+            self.remove_entry(&e, &mut out)?;
+        }
+        for (path, size, _, busy) in self.partials()? {
+            if !busy && fs::remove_file(&path).is_ok() {
+                let _ = fs::remove_file(path.with_extension("lock"));
+                out.partials += 1;
+                out.freed += size;
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes a stored blob found damaged.
     pub fn evict(&self, digest: &Digest) -> io::Result<()> {
         match fs::remove_file(self.blob_path(digest)) {
@@ -119,9 +273,94 @@ impl Cache {
     }
 }
 
+/// One stored blob.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub hex: String,
+    pub size: u64,
+    /// When a pull last used it (its mtime).
+    pub last_used: SystemTime,
+}
+
+/// What `cache stats` reports.
+#[derive(Debug, Clone)]
+pub struct CacheStats {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub partials: usize,
+    pub partial_bytes: u64,
+    pub oldest_use: Option<SystemTime>,
+}
+
+/// What a prune or clear removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub blobs: usize,
+    pub partials: usize,
+    pub freed: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(cache: &Cache, data: &[u8], age: Duration) -> Digest {
+        let d = Digest::of(data);
+        let path = cache.blob_path(&d);
+        fs::write(&path, data).unwrap();
+        let f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        d
+    }
+
+    #[test]
+    fn prune_by_age_and_size_lru_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let old = stored(&cache, &[1u8; 100], day * 10);
+        let mid = stored(&cache, &[2u8; 100], day * 2);
+        let new = stored(&cache, &[3u8; 100], day / 24);
+        fs::write(dir.path().join("blobs/sha256/not-a-digest"), b"x").unwrap();
+        let stats = cache.stats().unwrap();
+        assert_eq!((stats.blobs, stats.bytes), (3, 300));
+        let order: Vec<String> = cache
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.hex)
+            .collect();
+        assert_eq!(order, [old.hex(), mid.hex(), new.hex()]);
+
+        let out = cache.prune(Some(day * 5), None).unwrap();
+        assert_eq!((out.blobs, out.freed), (1, 100));
+        assert!(!cache.blob_path(&old).exists());
+        // Touching makes the middle one the newest; a size cap then drops the other.
+        cache.touch(&mid);
+        let out = cache.prune(None, Some(150)).unwrap();
+        assert_eq!(out.blobs, 1);
+        assert!(cache.blob_path(&mid).exists());
+        assert!(!cache.blob_path(&new).exists());
+        assert!(dir.path().join("blobs/sha256/not-a-digest").exists());
+    }
+
+    #[test]
+    fn clear_spares_downloads_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        stored(&cache, b"blob", Duration::ZERO);
+        let busy = Digest::of(b"busy");
+        let idle = Digest::of(b"idle");
+        fs::write(cache.ingest_path(&busy), b"bu").unwrap();
+        fs::write(cache.ingest_path(&idle), b"id").unwrap();
+        let lock = cache.lock_ingest(&busy).unwrap();
+        let out = cache.clear().unwrap();
+        assert_eq!((out.blobs, out.partials), (1, 1));
+        assert!(cache.ingest_path(&busy).exists());
+        assert!(!cache.ingest_path(&idle).exists());
+        drop(lock);
+        assert_eq!(cache.stats().unwrap().blobs, 0);
+    }
 
     #[test]
     fn layout_commit_and_evict() {

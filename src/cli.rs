@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::archive::Format;
 use crate::mirror::Mirror;
@@ -15,12 +15,26 @@ use crate::registry::{Credentials, TransportOptions};
 
 /// Download container images from Docker/OCI registries without a Docker
 /// daemon and write archives that `docker load` accepts.
+/// `--version`: version, commit and target.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKER_PULL_COMMIT"),
+    ", ",
+    env!("DOCKER_PULL_TARGET"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "docker-pull", version, about, long_about = None)]
+#[command(name = "docker-pull", version = VERSION, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 #[command(
     after_help = "Examples:\n  docker-pull nginx\n  docker-pull --platform linux/arm64 -o nginx-arm64.tar nginx:1.27\n  docker-pull alpine busybox -o bundle.tar\n  docker-pull 127.0.0.1:5000/app:v1 --json\n\nExit codes: 0 written, 1 pull failed, 2 bad usage or reference, 130 interrupted."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Images to pull: [registry[:port]/][namespace/]name[:tag][@sha256:digest]
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
@@ -129,6 +143,104 @@ pub struct Cli {
     pub json: bool,
 }
 
+/// Commands besides pulling.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and manage the local blob cache
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Blob cache directory [default: the platform cache dir, e.g. ~/.cache/docker-pull]
+        #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR", global = true)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Print shell completions (bash, zsh, fish, powershell, elvish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
+}
+
+/// `docker-pull cache ...`
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Blob count, bytes and partial downloads
+    Stats {
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every blob with its size and last use, least recently used first
+    Ls {
+        /// One JSON object per blob on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evict blobs unused for a while, or the least recently used beyond a size
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["older_than", "max_size"])))]
+    Prune {
+        /// Evict blobs (and abandoned partial downloads) unused for longer than this: 90s, 30m, 12h, 7d, 2w
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<Duration>,
+        /// Then evict the least recently used until the cache holds at most this: 500M, 10G, 1T (powers of 1024), or bytes
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+    },
+    /// Remove every blob and partial download (except downloads running now)
+    Clear,
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90s, 30m, 12h, 7d or 2w"))?;
+    let secs = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h, d or w")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Parses `500M`, `10G`, `1.5T`, `2GiB`, `1024` (bytes); units are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 500M or 10G"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches("ib").trim_end_matches('b');
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("{s:?}: the unit must be K, M, G or T")),
+    };
+    let bytes = n * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 /// Where archives go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -166,6 +278,8 @@ pub struct Settings {
     pub json: bool,
     /// `-p` was used on the command line (worth a warning).
     pub password_on_command_line: bool,
+    /// `DOCKER_PULL_CACHE_MAX`: prune the cache to this size after a pull.
+    pub cache_max: Option<u64>,
 }
 
 /// A usage error: exit code 2.
@@ -325,6 +439,12 @@ impl Cli {
                 .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
                 .collect::<Result<_, _>>()?
         };
+        let cache_max = match std::env::var("DOCKER_PULL_CACHE_MAX") {
+            Ok(v) if !v.trim().is_empty() => Some(
+                parse_size(&v).map_err(|e| UsageError(format!("DOCKER_PULL_CACHE_MAX: {e}")))?,
+            ),
+            _ => None,
+        };
         let password_on_command_line =
             self.password.is_some() && std::env::var_os("DOCKER_PULL_PASSWORD").is_none();
 
@@ -357,6 +477,7 @@ impl Cli {
             quiet: self.quiet,
             json: self.json,
             password_on_command_line,
+            cache_max,
         })
     }
 }
@@ -454,6 +575,55 @@ mod tests {
         assert!(settings(&["a", "--proxy", "not a url"]).is_err());
         assert!(settings(&["a", "--proxy", "socks5h://u:p@127.0.0.1:1080"]).is_ok());
         assert!(Cli::try_parse_from(["docker-pull", "a", "-j", "0"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("2W"), Ok(Duration::from_secs(1_209_600)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        for bad in ["", "d", "7y", "-1d", "1.5h", "99999999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("3 MB"), Ok(3 << 20));
+        for bad in ["", "G", "10X", "1e99T", "-5M"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["docker-pull", "cache", "prune", "--older-than", "7d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Cache {
+                action: CacheAction::Prune {
+                    older_than: Some(_),
+                    max_size: None
+                },
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["docker-pull", "completions", "zsh"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Completions { .. })));
+        let cli = Cli::try_parse_from(["docker-pull", "nginx", "alpine"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.images, ["nginx", "alpine"]);
+        assert!(Cli::try_parse_from(["docker-pull", "completions", "tcsh"]).is_err());
     }
 
     #[test]

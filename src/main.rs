@@ -20,6 +20,8 @@ use docker_pull::progress::{self, Mode, View};
 use docker_pull::pull::Puller;
 use docker_pull::report;
 
+mod commands;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -29,6 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let mut cli = cli;
+    if let Some(command) = cli.command.take() {
+        return ExitCode::from(commands::run(command));
+    }
     let settings = match cli.into_settings(&mut std::io::stdin()) {
         Ok(s) => s,
         Err(e) => {
@@ -121,6 +127,19 @@ async fn run(settings: Settings) -> u8 {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{}", report::cache_line(&outcome.reports))
                     .and_then(|_| out.flush());
+            }
+            if let (Some(max), Some(_)) = (settings.cache_max, &settings.cache_dir) {
+                match cache.prune(None, Some(max)) {
+                    Ok(p) if p.blobs > 0 => tracing::info!(
+                        "DOCKER_PULL_CACHE_MAX: evicted {} blobs ({})",
+                        p.blobs,
+                        report::human_bytes(p.freed)
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("cannot prune the cache to DOCKER_PULL_CACHE_MAX: {e}")
+                    }
+                }
             }
             if outcome.failed == 0 {
                 return 0;

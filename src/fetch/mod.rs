@@ -91,6 +91,7 @@ impl Fetcher {
     /// Makes sure one blob is in the cache.
     pub async fn fetch_one(&self, d: &Descriptor) -> Result<Fetched, PullError> {
         if self.cache.contains(&d.digest, d.size) {
+            self.cache.touch(&d.digest);
             return Ok(self.cached(d));
         }
         blob::download(self, d).await

@@ -1,0 +1,140 @@
+//! The commands besides pulling: `cache`, `completions` and the hidden `man`.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use clap::CommandFactory;
+
+use docker_pull::cache::Cache;
+use docker_pull::cli::{CacheAction, Cli, Command, default_cache_dir};
+use docker_pull::report::human_bytes;
+
+/// Runs a command; returns the exit code.
+pub fn run(command: Command) -> u8 {
+    let result = match command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "docker-pull", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(format!("cannot write the man page: {e}"))
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::Cache { action, cache_dir } => {
+            let dir = cache_dir.unwrap_or_else(default_cache_dir);
+            match Cache::open(&dir) {
+                Ok(cache) => match cache_command(&cache, action) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        Err(format!("cache {}: {e}", dir.display()))
+                    }
+                    _ => Ok(()),
+                },
+                Err(e) => Err(format!("cannot open the cache in {}: {e}", dir.display())),
+            }
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        CacheAction::Stats { json } => {
+            let s = cache.stats()?;
+            if json {
+                let v = serde_json::json!({
+                    "path": cache.root().display().to_string(),
+                    "blobs": s.blobs,
+                    "bytes": s.bytes,
+                    "partial_downloads": s.partials,
+                    "partial_bytes": s.partial_bytes,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "Cache: {}", cache.root().display())?;
+                writeln!(out, "Blobs: {} ({})", s.blobs, human_bytes(s.bytes))?;
+                writeln!(
+                    out,
+                    "Partial downloads: {} ({})",
+                    s.partials,
+                    human_bytes(s.partial_bytes)
+                )?;
+                if let Some(t) = s.oldest_use {
+                    writeln!(out, "Least recently used: {} ago", ago(t))?;
+                }
+            }
+        }
+        CacheAction::Ls { json } => {
+            for e in cache.entries()? {
+                if json {
+                    let v = serde_json::json!({
+                        "digest": format!("sha256:{}", e.hex),
+                        "size": e.size,
+                        "last_used": e.last_used
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                    });
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "sha256:{}  {:>10}  used {} ago",
+                        e.hex,
+                        human_bytes(e.size),
+                        ago(e.last_used)
+                    )?;
+                }
+            }
+        }
+        CacheAction::Prune {
+            older_than,
+            max_size,
+        } => {
+            let p = cache.prune(older_than, max_size)?;
+            writeln!(
+                out,
+                "Removed {} blobs and {} partial downloads, {} freed",
+                p.blobs,
+                p.partials,
+                human_bytes(p.freed)
+            )?;
+        }
+        CacheAction::Clear => {
+            let p = cache.clear()?;
+            writeln!(
+                out,
+                "Removed {} blobs and {} partial downloads, {} freed",
+                p.blobs,
+                p.partials,
+                human_bytes(p.freed)
+            )?;
+        }
+    }
+    out.flush()
+}
+
+/// `3 d`, `5 h`, `42 s`.
+fn ago(t: SystemTime) -> String {
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match secs {
+        s if s >= 86_400 => format!("{} d", s / 86_400),
+        s if s >= 3600 => format!("{} h", s / 3600),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
