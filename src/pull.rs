@@ -47,6 +47,9 @@ pub struct Puller<'a> {
     /// Stored credentials found, by registry and repository.
     found: HashMap<(String, String), Option<Credentials>>,
     registries: Vec<(RegistryKey, Arc<Registry>)>,
+    chunking: fetch::Chunking,
+    /// Connections downloading blob data at once: `-j`.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// What makes two registry clients the same: where they go and as whom.
@@ -74,6 +77,8 @@ impl<'a> Puller<'a> {
             store: CredentialStore::load(&Locations::from_env()),
             found: HashMap::new(),
             registries: Vec::new(),
+            chunking: fetch::Chunking::from_env(),
+            connections: Arc::new(tokio::sync::Semaphore::new(settings.jobs.max(1))),
         })
     }
 
@@ -303,6 +308,8 @@ impl<'a> Puller<'a> {
             retries: s.transport.retries,
             image: image.clone(),
             repository: source.repository.clone(),
+            chunking: self.chunking,
+            connections: Arc::clone(&self.connections),
         };
 
         let layer_bytes: u64 = distinct(&resolved.layers).iter().map(|d| d.size).sum();
@@ -392,6 +399,8 @@ impl<'a> Puller<'a> {
             retries: s.transport.retries,
             image: image.clone(),
             repository: source.repository.clone(),
+            chunking: self.chunking,
+            connections: Arc::clone(&self.connections),
         };
         let blobs: Vec<Descriptor> = {
             let all: Vec<Descriptor> = resolved

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_RANGE;
 use tracing::{debug, warn};
 
-use super::{Event, Fetched, Fetcher};
+use super::{Event, Fetched, Fetcher, LOW_SPEED_BYTES, SpeedWatch};
 use crate::cache::{Cache, IngestLock};
 use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
@@ -62,6 +62,8 @@ impl Partial {
     /// Opens the partial download for appending and hashes what it holds. A
     /// partial longer than the blob is discarded.
     fn open(path: PathBuf, size: u64) -> Result<Partial, PullError> {
+        super::chunked::trim_to_recorded_prefix(&path)
+            .map_err(|e| PullError::io("reading", &path, e))?;
         let io = |e| PullError::io("reading", &path, e);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -94,6 +96,24 @@ impl Partial {
 
     fn len(&self) -> u64 {
         self.hasher.len()
+    }
+
+    /// Writes out what is buffered.
+    fn flush(&mut self) -> Result<(), PullError> {
+        self.out
+            .flush()
+            .map_err(|e| PullError::io("writing", &self.path, e))
+    }
+
+    /// Continues writing at the end of the file (after chunks were written
+    /// through other handles).
+    fn seek_end(&mut self) -> Result<(), PullError> {
+        self.flush()?;
+        self.out
+            .get_mut()
+            .seek(SeekFrom::End(0))
+            .map(|_| ())
+            .map_err(|e| PullError::io("writing", &self.path, e))
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), PullError> {
@@ -166,6 +186,28 @@ async fn download_locked(
         partial.restart()
     };
     let mut downloaded = 0u64;
+    // A large rest goes in parallel ranged chunks; the single stream below
+    // takes over when the registry ignores ranges.
+    if d.size - partial.len() > f.chunking.threshold {
+        let start = partial.len();
+        partial.flush()?;
+        match super::chunked::download(f, d, &partial.path, start, &mut partial.hasher).await? {
+            super::chunked::Outcome::Done { downloaded: n } => {
+                downloaded = n;
+                partial.seek_end()?;
+            }
+            super::chunked::Outcome::NoRanges => {
+                debug!(digest = %d.digest, "no Range support; one stream");
+                partial.seek_end()?;
+            }
+        }
+    }
+    // One connection permit for the single stream.
+    let _permit = if partial.len() < d.size {
+        f.connections.acquire().await.ok()
+    } else {
+        None
+    };
     let mut failures = 0u32;
     // Whether the last body ended cleanly before the blob was complete.
     let mut ended_short = false;
@@ -224,6 +266,8 @@ async fn download_locked(
             }
         }
         let before = partial.len();
+        let mut watch = SpeedWatch::new(f.registry.timeout());
+        let mut too_slow = false;
         let body_error = loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
@@ -239,13 +283,40 @@ async fn download_locked(
                         digest: d.digest.clone(),
                         bytes: chunk.len() as u64,
                     });
+                    if watch.record(chunk.len() as u64) && partial.len() < d.size {
+                        too_slow = true;
+                        break None;
+                    }
                 }
                 Ok(None) => break None,
                 Err(e) => break Some(e),
             }
         };
         let now = partial.len();
-        ended_short = body_error.is_none() && now < d.size;
+        ended_short = body_error.is_none() && !too_slow && now < d.size;
+        if too_slow {
+            // A trickle is no progress: it counts against the attempts.
+            failures += 1;
+            let seconds = f.registry.timeout().as_secs();
+            if failures >= f.retries.max(1) {
+                return Err(PullError::Registry {
+                    image: f.image.clone(),
+                    source: RegistryError::Connect {
+                        registry: f.registry.name().to_string(),
+                        detail: format!(
+                            "blob {} arrived slower than {LOW_SPEED_BYTES} bytes per {seconds} s {failures} times (stopped at byte {now} of {}); the link is too slow for --timeout {seconds}",
+                            d.digest, d.size
+                        ),
+                    },
+                });
+            }
+            warn!(
+                "{}: blob {} is arriving slower than {LOW_SPEED_BYTES} bytes per {seconds} s; reconnecting at byte {now}",
+                f.image, d.digest
+            );
+            tokio::time::sleep(retry::backoff(failures)).await;
+            continue;
+        }
         match body_error {
             None if now == d.size => break,
             None => warn!(
@@ -307,7 +378,7 @@ async fn download_locked(
 }
 
 /// Whether `Content-Range: bytes A-B/N` starts at `offset`.
-fn content_range_starts_at(header: &str, offset: u64) -> bool {
+pub(super) fn content_range_starts_at(header: &str, offset: u64) -> bool {
     header
         .trim()
         .strip_prefix("bytes ")

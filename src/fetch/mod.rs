@@ -3,6 +3,7 @@
 //! [`Observer`] (the progress view); knows nothing of output formats.
 
 mod blob;
+pub mod chunked;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::registry::Registry;
 use crate::resolve::Descriptor;
 
 pub use blob::read_small_blob;
+pub use chunked::Chunking;
 
 /// What the fetcher tells the progress view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,41 @@ impl Observer for Silent {
     fn event(&self, _event: Event) {}
 }
 
+/// A body that brings fewer bytes than this in a whole `--timeout` window is
+/// treated as stalled (a trickle that never goes silent would otherwise hold
+/// a pull for hours).
+pub const LOW_SPEED_BYTES: u64 = 1024;
+
+/// Watches a body's speed over windows of `--timeout` seconds.
+pub(crate) struct SpeedWatch {
+    window: std::time::Duration,
+    start: std::time::Instant,
+    bytes: u64,
+}
+
+impl SpeedWatch {
+    pub(crate) fn new(window: std::time::Duration) -> SpeedWatch {
+        SpeedWatch {
+            window,
+            start: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes; true when the window that just ended brought fewer
+    /// than [`LOW_SPEED_BYTES`].
+    pub(crate) fn record(&mut self, n: u64) -> bool {
+        self.bytes += n;
+        if self.start.elapsed() < self.window {
+            return false;
+        }
+        let slow = self.bytes < LOW_SPEED_BYTES;
+        self.start = std::time::Instant::now();
+        self.bytes = 0;
+        slow
+    }
+}
+
 /// How one blob was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -68,6 +105,10 @@ pub struct Fetcher {
     /// The image being pulled, for messages.
     pub image: String,
     pub repository: String,
+    /// When to fetch a blob in parallel ranged chunks.
+    pub chunking: Chunking,
+    /// One permit per connection downloading blob data (`-j` in all).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Fetcher {

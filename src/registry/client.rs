@@ -623,6 +623,22 @@ impl Registry {
         .await
     }
 
+    /// Fetches bytes `start..=end` of a blob (`Range: bytes=start-end`); the
+    /// answer is 206 when the registry honours ranges, else 200 with the
+    /// whole blob. Foreign layers come from their `urls` as in
+    /// [`Registry::get_blob_or_urls`].
+    pub async fn get_blob_range(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+        urls: &[String],
+    ) -> Result<Response, RegistryError> {
+        self.blob_request(repository, digest, &format!("bytes={start}-{end}"), urls)
+            .await
+    }
+
     /// Like [`Registry::get_blob`], but a blob the registry does not have is
     /// fetched from the descriptor's `urls` (foreign and non-distributable
     /// layers), in order, without the registry's credentials.
@@ -633,7 +649,37 @@ impl Registry {
         offset: u64,
         urls: &[String],
     ) -> Result<Response, RegistryError> {
-        let first = self.get_blob(repository, digest, offset).await;
+        let range = if offset > 0 {
+            format!("bytes={offset}-")
+        } else {
+            String::new()
+        };
+        self.blob_request(repository, digest, &range, urls).await
+    }
+
+    async fn blob_request(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        range: &str,
+        urls: &[String],
+    ) -> Result<Response, RegistryError> {
+        let mut headers = HeaderMap::new();
+        if !range.is_empty() {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(range).expect("range header is ASCII"),
+            );
+        }
+        let first = self
+            .send(
+                Method::GET,
+                repository,
+                &format!("blobs/{digest}"),
+                headers,
+                &format!("blob {digest} of {repository}"),
+            )
+            .await;
         let Err(RegistryError::NotFound { .. }) = &first else {
             return first;
         };
@@ -646,8 +692,8 @@ impl Registry {
                 continue;
             }
             let mut req = self.http.get(url.clone());
-            if offset > 0 {
-                req = req.header(RANGE, format!("bytes={offset}-"));
+            if !range.is_empty() {
+                req = req.header(RANGE, range);
             }
             debug!(%url, "fetching a foreign layer from its URL");
             match req.send().await {

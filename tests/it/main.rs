@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod bundle;
 mod cache;
+mod chunked;
 mod commands;
 mod common;
 mod concurrency;
