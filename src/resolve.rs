@@ -98,6 +98,15 @@ impl Ctx<'_> {
             .digest
             .parse::<Digest>()
             .map_err(|e| self.invalid(what, e))?;
+        if d.size > MAX_BLOB_SIZE {
+            return Err(self.invalid(
+                what,
+                format!(
+                    "{digest} claims {} bytes, more than any registry serves",
+                    d.size
+                ),
+            ));
+        }
         Ok(Descriptor {
             media_type: d.media_type,
             digest,
@@ -384,11 +393,24 @@ fn decode_error(what: &'static str, detail: impl std::fmt::Display) -> DecodeErr
     }
 }
 
+/// No blob is larger than this (16 TiB): a larger `size` is a broken or
+/// hostile manifest, refused before it sizes anything.
+pub const MAX_BLOB_SIZE: u64 = 1 << 44;
+
 fn decode_descriptor(what: &'static str, d: RawDescriptor) -> Result<Descriptor, DecodeError> {
     let digest = d
         .digest
         .parse::<Digest>()
         .map_err(|e| decode_error(what, e))?;
+    if d.size > MAX_BLOB_SIZE {
+        return Err(decode_error(
+            what,
+            format!(
+                "blob {digest} claims {} bytes, more than any registry serves",
+                d.size
+            ),
+        ));
+    }
     Ok(Descriptor {
         media_type: d.media_type,
         digest,
