@@ -13,6 +13,8 @@
 #   * tinyproxy (HTTP proxy, Basic proxy auth) and microsocks (SOCKS5, username/password),
 #   * a private Docker engine (dockerd, vfs storage, own data-root/exec-root/socket).
 #
+# The format tests also run skopeo (inspect) and podman (load, each test with its own vfs store).
+#
 # Missing Debian packages are installed with apt-get (run as root on Debian/Ubuntu).
 # Environment:
 #   E2E_BUSYBOX    static busybox used to build the runnable test images (default /bin/busybox)
@@ -83,6 +85,8 @@ ensure_packages \
     apache2-utils:htpasswd \
     tinyproxy:tinyproxy \
     microsocks:microsocks \
+    skopeo:skopeo \
+    podman:podman \
     "busybox-static:static:$E2E_BUSYBOX"
 if [ -r /sys/module/apparmor/parameters/enabled ] &&
     [ "$(cat /sys/module/apparmor/parameters/enabled)" = Y ]; then
@@ -101,6 +105,8 @@ info "cargo: $(cargo --version)"
 info "docker: $(docker --version)"
 info "dockerd: $(dockerd --version)"
 info "registry: $(docker-registry --version 2>&1 | head -n 1)"
+info "skopeo: $(skopeo --version)"
+info "podman: $(podman --version)"
 info "busybox: $E2E_BUSYBOX"
 
 UNIT_RESULT="skipped (SKIP_UNIT=1)"

@@ -24,6 +24,9 @@ pub struct Cache {
     root: PathBuf,
     /// Keeps a `--no-cache` directory alive; removed on drop.
     _temporary: Option<tempfile::TempDir>,
+    /// Blobs this process uses, each held with a shared lock until the
+    /// process ends, so `cache prune` in another process leaves them alone.
+    held: std::sync::Mutex<std::collections::HashMap<Digest, File>>,
 }
 
 /// An exclusive claim on downloading one blob; released on drop.
@@ -43,6 +46,7 @@ impl Cache {
         let cache = Cache {
             root: root.to_path_buf(),
             _temporary: None,
+            held: Default::default(),
         };
         cache.create_layout()?;
         Ok(cache)
@@ -54,6 +58,7 @@ impl Cache {
         let cache = Cache {
             root: dir.path().to_path_buf(),
             _temporary: Some(dir),
+            held: Default::default(),
         };
         cache.create_layout()?;
         Ok(cache)
@@ -61,7 +66,53 @@ impl Cache {
 
     fn create_layout(&self) -> io::Result<()> {
         fs::create_dir_all(self.root.join("blobs").join("sha256"))?;
+        fs::create_dir_all(self.root.join("meta"))?;
         fs::create_dir_all(self.root.join("ingest"))
+    }
+
+    fn meta_path(&self, hex: &str) -> PathBuf {
+        self.root.join("meta").join(format!("{hex}.json"))
+    }
+
+    /// Notes that `image` used a stored blob (`hit`: found in the cache, not
+    /// downloaded now), marks it used now, and holds it with a shared lock
+    /// for the rest of this process so no prune removes it meanwhile.
+    /// Best effort: statistics never fail a pull.
+    pub fn record_use(&self, digest: &Digest, image: &str, hit: bool) {
+        self.touch(digest);
+        self.hold(digest);
+        let path = self.meta_path(digest.hex());
+        let mut meta: BlobMeta = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if hit {
+            meta.hits += 1;
+        }
+        if !meta.images.iter().any(|i| i == image) {
+            meta.images.push(image.to_string());
+            meta.images.sort();
+            // Bounded: a base layer used by very many images keeps the first.
+            meta.images.truncate(64);
+        }
+        if let Ok(bytes) = serde_json::to_vec(&meta) {
+            let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+            if fs::write(&temp, bytes).is_ok() && fs::rename(&temp, &path).is_err() {
+                let _ = fs::remove_file(&temp);
+            }
+        }
+    }
+
+    fn hold(&self, digest: &Digest) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains_key(digest) {
+            return;
+        }
+        if let Ok(f) = File::open(self.blob_path(digest))
+            && f.lock_shared().is_ok()
+        {
+            held.insert(digest.clone(), f);
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -134,10 +185,16 @@ impl Cache {
                 Ok(m) if m.is_file() => m,
                 _ => continue,
             };
+            let info: BlobMeta = fs::read(self.meta_path(&name))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
             out.push(CacheEntry {
-                hex: name,
                 size: meta.len(),
                 last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                hits: info.hits,
+                images: info.images,
+                hex: name,
             });
         }
         out.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.hex.cmp(&b.hex)));
@@ -185,6 +242,7 @@ impl Cache {
         Ok(CacheStats {
             blobs: entries.len(),
             bytes: entries.iter().map(|e| e.size).sum(),
+            hits: entries.iter().map(|e| e.hits).sum(),
             partials: partials.len(),
             partial_bytes: partials.iter().map(|p| p.1).sum(),
             oldest_use: entries.first().map(|e| e.last_used),
@@ -235,10 +293,23 @@ impl Cache {
         Ok(out)
     }
 
+    /// Removes a blob unless a running pull holds it.
     fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<()> {
         let path = self.root.join("blobs").join("sha256").join(&e.hex);
-        match fs::remove_file(&path) {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        if file.try_lock().is_err() {
+            out.in_use += 1;
+            return Ok(());
+        }
+        let removed = fs::remove_file(&path);
+        let _ = file.unlock();
+        match removed {
             Ok(()) => {
+                let _ = fs::remove_file(self.meta_path(&e.hex));
                 out.blobs += 1;
                 out.freed += e.size;
                 Ok(())
@@ -273,6 +344,17 @@ impl Cache {
     }
 }
 
+/// What is known of a stored blob's use (`meta/<hex>.json`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct BlobMeta {
+    /// Pulls that found it in the cache.
+    #[serde(default)]
+    hits: u64,
+    /// Images that used it.
+    #[serde(default)]
+    images: Vec<String>,
+}
+
 /// One stored blob.
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
@@ -280,6 +362,10 @@ pub struct CacheEntry {
     pub size: u64,
     /// When a pull last used it (its mtime).
     pub last_used: SystemTime,
+    /// Pulls that found it in the cache.
+    pub hits: u64,
+    /// Images that used it (as far as recorded).
+    pub images: Vec<String>,
 }
 
 /// What `cache stats` reports.
@@ -287,6 +373,8 @@ pub struct CacheEntry {
 pub struct CacheStats {
     pub blobs: usize,
     pub bytes: u64,
+    /// Cache hits over all blobs.
+    pub hits: u64,
     pub partials: usize,
     pub partial_bytes: u64,
     pub oldest_use: Option<SystemTime>,
@@ -298,6 +386,8 @@ pub struct PruneOutcome {
     pub blobs: usize,
     pub partials: usize,
     pub freed: u64,
+    /// Blobs left alone because a running pull holds them.
+    pub in_use: usize,
 }
 
 #[cfg(test)]
@@ -342,6 +432,34 @@ mod tests {
         assert!(cache.blob_path(&mid).exists());
         assert!(!cache.blob_path(&new).exists());
         assert!(dir.path().join("blobs/sha256/not-a-digest").exists());
+    }
+
+    #[test]
+    fn prune_spares_blobs_a_running_pull_holds_and_records_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let used = stored(&cache, b"used", Duration::from_secs(86_400));
+        let idle = stored(&cache, b"idle", Duration::from_secs(86_400));
+        let other = Cache::open(dir.path()).unwrap();
+        other.record_use(&used, "r/a:1", true);
+        other.record_use(&used, "r/b:1", false);
+        let out = cache.prune(None, Some(0)).unwrap();
+        assert_eq!((out.blobs, out.in_use), (1, 1));
+        assert!(cache.blob_path(&used).exists());
+        assert!(!cache.blob_path(&idle).exists());
+        let e = &cache.entries().unwrap()[0];
+        assert_eq!(
+            (e.hits, e.images.clone()),
+            (1, vec!["r/a:1".to_string(), "r/b:1".into()])
+        );
+        drop(other);
+        assert_eq!(cache.prune(None, Some(0)).unwrap().blobs, 1);
+        assert!(
+            !dir.path()
+                .join("meta")
+                .join(format!("{}.json", used.hex()))
+                .exists()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use clap::CommandFactory;
 
-use docker_pull::cache::Cache;
+use docker_pull::cache::{Cache, PruneOutcome};
 use docker_pull::cli::{CacheAction, Cli, Command, default_cache_dir};
 use docker_pull::report::human_bytes;
 
@@ -57,6 +57,7 @@ fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {
                     "path": cache.root().display().to_string(),
                     "blobs": s.blobs,
                     "bytes": s.bytes,
+                    "hits": s.hits,
                     "partial_downloads": s.partials,
                     "partial_bytes": s.partial_bytes,
                 });
@@ -64,6 +65,7 @@ fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {
             } else {
                 writeln!(out, "Cache: {}", cache.root().display())?;
                 writeln!(out, "Blobs: {} ({})", s.blobs, human_bytes(s.bytes))?;
+                writeln!(out, "Cache hits: {}", s.hits)?;
                 writeln!(
                     out,
                     "Partial downloads: {} ({})",
@@ -81,6 +83,8 @@ fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {
                     let v = serde_json::json!({
                         "digest": format!("sha256:{}", e.hex),
                         "size": e.size,
+                        "hits": e.hits,
+                        "images": e.images,
                         "last_used": e.last_used
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .map(|d| d.as_secs())
@@ -90,10 +94,12 @@ fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {
                 } else {
                     writeln!(
                         out,
-                        "sha256:{}  {:>10}  used {} ago",
+                        "sha256:{}  {:>10}  used {} ago  hits {}  {}",
                         e.hex,
                         human_bytes(e.size),
-                        ago(e.last_used)
+                        ago(e.last_used),
+                        e.hits,
+                        e.images.join(", ")
                     )?;
                 }
             }
@@ -103,26 +109,28 @@ fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {
             max_size,
         } => {
             let p = cache.prune(older_than, max_size)?;
-            writeln!(
-                out,
-                "Removed {} blobs and {} partial downloads, {} freed",
-                p.blobs,
-                p.partials,
-                human_bytes(p.freed)
-            )?;
+            report_removal(&mut out, &p)?;
         }
         CacheAction::Clear => {
             let p = cache.clear()?;
-            writeln!(
-                out,
-                "Removed {} blobs and {} partial downloads, {} freed",
-                p.blobs,
-                p.partials,
-                human_bytes(p.freed)
-            )?;
+            report_removal(&mut out, &p)?;
         }
     }
     out.flush()
+}
+
+fn report_removal(out: &mut dyn Write, p: &PruneOutcome) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "Removed {} blobs and {} partial downloads, {} freed",
+        p.blobs,
+        p.partials,
+        human_bytes(p.freed)
+    )?;
+    if p.in_use > 0 {
+        writeln!(out, "Kept {} blobs that a running pull is using", p.in_use)?;
+    }
+    Ok(())
 }
 
 /// `3 d`, `5 h`, `42 s`.

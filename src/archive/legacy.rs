@@ -216,17 +216,34 @@ fn write_layer(
     image: &str,
 ) -> Result<(), PullError> {
     let src = cache.blob_path(&layer.digest);
-    let file = File::open(&src).map_err(|e| PullError::io("reading", &src, e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let compression = match layer_compression(&layer.media_type) {
-        Some(c) => c,
-        None => sniff(&mut reader).map_err(|e| PullError::io("reading", &src, e))?,
-    };
     let scratch = tempfile::Builder::new()
         .prefix(".docker-pull-layer.")
         .tempfile_in(scratch_dir)
         .map_err(|e| PullError::io("creating a temporary file in", scratch_dir, e))?;
     let scratch_path = scratch.path().to_path_buf();
+    // Removed on Ctrl-C like a partial archive; otherwise when `scratch` drops.
+    super::track(&scratch_path);
+    let result = fill_and_append(tar, name, layer, diff_id, &scratch, image, &src);
+    super::untrack(&scratch_path);
+    result
+}
+
+fn fill_and_append(
+    tar: &mut TarOut<'_>,
+    name: &str,
+    layer: &crate::resolve::Descriptor,
+    diff_id: &str,
+    scratch: &tempfile::NamedTempFile,
+    image: &str,
+    src: &Path,
+) -> Result<(), PullError> {
+    let scratch_path = scratch.path().to_path_buf();
+    let file = File::open(src).map_err(|e| PullError::io("reading", src, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let compression = match layer_compression(&layer.media_type) {
+        Some(c) => c,
+        None => sniff(&mut reader).map_err(|e| PullError::io("reading", src, e))?,
+    };
     let out = scratch
         .as_file()
         .try_clone()

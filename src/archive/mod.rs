@@ -148,10 +148,7 @@ pub fn write(
         .tempfile_in(&dir)
         .map_err(|e| PullError::io("creating a temporary file in", &dir, e))?;
     let temp_path = temp.path().to_path_buf();
-    PARTIAL
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(temp_path.clone());
+    track(&temp_path);
     let result = (|| {
         let file = temp
             .as_file()
@@ -167,14 +164,27 @@ pub fn write(
             .map_err(|e| PullError::io("renaming the finished archive to", path, e.error))?;
         Ok(())
     })();
-    PARTIAL
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|p| p != &temp_path);
+    untrack(&temp_path);
     result
 }
 
-/// Temporary archives being written, removed by [`remove_partial_archives`]
+/// Notes a temporary file being written (a partial archive, a decompressed
+/// layer) for [`remove_partial_archives`]; [`untrack`] when it is gone.
+pub(crate) fn track(path: &Path) {
+    PARTIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.to_path_buf());
+}
+
+pub(crate) fn untrack(path: &Path) {
+    PARTIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| p != path);
+}
+
+/// Temporary files being written, removed by [`remove_partial_archives`]
 /// when the process is interrupted.
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 

@@ -132,10 +132,13 @@ impl Fetcher {
     /// Makes sure one blob is in the cache.
     pub async fn fetch_one(&self, d: &Descriptor) -> Result<Fetched, PullError> {
         if self.cache.contains(&d.digest, d.size) {
-            self.cache.touch(&d.digest);
+            self.cache.record_use(&d.digest, &self.image, true);
             return Ok(self.cached(d));
         }
-        blob::download(self, d).await
+        let fetched = blob::download(self, d).await?;
+        self.cache
+            .record_use(&d.digest, &self.image, fetched.from_cache);
+        Ok(fetched)
     }
 
     /// Reports a blob found in the cache.

@@ -21,6 +21,7 @@ mod auth;
 mod credentials;
 mod env;
 mod errors;
+mod formats;
 mod mirrors;
 mod proxies;
 mod pull;

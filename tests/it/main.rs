@@ -14,6 +14,7 @@ mod concurrency;
 mod credentials;
 mod fake_registry;
 mod faults;
+mod formats;
 mod interrupt;
 mod json;
 mod manifest;

@@ -33,6 +33,13 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// OCI uncompressed layer.
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// OCI zstd layer.
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// Docker foreign (non-distributable) gzip layer: its blob lives at the descriptor's `urls`.
+pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+/// OCI non-distributable gzip layer.
+pub const OCI_NONDISTRIBUTABLE_LAYER: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
 /// In-toto attestation statement (BuildKit attestation manifests carry these as layers).
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 
@@ -255,6 +262,14 @@ impl LayerBuilder {
         )
     }
 
+    /// The layer zstd-compressed (level 3, deterministic), with its diff ID. The media type is
+    /// OCI's `tar+zstd` for both flavors (Docker has no zstd layer type of its own).
+    pub fn build_zstd(&self) -> (Blob, String) {
+        let tar = self.build_tar();
+        let diff_id = sha256_digest(&tar);
+        (Blob::new(OCI_LAYER_ZSTD, zstd(&tar)), diff_id)
+    }
+
     /// The layer as an uncompressed tar, with its diff ID (equal to the blob digest).
     pub fn build_uncompressed(&self, flavor: Flavor) -> (Blob, String) {
         let blob = Blob::new(flavor.layer_tar_media_type(), self.build_tar());
@@ -271,6 +286,16 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
         .write(Vec::new(), flate2::Compression::new(6));
     encoder.write_all(data).expect("gzip into memory");
     encoder.finish().expect("finish gzip into memory")
+}
+
+/// Deterministic zstd: level 3, no dictionary, content size in the frame header.
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(data, 3).expect("zstd into memory")
+}
+
+/// Decompresses zstd `data` (panics with a clear message if it is not zstd).
+pub fn unzstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::decode_all(data).expect("layer is not valid zstd")
 }
 
 /// Decompresses gzip `data` (panics with a clear message if it is not gzip).
@@ -323,6 +348,8 @@ pub struct ImageBuilder {
     flavor: Flavor,
     platform: Platform,
     layers: Vec<(Blob, String)>,
+    /// `urls` for the layer descriptors at these positions (foreign layers).
+    urls: Vec<(usize, Vec<String>)>,
     cmd: Option<Vec<String>>,
     entrypoint: Option<Vec<String>>,
     env: Vec<String>,
@@ -336,6 +363,7 @@ impl ImageBuilder {
             flavor,
             platform: Platform::new("linux", "amd64", None),
             layers: Vec::new(),
+            urls: Vec::new(),
             cmd: None,
             entrypoint: None,
             env: vec![
@@ -360,6 +388,50 @@ impl ImageBuilder {
     /// Appends a prebuilt layer blob and its diff ID (e.g. a layer shared with another image).
     pub fn raw_layer(mut self, blob: Blob, diff_id: impl Into<String>) -> Self {
         self.layers.push((blob, diff_id.into()));
+        self
+    }
+
+    /// Appends a zstd layer built from `layer`.
+    pub fn zstd_layer(mut self, layer: LayerBuilder) -> Self {
+        self.layers.push(layer.build_zstd());
+        self
+    }
+
+    /// Appends an uncompressed (`.tar` media type) layer built from `layer`.
+    pub fn uncompressed_layer(mut self, layer: LayerBuilder) -> Self {
+        self.layers.push(layer.build_uncompressed(self.flavor));
+        self
+    }
+
+    /// Appends an empty layer (a tar with no entries, gzip-compressed), as `ENV` or `WORKDIR`
+    /// steps of old builders made.
+    pub fn empty_layer(self) -> Self {
+        self.layer(LayerBuilder::new())
+    }
+
+    /// Appends the layer at position `index` again (the same blob listed twice).
+    pub fn repeat_layer(mut self, index: usize) -> Self {
+        let layer = self.layers[index].clone();
+        self.layers.push(layer);
+        self
+    }
+
+    /// Appends a foreign (non-distributable) gzip layer built from `layer` whose descriptor
+    /// carries `urls`. The blob is part of the image; a test that wants the registry to lack it
+    /// deletes it after pushing.
+    pub fn foreign_layer(mut self, layer: LayerBuilder, urls: &[&str]) -> Self {
+        let tar = layer.build_tar();
+        let diff_id = sha256_digest(&tar);
+        let media_type = match self.flavor {
+            Flavor::Docker => DOCKER_FOREIGN_LAYER,
+            Flavor::Oci => OCI_NONDISTRIBUTABLE_LAYER,
+        };
+        self.urls.push((
+            self.layers.len(),
+            urls.iter().map(|u| u.to_string()).collect(),
+        ));
+        self.layers
+            .push((Blob::new(media_type, gzip(&tar)), diff_id));
         self
     }
 
@@ -426,11 +498,22 @@ impl ImageBuilder {
         }
         let config = Blob::json(self.flavor.config_media_type(), &config);
         let layers: Vec<Blob> = self.layers.into_iter().map(|(b, _)| b).collect();
+        let descriptors: Vec<Value> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut d = layer.descriptor();
+                if let Some((_, urls)) = self.urls.iter().find(|(at, _)| *at == i) {
+                    d["urls"] = json!(urls);
+                }
+                d
+            })
+            .collect();
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": self.flavor.manifest_media_type(),
             "config": config.descriptor(),
-            "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+            "layers": descriptors,
         });
         Image {
             manifest: Blob::json(self.flavor.manifest_media_type(), &manifest),
@@ -530,6 +613,35 @@ pub fn random_image(flavor: Flavor, layers: usize, layer_size: usize, seed: u64)
         ));
     }
     builder.cmd(&["/bin/true"]).build()
+}
+
+/// An image of `count` small gzip layers, each adding one file `layers/<i>` (distinct
+/// per `seed`): for layer-count limits and long v1 id chains.
+pub fn many_layers_image(flavor: Flavor, count: usize, seed: u64) -> Image {
+    let mut builder = ImageBuilder::new(flavor).label("seed", &seed.to_string());
+    for i in 0..count {
+        builder = builder.layer(LayerBuilder::new().dir("layers", 0o755).file(
+            &format!("layers/{i}"),
+            format!("seed {seed} layer {i}\n").into_bytes(),
+            0o644,
+        ));
+    }
+    builder.cmd(&["/bin/true"]).build()
+}
+
+/// An image whose config is padded with a label of `bytes` pseudo-random hex characters, so
+/// the config blob is larger than any buffer a writer might assume.
+pub fn large_config_image(flavor: Flavor, bytes: usize, seed: u64) -> Image {
+    let padding = hex::encode(SplitMix64::new(seed).bytes(bytes.div_ceil(2)));
+    ImageBuilder::new(flavor)
+        .layer(LayerBuilder::new().dir("etc", 0o755).file(
+            "etc/large-config",
+            b"yes\n".to_vec(),
+            0o644,
+        ))
+        .label("padding", &padding[..bytes])
+        .cmd(&["/bin/true"])
+        .build()
 }
 
 /// A one-layer image whose single file holds `text` (small, readable, distinct per text).
