@@ -19,6 +19,7 @@ mod support;
 
 mod auth;
 mod credentials;
+mod diskfull;
 mod env;
 mod errors;
 mod formats;

@@ -972,3 +972,69 @@ pub fn assert_default_archive(
     );
     archive
 }
+
+/// Asserts that every file under `<cache>/blobs/sha256` hashes to its name (no damaged or
+/// half-written blob was committed).
+#[track_caller]
+pub fn assert_cache_sound(cache: &Path) {
+    use sha2::{Digest as _, Sha256};
+    for name in cache_blobs(cache) {
+        let path = cache.join("blobs").join("sha256").join(&name);
+        let data =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        assert_eq!(
+            hex::encode(Sha256::digest(&data)),
+            name,
+            "cached blob {} does not match its name",
+            path.display()
+        );
+    }
+}
+
+/// Every file and directory below `dir` (relative paths, sorted); empty when `dir` is missing.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in read.filter_map(Result::ok) {
+            let path = entry.path();
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The partial downloads (`*.data`) in `<cache>/ingest`, with their sizes.
+pub fn ingest_partials(cache: &Path) -> Vec<(String, u64)> {
+    files_in(&cache.join("ingest"))
+        .into_iter()
+        .filter(|n| n.ends_with(".data"))
+        .map(|n| {
+            let len = std::fs::metadata(cache.join("ingest").join(&n)).map_or(0, |m| m.len());
+            (n, len)
+        })
+        .collect()
+}
+
+/// The start offset of a `Range: bytes=N-` header, if any.
+pub fn range_start(range: &Option<String>) -> Option<u64> {
+    range
+        .as_deref()?
+        .strip_prefix("bytes=")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}

@@ -10,8 +10,10 @@
 //! [`FakeRegistry::issued_tokens`]).
 //! Faults (a status for the first N matching requests, corrupted blob bytes) are injected
 //! through [`FakeRegistry::inject`], [`FakeRegistry::corrupt_blob`], [`FakeRegistry::stall_blob`],
-//! [`FakeRegistry::throttle_blobs`], [`FakeRegistry::ignore_ranges`] and
-//! [`FakeRegistry::redirect_blobs`].
+//! [`FakeRegistry::throttle_blobs`], [`FakeRegistry::ignore_ranges`],
+//! [`FakeRegistry::redirect_blobs`], [`FakeRegistry::blob_fault`] (bodies that reset, end early,
+//! drip, never end, or answer a `Range` wrongly) and [`FakeRegistry::stream_manifests`]
+//! (manifests sent without `Content-Length`).
 //!
 //! The server runs on its own thread with its own tokio runtime, so plain synchronous `#[test]`
 //! functions can start one, run the binary against it and inspect it afterwards. It is dropped
@@ -298,6 +300,10 @@ struct State {
     throttle: Option<Throttle>,
     /// Blob bodies that stop sending part-way.
     stalls: Vec<Stall>,
+    /// Misbehaving blob responses, see [`BodyFault`].
+    body_faults: Vec<(String, BodyFault, usize)>,
+    /// Send manifests without `Content-Length`, in small chunks.
+    stream_manifests: bool,
     /// Serve whole blobs (200) even when a Range is asked for, like servers without range support.
     ignore_ranges: bool,
     /// Host name blob GETs are redirected to (`/cdn/...` on this same server).
@@ -330,6 +336,53 @@ struct Stall {
     digest: String,
     after: usize,
     times: usize,
+}
+
+/// How the next GETs of one blob misbehave (see [`FakeRegistry::blob_fault`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Send `after` bytes of the body, then fail the stream: the connection is torn down
+    /// mid-body (what a reset looks like to the client). The headers promise the full length.
+    Reset { after: usize },
+    /// Send `after` bytes, then end the body cleanly although `Content-Length` promised more.
+    Truncate { after: usize },
+    /// Send the body one byte at a time, one every `every` (a link that never quite stalls).
+    Drip { every: Duration },
+    /// Answer `200` without `Content-Length` and send zero bytes without end.
+    Endless,
+    /// Ranged GETs only: answer `416 Range Not Satisfiable`.
+    RangeNotSatisfiable,
+    /// Ranged GETs only: answer `206` with the whole blob and `Content-Range: bytes 0-..`,
+    /// whatever start was asked for.
+    WrongContentRange,
+    /// Ranged GETs only: answer `206` whose `Content-Range` names the range asked for but whose
+    /// bytes start `shift` bytes earlier (a server that lies; only the digest can tell).
+    ShiftedRange { shift: usize },
+}
+
+impl BodyFault {
+    /// Whether the fault applies to ranged GETs only.
+    fn ranged_only(&self) -> bool {
+        matches!(
+            self,
+            BodyFault::RangeNotSatisfiable
+                | BodyFault::WrongContentRange
+                | BodyFault::ShiftedRange { .. }
+        )
+    }
+}
+
+/// What a blob body does once it has sent what it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Everything was sent.
+    Complete,
+    /// Go silent, connection open.
+    Stall,
+    /// Fail the stream (connection torn down).
+    Reset,
+    /// End the stream early.
+    Truncate,
 }
 
 struct Shared {
@@ -520,6 +573,29 @@ impl FakeRegistry {
     /// Ignores `Range` headers on blobs and always answers `200` with the whole blob.
     pub fn ignore_ranges(&self, ignore: bool) {
         self.shared.lock().ignore_ranges = ignore;
+    }
+
+    /// The next `times` GETs of blob `digest` misbehave as `fault` says (for the `Range` faults,
+    /// the next `times` ranged GETs). Faults are used in the order they were added.
+    pub fn blob_fault(&self, digest: &str, fault: BodyFault, times: usize) {
+        self.shared
+            .lock()
+            .body_faults
+            .push((digest.to_string(), fault, times));
+    }
+
+    /// Sends manifest bodies without `Content-Length`, in chunks (a streaming server, so a
+    /// client cannot tell the size before reading).
+    pub fn stream_manifests(&self, on: bool) {
+        self.shared.lock().stream_manifests = on;
+    }
+
+    /// GET requests for blob `digest` (under `/v2/` or `/cdn/`), in arrival order.
+    pub fn blob_requests(&self, digest: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/{digest}")))
+            .collect()
     }
 
     /// The most blob bodies that were being sent at the same time.
@@ -1059,18 +1135,28 @@ fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Respons
         );
     };
     let digest = sha256_digest(bytes);
+    let streamed = state.stream_manifests;
     let body = if head {
         Body::empty()
+    } else if streamed {
+        let data = Bytes::from(bytes.clone());
+        let chunks: Vec<Result<Bytes, std::io::Error>> = (0..data.len())
+            .step_by(64 * 1024)
+            .map(|i| Ok(data.slice(i..(i + 64 * 1024).min(data.len()))))
+            .collect();
+        Body::from_stream(futures_util::stream::iter(chunks))
     } else {
         Body::from(bytes.clone())
     };
     let mut response = response(StatusCode::OK, body);
     set_header(&mut response, header::CONTENT_TYPE, media_type);
-    set_header(
-        &mut response,
-        header::CONTENT_LENGTH,
-        &bytes.len().to_string(),
-    );
+    if !streamed {
+        set_header(
+            &mut response,
+            header::CONTENT_LENGTH,
+            &bytes.len().to_string(),
+        );
+    }
     set_header(
         &mut response,
         header::HeaderName::from_static("docker-content-digest"),
@@ -1119,9 +1205,31 @@ fn blob(
     };
     let data = state.corrupt.get(digest).unwrap_or(stored).clone();
     let len = data.len() as u64;
+    let ranged = header_str(headers, header::RANGE).is_some() && !state.ignore_ranges;
+    let fault = if head {
+        None
+    } else {
+        state
+            .body_faults
+            .iter_mut()
+            .find(|(d, f, times)| *times > 0 && d == digest && (ranged || !f.ranged_only()))
+            .map(|(_, f, times)| {
+                *times -= 1;
+                f.clone()
+            })
+    };
     let range = header_str(headers, header::RANGE)
         .filter(|_| !state.ignore_ranges)
         .and_then(|r| parse_range(&r, len));
+    if fault == Some(BodyFault::Endless) {
+        drop(state);
+        return endless_response(shared.clone());
+    }
+    let range = match (&fault, range) {
+        (Some(BodyFault::RangeNotSatisfiable), Some(_)) => Some(Err(())),
+        (Some(BodyFault::WrongContentRange), Some(Ok(_))) => Some(Ok((0, len.saturating_sub(1)))),
+        (_, range) => range,
+    };
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, len),
         Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
@@ -1139,7 +1247,13 @@ fn blob(
             return response;
         }
     };
-    let body = Bytes::from(data).slice(start as usize..end as usize);
+    let body = match fault {
+        Some(BodyFault::ShiftedRange { shift }) => {
+            let from = (start as usize).saturating_sub(shift);
+            Bytes::from(data).slice(from..from + (end - start) as usize)
+        }
+        _ => Bytes::from(data).slice(start as usize..end as usize),
+    };
     let body_len = body.len();
     let stall_after = if head {
         None
@@ -1153,12 +1267,25 @@ fn blob(
                 s.after
             })
     };
-    let throttle = state.throttle;
+    let mut pace = state.throttle;
     drop(state);
+    let (limit, ending) = match (fault, stall_after) {
+        (Some(BodyFault::Reset { after }), _) => (after, Ending::Reset),
+        (Some(BodyFault::Truncate { after }), _) => (after, Ending::Truncate),
+        (_, Some(after)) => (after, Ending::Stall),
+        (Some(BodyFault::Drip { every }), None) => {
+            pace = Some(Throttle {
+                chunk: 1,
+                delay: every,
+            });
+            (body_len, Ending::Complete)
+        }
+        _ => (body_len, Ending::Complete),
+    };
     let body = if head {
         Body::empty()
     } else {
-        stream_body(shared.clone(), body, throttle, stall_after)
+        stream_body(shared.clone(), body, pace, limit, ending)
     };
     let mut response = response(status, body);
     set_header(
@@ -1203,28 +1330,48 @@ impl Drop for InFlight {
     }
 }
 
-/// A blob body sent in chunks (paced by `throttle`), counting the bytes handed to the connection;
-/// with `stall_after`, it goes silent after that many bytes until the client hangs up.
+/// A blob body sent in chunks (paced by `throttle`), counting the bytes handed to the connection.
+/// It sends `limit` bytes at most and then ends as `ending` says: complete, silent until the
+/// client hangs up, failed (the connection is torn down) or cut short.
 fn stream_body(
     shared: Arc<Shared>,
     data: Bytes,
     throttle: Option<Throttle>,
-    stall_after: Option<usize>,
+    limit: usize,
+    ending: Ending,
 ) -> Body {
     const CHUNK: usize = 64 * 1024;
     let chunk = throttle.map_or(CHUNK, |t| t.chunk.max(1));
     let delay = throttle.map(|t| t.delay);
-    let limit = stall_after.map_or(data.len(), |after| after.min(data.len()));
+    let limit = limit.min(data.len());
     let guard = InFlight::new(shared);
     let stream = futures_util::stream::unfold(
-        (data, 0usize, guard),
-        move |(data, pos, guard)| async move {
-            if pos >= limit {
-                if stall_after.is_some() {
-                    // Keep the connection open and silent; the client's timeout must notice.
-                    std::future::pending::<()>().await;
-                }
+        (data, 0usize, guard, false),
+        move |(data, pos, guard, done)| async move {
+            if done {
                 return None;
+            }
+            if pos >= limit {
+                match ending {
+                    Ending::Complete => return None,
+                    Ending::Stall => {
+                        // Keep the connection open and silent; the client's timeout must notice.
+                        std::future::pending::<()>().await;
+                        return None;
+                    }
+                    Ending::Reset | Ending::Truncate => {
+                        // Let what was sent reach the client before the cut.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if ending == Ending::Truncate {
+                            return None;
+                        }
+                        let reset = std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "fake registry: connection reset mid-body",
+                        );
+                        return Some((Err(reset), (data, pos, guard, true)));
+                    }
+                }
             }
             if pos > 0
                 && let Some(delay) = delay
@@ -1234,8 +1381,29 @@ fn stream_body(
             let end = (pos + chunk).min(limit);
             let piece = data.slice(pos..end);
             guard.0.lock().blob_bytes_sent += piece.len() as u64;
-            Some((Ok::<Bytes, std::io::Error>(piece), (data, end, guard)))
+            Some((
+                Ok::<Bytes, std::io::Error>(piece),
+                (data, end, guard, false),
+            ))
         },
     );
     Body::from_stream(stream)
+}
+
+/// `200` without `Content-Length` whose body is zero bytes without end (counted as sent).
+fn endless_response(shared: Arc<Shared>) -> Response {
+    let guard = InFlight::new(shared);
+    let zeros = Bytes::from(vec![0u8; 64 * 1024]);
+    let stream = futures_util::stream::unfold((zeros, guard), |(zeros, guard)| async move {
+        tokio::task::yield_now().await;
+        guard.0.lock().blob_bytes_sent += zeros.len() as u64;
+        Some((Ok::<Bytes, std::io::Error>(zeros.clone()), (zeros, guard)))
+    });
+    let mut response = response(StatusCode::OK, Body::from_stream(stream));
+    set_header(
+        &mut response,
+        header::CONTENT_TYPE,
+        "application/octet-stream",
+    );
+    response
 }
