@@ -82,7 +82,7 @@ pub struct Cli {
     #[arg(short, long, value_name = "HOST[:PORT]", default_value = DOCKER_HUB)]
     pub registry: String,
 
-    /// Mirror for Docker Hub images, tried before Docker Hub itself: HOST[:PORT][/PREFIX], optionally with http:// or https:// (repeatable; else DOCKER_PULL_MIRRORS, comma-separated)
+    /// Mirror for Docker Hub images, tried before Docker Hub itself: HOST[:PORT][/PREFIX], optionally with http:// or https:// (repeatable; else DOCKER_PULL_MIRRORS, comma- or space-separated)
     #[arg(long, value_name = "HOST[:PORT]")]
     pub mirror: Vec<String>,
 
