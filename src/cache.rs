@@ -27,6 +27,9 @@ pub struct Cache {
     /// Blobs this process uses, each held with a shared lock until the
     /// process ends, so `cache prune` in another process leaves them alone.
     held: std::sync::Mutex<std::collections::HashMap<Digest, File>>,
+    /// Blobs this process downloaded and verified itself: copying them into
+    /// an archive needs no second hash.
+    fresh: std::sync::Mutex<std::collections::HashSet<Digest>>,
 }
 
 /// An exclusive claim on downloading one blob; released on drop.
@@ -47,6 +50,7 @@ impl Cache {
             root: root.to_path_buf(),
             _temporary: None,
             held: Default::default(),
+            fresh: Default::default(),
         };
         cache.create_layout()?;
         Ok(cache)
@@ -59,6 +63,7 @@ impl Cache {
             root: dir.path().to_path_buf(),
             _temporary: Some(dir),
             held: Default::default(),
+            fresh: Default::default(),
         };
         cache.create_layout()?;
         Ok(cache)
@@ -81,6 +86,12 @@ impl Cache {
     pub fn record_use(&self, digest: &Digest, image: &str, hit: bool) {
         self.touch(digest);
         self.hold(digest);
+        if !hit {
+            self.fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest.clone());
+        }
         let path = self.meta_path(digest.hex());
         let mut meta: BlobMeta = fs::read(&path)
             .ok()
@@ -101,6 +112,14 @@ impl Cache {
                 let _ = fs::remove_file(&temp);
             }
         }
+    }
+
+    /// Whether this process downloaded and verified `digest` itself.
+    pub fn is_fresh(&self, digest: &Digest) -> bool {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(digest)
     }
 
     fn hold(&self, digest: &Digest) {
