@@ -265,3 +265,53 @@ fn cache_max_prunes_after_a_pull_keeping_what_it_used() {
     )
     .expect_code(2);
 }
+
+#[test]
+fn prune_keeps_what_a_running_pull_uses() {
+    use crate::support::image::ImageBuilder;
+    use crate::support::registry::Throttle;
+    let work = Work::new();
+    let registry = FakeRegistry::anonymous();
+    let base = random_image(Flavor::Docker, 1, 32 * 1024, 21);
+    registry.push_image("base", "v1", &base);
+    work.pull(&["-q", &registry.reference("base", "v1")])
+        .success();
+    // An image on the same base plus a layer that arrives slowly.
+    let slow = random_image(Flavor::Docker, 1, 200 * 1024, 22);
+    let app = ImageBuilder::new(Flavor::Docker)
+        .raw_layer(base.layers[0].clone(), base.diff_ids[0].clone())
+        .raw_layer(slow.layers[0].clone(), slow.diff_ids[0].clone())
+        .build();
+    registry.push_image("app", "v1", &app);
+    registry.throttle_blobs(Some(Throttle {
+        chunk: 16 * 1024,
+        delay: Duration::from_millis(150),
+    }));
+    let running = work.spawn_pull(&["-q", &registry.reference("app", "v1")]);
+    // Wait until the slow layer is being fetched: the base layer is then in use.
+    let started = std::time::Instant::now();
+    while registry.blob_gets(&app.layers[1].digest) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the slow layer was never asked for"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = cache_cmd(&work, &["prune", "--max-size", "0"]);
+    run.success();
+    assert!(
+        run.stdout.contains("Removed 1 blobs")
+            && run
+                .stdout
+                .contains("Kept 2 blobs that a running pull is using"),
+        "the base's config goes; the shared layer and the new config stay: {}",
+        run.stdout
+    );
+    assert!(
+        cache_blobs(&work.cache())
+            .iter()
+            .any(|h| h == base.layers[0].hex()),
+        "the shared base layer stays while the pull runs"
+    );
+    running.wait().success();
+}
