@@ -300,17 +300,7 @@ impl<'a> Puller<'a> {
                 .await;
         }
         let resolved = resolve::resolve(&registry, &remote, &s.platform).await?;
-        let fetcher = Fetcher {
-            registry: Arc::clone(&registry),
-            cache: Arc::clone(&self.cache),
-            observer: self.view.clone(),
-            concurrency: s.jobs,
-            retries: s.transport.retries,
-            image: image.clone(),
-            repository: source.repository.clone(),
-            chunking: self.chunking,
-            connections: Arc::clone(&self.connections),
-        };
+        let fetcher = self.fetcher(&registry, &image, source);
 
         let layer_bytes: u64 = distinct(&resolved.layers).iter().map(|d| d.size).sum();
         self.view.begin_image(
@@ -378,6 +368,20 @@ impl<'a> Puller<'a> {
         })
     }
 
+    fn fetcher(&self, registry: &Arc<Registry>, image: &str, source: &Source) -> Fetcher {
+        Fetcher {
+            registry: Arc::clone(registry),
+            cache: Arc::clone(&self.cache),
+            observer: self.view.clone(),
+            concurrency: self.settings.jobs,
+            retries: self.settings.transport.retries,
+            image: image.to_string(),
+            repository: source.repository.clone(),
+            chunking: self.chunking,
+            connections: Arc::clone(&self.connections),
+        }
+    }
+
     /// `--platform all`: the index and every image in it.
     async fn pull_all_from(
         &self,
@@ -391,17 +395,7 @@ impl<'a> Puller<'a> {
         let image = reference.to_string();
         let s = self.settings;
         let resolved = resolve::resolve_all(&registry, remote).await?;
-        let fetcher = Fetcher {
-            registry: Arc::clone(&registry),
-            cache: Arc::clone(&self.cache),
-            observer: self.view.clone(),
-            concurrency: s.jobs,
-            retries: s.transport.retries,
-            image: image.clone(),
-            repository: source.repository.clone(),
-            chunking: self.chunking,
-            connections: Arc::clone(&self.connections),
-        };
+        let fetcher = self.fetcher(&registry, &image, source);
         let blobs: Vec<Descriptor> = {
             let all: Vec<Descriptor> = resolved
                 .members

@@ -119,6 +119,30 @@ impl Ctx<'_> {
 /// How deep indexes may nest (an index pointing to an index).
 const MAX_INDEX_DEPTH: usize = 2;
 
+/// The manifest or index the reference names, checked against a pinned
+/// digest.
+async fn fetch_top(registry: &Registry, reference: &Reference) -> Result<Manifest, PullError> {
+    let top = registry
+        .get_manifest(&reference.repository, &reference.manifest_reference())
+        .await
+        .map_err(|source| PullError::Registry {
+            image: reference.to_string(),
+            source,
+        })?;
+    if let Some(pinned) = &reference.digest
+        && &top.digest != pinned
+    {
+        return Err(PullError::DigestMismatch {
+            image: reference.to_string(),
+            registry: registry.name().to_string(),
+            what: "the manifest".into(),
+            expected: pinned.clone(),
+            actual: top.digest.clone(),
+        });
+    }
+    Ok(top)
+}
+
 /// Resolves `reference` to the image for `want`.
 pub async fn resolve(
     registry: &Registry,
@@ -135,21 +159,7 @@ pub async fn resolve(
         source,
     };
     let repo = &reference.repository;
-    let top = registry
-        .get_manifest(repo, &reference.manifest_reference())
-        .await
-        .map_err(registry_err)?;
-    if let Some(pinned) = &reference.digest
-        && &top.digest != pinned
-    {
-        return Err(PullError::DigestMismatch {
-            image: image.clone(),
-            registry: registry.name().to_string(),
-            what: "the manifest".into(),
-            expected: pinned.clone(),
-            actual: top.digest.clone(),
-        });
-    }
+    let top = fetch_top(registry, reference).await?;
     let top_digest = top.digest.clone();
     let mut current = top;
     let mut chosen_platform = None;
@@ -254,21 +264,7 @@ pub async fn resolve_all(
         source,
     };
     let repo = &reference.repository;
-    let top = registry
-        .get_manifest(repo, &reference.manifest_reference())
-        .await
-        .map_err(registry_err)?;
-    if let Some(pinned) = &reference.digest
-        && &top.digest != pinned
-    {
-        return Err(PullError::DigestMismatch {
-            image: image.clone(),
-            registry: registry.name().to_string(),
-            what: "the manifest".into(),
-            expected: pinned.clone(),
-            actual: top.digest.clone(),
-        });
-    }
+    let top = fetch_top(registry, reference).await?;
     let digest = top.digest.clone();
     let member = |manifest: Manifest, platform: Option<Platform>| -> Result<Member, PullError> {
         match decode(&manifest.bytes, manifest.content_type.as_deref())
