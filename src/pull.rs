@@ -455,12 +455,13 @@ impl<'a> Puller<'a> {
             distinct_layers: fetched.len(),
             source: source.label.clone(),
         };
+        let members = resolved.members;
         let all = resolved
             .index
             .map(|(index, index_media_type)| AllPlatforms {
                 index,
                 index_media_type,
-                members: resolved.members.clone(),
+                members,
             });
         Ok(Pulled {
             archive: ArchiveImage {

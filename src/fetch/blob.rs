@@ -168,16 +168,10 @@ async fn download_locked(
     let mut restart = |partial: &mut Partial| {
         restarts += 1;
         if restarts > f.retries.max(1) {
-            return Err(PullError::Registry {
-                image: f.image.clone(),
-                source: RegistryError::Protocol {
-                    registry: f.registry.name().to_string(),
-                    detail: format!(
-                        "blob {} had to start over {restarts} times; giving up",
-                        d.digest
-                    ),
-                },
-            });
+            return Err(f.protocol_error(format!(
+                "blob {} had to start over {restarts} times; giving up",
+                d.digest
+            )));
         }
         f.observer.event(Event::Rewound {
             digest: d.digest.clone(),
@@ -249,16 +243,10 @@ async fn download_locked(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 if !content_range_starts_at(range, offset) {
-                    return Err(PullError::Registry {
-                        image: f.image.clone(),
-                        source: RegistryError::Protocol {
-                            registry: f.registry.name().to_string(),
-                            detail: format!(
-                                "asked for blob {} from byte {offset}, got Content-Range {range:?}",
-                                d.digest
-                            ),
-                        },
-                    });
+                    return Err(f.protocol_error(format!(
+                        "asked for blob {} from byte {offset}, got Content-Range {range:?}",
+                        d.digest
+                    )));
                 }
             } else {
                 debug!(digest = %d.digest, "Range ignored; restarting from zero");
@@ -299,16 +287,10 @@ async fn download_locked(
             failures += 1;
             let seconds = f.registry.timeout().as_secs();
             if failures >= f.retries.max(1) {
-                return Err(PullError::Registry {
-                    image: f.image.clone(),
-                    source: RegistryError::Connect {
-                        registry: f.registry.name().to_string(),
-                        detail: format!(
-                            "blob {} arrived slower than {LOW_SPEED_BYTES} bytes per {seconds} s {failures} times (stopped at byte {now} of {}); the link is too slow for --timeout {seconds}",
-                            d.digest, d.size
-                        ),
-                    },
-                });
+                return Err(f.connect_error(format!(
+                    "blob {} arrived slower than {LOW_SPEED_BYTES} bytes per {seconds} s {failures} times (stopped at byte {now} of {}); the link is too slow for --timeout {seconds}",
+                    d.digest, d.size
+                )));
             }
             warn!(
                 "{}: blob {} is arriving slower than {LOW_SPEED_BYTES} bytes per {seconds} s; reconnecting at byte {now}",
@@ -340,16 +322,10 @@ async fn download_locked(
         } else {
             failures += 1;
             if failures >= f.retries.max(1) {
-                return Err(PullError::Registry {
-                    image: f.image.clone(),
-                    source: RegistryError::Connect {
-                        registry: f.registry.name().to_string(),
-                        detail: format!(
-                            "blob {} stopped at byte {now} of {} after {failures} attempts without progress",
-                            d.digest, d.size
-                        ),
-                    },
-                });
+                return Err(f.connect_error(format!(
+                    "blob {} stopped at byte {now} of {} after {failures} attempts without progress",
+                    d.digest, d.size
+                )));
             }
             tokio::time::sleep(retry::backoff(failures)).await;
         }

@@ -20,7 +20,6 @@ use tracing::{debug, warn};
 use super::{Event, Fetcher};
 use crate::digest::Hasher;
 use crate::error::PullError;
-use crate::registry::RegistryError;
 use crate::registry::retry;
 use crate::registry::transport::classify_send_error;
 use crate::resolve::Descriptor;
@@ -189,16 +188,10 @@ pub async fn download(
     match workers_result.expect("the loop ends once the workers have") {
         Ok(counts) => {
             if prefix != d.size {
-                return Err(PullError::Registry {
-                    image: f.image.clone(),
-                    source: RegistryError::Protocol {
-                        registry: f.registry.name().to_string(),
-                        detail: format!(
-                            "blob {}: chunks ended at byte {prefix} of {}",
-                            d.digest, d.size
-                        ),
-                    },
-                });
+                return Err(f.protocol_error(format!(
+                    "blob {}: chunks ended at byte {prefix} of {}",
+                    d.digest, d.size
+                )));
             }
             let _ = std::fs::remove_file(&record);
             Ok(Outcome::Done {
@@ -285,18 +278,13 @@ async fn fetch_chunk(
                     .unwrap_or("")
                     .to_string();
                 if !super::blob::content_range_starts_at(&range, at) {
-                    return Err(PullError::Registry {
-                        image: f.image.clone(),
-                        source: RegistryError::Protocol {
-                            registry: f.registry.name().to_string(),
-                            detail: format!(
-                                "asked for blob {} bytes {at}-{}, got Content-Range {range:?}",
-                                d.digest,
-                                e - 1
-                            ),
-                        },
-                    }
-                    .into());
+                    return Err(f
+                        .protocol_error(format!(
+                            "asked for blob {} bytes {at}-{}, got Content-Range {range:?}",
+                            d.digest,
+                            e - 1
+                        ))
+                        .into());
                 }
                 file.seek(SeekFrom::Start(at))
                     .map_err(|err| PullError::io("writing", path, err))?;
@@ -342,17 +330,11 @@ async fn fetch_chunk(
                     failures += 1;
                     let seconds = f.registry.timeout().as_secs();
                     if failures >= f.retries.max(1) {
-                        return Err(PullError::Registry {
-                            image: f.image.clone(),
-                            source: RegistryError::Connect {
-                                registry: f.registry.name().to_string(),
-                                detail: format!(
-                                    "blob {} arrived slower than {} bytes per {seconds} s {failures} times; the link is too slow for --timeout {seconds}",
-                                    d.digest,
-                                    super::LOW_SPEED_BYTES
-                                ),
-                            },
-                        }
+                        return Err(f.connect_error(format!(
+                            "blob {} arrived slower than {} bytes per {seconds} s {failures} times; the link is too slow for --timeout {seconds}",
+                            d.digest,
+                            super::LOW_SPEED_BYTES
+                        ))
                         .into());
                     }
                     tokio::time::sleep(retry::backoff(failures)).await;
@@ -387,22 +369,15 @@ async fn fetch_chunk(
             );
             continue;
         }
-        {
-            failures += 1;
-            if failures >= f.retries.max(1) {
-                return Err(PullError::Registry {
-                    image: f.image.clone(),
-                    source: RegistryError::Connect {
-                        registry: f.registry.name().to_string(),
-                        detail: format!(
-                            "blob {} bytes {s}-{}: {failure}; gave up after {failures} attempts without progress",
-                            d.digest,
-                            e - 1
-                        ),
-                    },
-                }
+        failures += 1;
+        if failures >= f.retries.max(1) {
+            return Err(f
+                .connect_error(format!(
+                    "blob {} bytes {s}-{}: {failure}; gave up after {failures} attempts without progress",
+                    d.digest,
+                    e - 1
+                ))
                 .into());
-            }
         }
         warn!(
             "{}: {failure}; retrying blob {} at byte {at}",

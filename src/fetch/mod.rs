@@ -141,6 +141,29 @@ impl Fetcher {
         Ok(fetched)
     }
 
+    /// A download that cannot go on (no progress, too slow), as the user
+    /// sees it: the image, the registry and what happened.
+    pub(crate) fn connect_error(&self, detail: String) -> PullError {
+        PullError::Registry {
+            image: self.image.clone(),
+            source: crate::registry::RegistryError::Connect {
+                registry: self.registry.name().to_string(),
+                detail,
+            },
+        }
+    }
+
+    /// A registry answer that breaks the protocol.
+    pub(crate) fn protocol_error(&self, detail: String) -> PullError {
+        PullError::Registry {
+            image: self.image.clone(),
+            source: crate::registry::RegistryError::Protocol {
+                registry: self.registry.name().to_string(),
+                detail,
+            },
+        }
+    }
+
     /// Reports a blob found in the cache.
     fn cached(&self, d: &Descriptor) -> Fetched {
         self.observer.event(Event::Cached {
