@@ -94,6 +94,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Flush each archive to disk before it gets its name and the command ends (slower; worth it before unplugging removable media)
+    #[arg(long)]
+    pub sync: bool,
+
     /// Do not verify TLS certificates
     #[arg(long)]
     pub insecure: bool,
@@ -280,6 +284,8 @@ pub struct Settings {
     pub password_on_command_line: bool,
     /// `DOCKER_PULL_CACHE_MAX`: prune the cache to this size after a pull.
     pub cache_max: Option<u64>,
+    /// `--sync`: archives reach the disk before the command ends.
+    pub sync: bool,
 }
 
 /// A usage error: exit code 2.
@@ -478,6 +484,7 @@ impl Cli {
             json: self.json,
             password_on_command_line,
             cache_max,
+            sync: self.sync,
         })
     }
 }

@@ -27,6 +27,31 @@ struct Pulled {
     archive: ArchiveImage,
     platform: Platform,
     report: ImageReport,
+    /// The archive, when it was written while the image downloaded.
+    written: Option<PathBuf>,
+}
+
+/// Where an image's archive goes, as far as the pull needs to know.
+#[derive(Clone)]
+enum Target {
+    /// Into an archive written after the pull (bundles, layouts).
+    Later,
+    /// Into this file, holding only this image.
+    File(PathBuf),
+    /// Into a file of this directory named after the image and platform.
+    DirOf(PathBuf),
+}
+
+impl Target {
+    fn path(&self, archive: &ArchiveImage, platform: &Platform) -> Option<PathBuf> {
+        match self {
+            Target::Later => None,
+            Target::File(path) => Some(path.clone()),
+            Target::DirOf(dir) => {
+                Some(dir.join(archive.name_reference().archive_file_name(platform)))
+            }
+        }
+    }
 }
 
 /// What a run achieved: the images written, and how many failed.
@@ -178,20 +203,31 @@ impl<'a> Puller<'a> {
                         None
                     };
                     let started = Instant::now();
+                    let target = if layout {
+                        Target::Later
+                    } else {
+                        Target::DirOf(dir.clone())
+                    };
                     let pulled = async {
-                        let mut pulled = self.pull_one(given, reference, tag).await?;
-                        let path = if layout {
-                            dir.clone()
-                        } else {
-                            dir.join(
-                                pulled
-                                    .archive
-                                    .name_reference()
-                                    .archive_file_name(&pulled.platform),
-                            )
+                        let mut pulled = self.pull_one(given, reference, tag, &target).await?;
+                        let path = match pulled.written.clone() {
+                            Some(path) => path,
+                            None => {
+                                let path = if layout {
+                                    dir.clone()
+                                } else {
+                                    dir.join(
+                                        pulled
+                                            .archive
+                                            .name_reference()
+                                            .archive_file_name(&pulled.platform),
+                                    )
+                                };
+                                self.write_archive(&path, std::slice::from_ref(&pulled.archive))
+                                    .await?;
+                                path
+                            }
                         };
-                        self.write_archive(&path, std::slice::from_ref(&pulled.archive))
-                            .await?;
                         pulled.report.output = display_path(&path);
                         Ok::<_, PullError>(pulled)
                     }
@@ -215,6 +251,12 @@ impl<'a> Puller<'a> {
                         .map_err(|e| PullError::io("creating the output directory", parent, e))?;
                 }
                 let started = Instant::now();
+                // One image: its archive is written as it downloads.
+                let target = if images.len() == 1 {
+                    Target::File(path.clone())
+                } else {
+                    Target::Later
+                };
                 let mut all = Vec::new();
                 for (i, (given, reference)) in images.iter().enumerate() {
                     let tag = if i == 0 {
@@ -222,10 +264,13 @@ impl<'a> Puller<'a> {
                     } else {
                         None
                     };
-                    all.push(self.pull_one(given, reference, tag).await?);
+                    all.push(self.pull_one(given, reference, tag, &target).await?);
                 }
-                let archives: Vec<ArchiveImage> = all.iter().map(|p| p.archive.clone()).collect();
-                self.write_archive(&path, &archives).await?;
+                if all.iter().any(|p| p.written.is_none()) {
+                    let archives: Vec<ArchiveImage> =
+                        all.iter().map(|p| p.archive.clone()).collect();
+                    self.write_archive(&path, &archives).await?;
+                }
                 for mut p in all {
                     p.report.output = display_path(&path);
                     p.report.seconds = started.elapsed().as_secs_f64();
@@ -241,9 +286,10 @@ impl<'a> Puller<'a> {
         self.view.message(&format!("Writing {}", path.display()));
         let cache = Arc::clone(&self.cache);
         let format = self.settings.format;
+        let sync = self.settings.sync;
         let path: PathBuf = path.to_path_buf();
         let images = images.to_vec();
-        tokio::task::spawn_blocking(move || archive::write(format, &path, &images, &cache))
+        tokio::task::spawn_blocking(move || archive::write(format, &path, &images, &cache, sync))
             .await
             .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
     }
@@ -256,12 +302,13 @@ impl<'a> Puller<'a> {
         given: &str,
         reference: &Reference,
         rename: Option<Reference>,
+        target: &Target,
     ) -> Result<Pulled, PullError> {
         let sources = mirror::sources(reference, &self.settings.mirrors);
         let mut sources = sources.iter().peekable();
         while let Some(source) = sources.next() {
             let result = self
-                .pull_from(given, reference, rename.clone(), source)
+                .pull_from(given, reference, rename.clone(), source, target)
                 .await;
             match (result, sources.peek()) {
                 (Err(e), Some(next)) if source.mirror && !is_local_failure(&e) => {
@@ -282,6 +329,7 @@ impl<'a> Puller<'a> {
         reference: &Reference,
         rename: Option<Reference>,
         source: &Source,
+        target: &Target,
     ) -> Result<Pulled, PullError> {
         let image = reference.to_string();
         let registry = self.registry(source).map_err(|e| match e {
@@ -321,12 +369,57 @@ impl<'a> Puller<'a> {
                 &s.platform,
                 s.platform_explicit,
             )?;
-            let layers = fetcher.fetch_all(&resolved.layers).await?;
-            Ok::<_, PullError>((config, platform, layers))
+            let archive = ArchiveImage {
+                reference: reference.clone(),
+                rename,
+                manifest: resolved.manifest.clone(),
+                manifest_media_type: resolved.manifest_media_type.clone(),
+                config: resolved.config.clone(),
+                layers: resolved.layers.clone(),
+                all: None,
+            };
+            // Where the format allows, the archive is written as blobs arrive.
+            let path = target.path(&archive, &platform);
+            let stream = match &path {
+                Some(path) => archive::Stream::start(
+                    s.format,
+                    path,
+                    &archive,
+                    Arc::clone(&self.cache),
+                    s.sync,
+                )?,
+                None => None,
+            };
+            let Some(mut stream) = stream else {
+                let layers = fetcher.fetch_all(&resolved.layers).await?;
+                return Ok::<_, PullError>((config, platform, layers, archive, None));
+            };
+            stream.ready(&resolved.config.digest);
+            let fetched = {
+                let notify = stream.notifier();
+                let ready = move |f: &fetch::Fetched| notify(&f.digest);
+                tokio::select! {
+                    fetched = fetcher.fetch_all_then(&resolved.layers, &ready) => fetched,
+                    e = stream.failed() => Err(e),
+                }
+            };
+            match fetched {
+                Ok(layers) => {
+                    if let Some(path) = &path {
+                        self.view.message(&format!("Writing {}", path.display()));
+                    }
+                    stream.finish().await?;
+                    Ok((config, platform, layers, archive, path))
+                }
+                Err(e) => {
+                    stream.abort().await;
+                    Err(e)
+                }
+            }
         };
         let outcome = fetching.await;
         self.view.end_image();
-        let (config_fetch, platform, fetched) = outcome?;
+        let (config_fetch, platform, fetched, archive, written) = outcome?;
 
         let cache_hits = fetched.iter().filter(|f| f.from_cache).count();
         let bytes_from_cache = fetched
@@ -354,17 +447,10 @@ impl<'a> Puller<'a> {
             source: source.label.clone(),
         };
         Ok(Pulled {
-            archive: ArchiveImage {
-                reference: reference.clone(),
-                rename,
-                manifest: resolved.manifest,
-                manifest_media_type: resolved.manifest_media_type,
-                config: resolved.config,
-                layers: resolved.layers,
-                all: None,
-            },
+            archive,
             platform,
             report,
+            written,
         })
     }
 
@@ -475,6 +561,7 @@ impl<'a> Puller<'a> {
             },
             platform: all_platform,
             report,
+            written: None,
         })
     }
 }

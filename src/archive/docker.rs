@@ -2,16 +2,23 @@
 //! `blobs/sha256/*` byte-for-byte) that also carries Docker's `manifest.json`
 //! and `repositories`, so every `docker load` since 1.10 accepts it, as do
 //! Podman, containerd and skopeo. Several images share their blobs.
+//!
+//! Every entry's name and size is known from the manifests, so the whole
+//! layout is laid out first ([`layout`]) and each blob is copied to its place
+//! as soon as it is in the cache ([`LayoutWriter`]): the archive is written
+//! while the rest of the image downloads.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::ArchiveImage;
-use super::tar_out::TarOut;
+use super::tar_out::{TarOut, copy_blob_at};
 use crate::cache::Cache;
+use crate::digest::Digest;
 use crate::error::PullError;
 use crate::media_type;
 
@@ -50,9 +57,193 @@ pub fn blob_name(d: &crate::digest::Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
-/// Writes the `docker` format, or with `docker_metadata` false the plain
-/// OCI layout of the `oci` format (whose `ref.name` is the full reference,
-/// so several images with one tag stay apart).
+/// Where an entry's data comes from.
+enum Data {
+    Directory,
+    Bytes(Vec<u8>),
+    /// A blob in the cache, copied in when [`LayoutWriter::blob`] is called.
+    Blob(Digest),
+}
+
+struct Entry {
+    name: String,
+    size: u64,
+    data: Data,
+    /// Where its header starts; the data follows the 512-byte header.
+    offset: u64,
+}
+
+/// Every entry of a `docker` or `oci` archive with its place in the file.
+/// The manifests give every name and size in advance, so the whole layout is
+/// known before a single blob is downloaded.
+pub struct Layout {
+    entries: Vec<Entry>,
+    /// The archive's length, the two zero blocks that end a tar included.
+    len: u64,
+}
+
+const BLOCK: u64 = 512;
+
+/// The `docker` format, or with `docker_metadata` false the plain OCI layout
+/// of the `oci` format (whose `ref.name` is the full reference, so several
+/// images with one tag stay apart): `oci-layout`, the blobs (configs and
+/// layers of each image in order, then its manifests), `index.json`, and for
+/// `docker` `manifest.json` and `repositories`.
+pub fn layout(images: &[ArchiveImage], docker_metadata: bool) -> Layout {
+    let mut entries = Vec::new();
+    let mut add = |name: String, size: u64, data: Data| {
+        entries.push(Entry {
+            name,
+            size,
+            data,
+            offset: 0,
+        })
+    };
+    let bytes = |add: &mut dyn FnMut(String, u64, Data), name: &str, b: Vec<u8>| {
+        add(name.to_string(), b.len() as u64, Data::Bytes(b))
+    };
+    bytes(&mut add, "oci-layout", OCI_LAYOUT.to_vec());
+    add("blobs/".into(), 0, Data::Directory);
+    add("blobs/sha256/".into(), 0, Data::Directory);
+
+    let mut written = HashSet::new();
+    for image in images {
+        for d in image.blobs() {
+            if written.insert(d.digest.clone()) {
+                add(blob_name(&d.digest), d.size, Data::Blob(d.digest.clone()));
+            }
+        }
+        for m in image.manifests() {
+            if written.insert(m.digest.clone()) {
+                bytes(&mut add, &blob_name(&m.digest), m.bytes.clone());
+            }
+        }
+    }
+    bytes(
+        &mut add,
+        "index.json",
+        to_json(&index(images, !docker_metadata)),
+    );
+    if docker_metadata {
+        let manifest: Vec<DockerManifestEntry> = images
+            .iter()
+            .map(|image| DockerManifestEntry {
+                config: blob_name(&image.config.digest),
+                repo_tags: image.repo_tag().into_iter().collect(),
+                layers: image.layers.iter().map(|l| blob_name(&l.digest)).collect(),
+            })
+            .collect();
+        bytes(&mut add, "manifest.json", to_json(&manifest));
+
+        let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for image in images {
+            let name = image.name_reference();
+            if let Some(tag) = &name.tag {
+                repositories
+                    .entry(name.familiar_name())
+                    .or_default()
+                    .insert(tag.clone(), image.config.digest.hex().to_string());
+            }
+        }
+        bytes(&mut add, "repositories", to_json(&repositories));
+    }
+
+    let mut at = 0;
+    for e in &mut entries {
+        e.offset = at;
+        at += BLOCK + e.size.div_ceil(BLOCK) * BLOCK;
+    }
+    Layout {
+        entries,
+        len: at + 2 * BLOCK,
+    }
+}
+
+impl Layout {
+    /// The blobs to copy in, each once, in archive order.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.entries.iter().filter_map(|e| match &e.data {
+            Data::Blob(d) => Some(d),
+            _ => None,
+        })
+    }
+}
+
+/// Writes a [`Layout`] into a file: every header and small file at once,
+/// then each blob at its own place whenever [`blob`](Self::blob) is called,
+/// in any order. The bytes are the same whatever the order, and the same as
+/// a tar written front to back (the gaps are zeros, as tar padding is).
+pub struct LayoutWriter<'a> {
+    file: File,
+    path: &'a Path,
+    /// Data offset, size and whether it is written, by digest.
+    blobs: HashMap<Digest, (u64, u64, bool)>,
+}
+
+impl<'a> LayoutWriter<'a> {
+    pub fn create(mut file: File, path: &'a Path, layout: &Layout) -> Result<Self, PullError> {
+        let err = |e| PullError::io("writing", path, e);
+        file.set_len(layout.len).map_err(err)?;
+        let mut blobs = HashMap::new();
+        // Headers and small files in one buffered pass; blobs leave gaps.
+        let mut out = BufWriter::with_capacity(1 << 16, &mut file);
+        let mut at = 0;
+        for e in &layout.entries {
+            let (mode, kind) = match e.data {
+                Data::Directory => (0o755, tar::EntryType::Directory),
+                _ => (0o644, tar::EntryType::Regular),
+            };
+            let header = TarOut::header(&e.name, e.size, mode, kind).map_err(err)?;
+            if at != e.offset {
+                out.seek(SeekFrom::Start(e.offset)).map_err(err)?;
+            }
+            out.write_all(header.as_bytes()).map_err(err)?;
+            at = e.offset + BLOCK;
+            match &e.data {
+                Data::Directory => {}
+                Data::Bytes(b) => {
+                    out.write_all(b).map_err(err)?;
+                    at += b.len() as u64;
+                }
+                Data::Blob(d) => {
+                    blobs.insert(d.clone(), (e.offset + BLOCK, e.size, false));
+                }
+            }
+        }
+        out.flush().map_err(err)?;
+        drop(out);
+        Ok(LayoutWriter { file, path, blobs })
+    }
+
+    /// Copies a blob from the cache to its place, checking it on the way
+    /// (see [`copy_blob_at`]). Digests the layout does not hold, and blobs
+    /// already written, are ignored.
+    pub fn blob(&mut self, cache: &Cache, digest: &Digest) -> Result<(), PullError> {
+        let Some((at, size, done)) = self.blobs.get_mut(digest) else {
+            return Ok(());
+        };
+        if *done {
+            return Ok(());
+        }
+        copy_blob_at(&mut self.file, *at, self.path, cache, digest, *size)?;
+        *done = true;
+        Ok(())
+    }
+
+    /// Checks that every blob is in; the archive is then complete.
+    pub fn finish(self) -> Result<File, PullError> {
+        if let Some(missing) = self.blobs.iter().find(|(_, (_, _, done))| !done) {
+            return Err(PullError::io(
+                "writing",
+                self.path,
+                std::io::Error::other(format!("blob {} was never written", missing.0)),
+            ));
+        }
+        Ok(self.file)
+    }
+}
+
+/// Writes a whole `docker` or `oci` archive from blobs already in the cache.
 pub fn write(
     file: File,
     path: &Path,
@@ -60,52 +251,12 @@ pub fn write(
     cache: &Cache,
     docker_metadata: bool,
 ) -> Result<(), PullError> {
-    let mut tar = TarOut::new(file, path);
-    tar.file("oci-layout", OCI_LAYOUT)?;
-    tar.dir("blobs/")?;
-    tar.dir("blobs/sha256/")?;
-
-    let mut written = HashSet::new();
-    for image in images {
-        for d in image.blobs() {
-            if written.insert(d.digest.clone()) {
-                tar.blob(&blob_name(&d.digest), cache, &d.digest, d.size)?;
-            }
-        }
-        for m in image.manifests() {
-            if written.insert(m.digest.clone()) {
-                tar.file(&blob_name(&m.digest), &m.bytes)?;
-            }
-        }
+    let layout = layout(images, docker_metadata);
+    let mut writer = LayoutWriter::create(file, path, &layout)?;
+    for d in layout.blobs() {
+        writer.blob(cache, d)?;
     }
-
-    tar.file("index.json", &to_json(&index(images, !docker_metadata)))?;
-    if !docker_metadata {
-        return tar.finish();
-    }
-
-    let manifest: Vec<DockerManifestEntry> = images
-        .iter()
-        .map(|image| DockerManifestEntry {
-            config: blob_name(&image.config.digest),
-            repo_tags: image.repo_tag().into_iter().collect(),
-            layers: image.layers.iter().map(|l| blob_name(&l.digest)).collect(),
-        })
-        .collect();
-    tar.file("manifest.json", &to_json(&manifest))?;
-
-    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for image in images {
-        let name = image.name_reference();
-        if let Some(tag) = &name.tag {
-            repositories
-                .entry(name.familiar_name())
-                .or_default()
-                .insert(tag.clone(), image.config.digest.hex().to_string());
-        }
-    }
-    tar.file("repositories", &to_json(&repositories))?;
-    tar.finish()
+    writer.finish().map(drop)
 }
 
 /// The `index.json` of a layout holding `images`. The image name goes into
@@ -228,7 +379,7 @@ mod tests {
         let mut b = image(&cache, "127.0.0.1:5000/small", &[shared]);
         b.rename = Some(Reference::parse("mine/app:v2", DOCKER_HUB).unwrap());
         let out = dir.path().join("bundle.tar");
-        archive::write(Format::Docker, &out, &[a.clone(), b.clone()], &cache).unwrap();
+        archive::write(Format::Docker, &out, &[a.clone(), b.clone()], &cache, true).unwrap();
 
         let e = entries(&out);
         assert_eq!(e["oci-layout"].0, OCI_LAYOUT);
@@ -290,7 +441,7 @@ mod tests {
         img.reference =
             Reference::parse(&format!("nginx@{}", img.manifest.digest), DOCKER_HUB).unwrap();
         let out = dir.path().join("x.tar");
-        archive::write(Format::Docker, &out, &[img], &cache).unwrap();
+        archive::write(Format::Docker, &out, &[img], &cache, false).unwrap();
         let e = entries(&out);
         let manifest: serde_json::Value = serde_json::from_slice(&e["manifest.json"].0).unwrap();
         assert_eq!(manifest[0]["RepoTags"], serde_json::json!([]));
@@ -307,8 +458,14 @@ mod tests {
         let out = dir.path().join("x.tar");
         std::fs::write(&out, b"previous archive").unwrap();
         std::fs::write(cache.blob_path(&img.layers[0].digest), b"bad! layer").unwrap();
-        let err =
-            archive::write(Format::Docker, &out, std::slice::from_ref(&img), &cache).unwrap_err();
+        let err = archive::write(
+            Format::Docker,
+            &out,
+            std::slice::from_ref(&img),
+            &cache,
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(std::fs::read(&out).unwrap(), b"previous archive");
         assert!(
@@ -325,8 +482,101 @@ mod tests {
         let cache = Cache::open(&dir.path().join("c")).unwrap();
         let img = image(&cache, "nginx", &[b"a", b"b"]);
         let (x, y) = (dir.path().join("x.tar"), dir.path().join("y.tar"));
-        archive::write(Format::Docker, &x, std::slice::from_ref(&img), &cache).unwrap();
-        archive::write(Format::Docker, &y, &[img], &cache).unwrap();
+        archive::write(
+            Format::Docker,
+            &x,
+            std::slice::from_ref(&img),
+            &cache,
+            false,
+        )
+        .unwrap();
+        archive::write(Format::Docker, &y, &[img], &cache, false).unwrap();
         assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
+    }
+
+    /// The same archive, front to back with the `tar` crate's own writer.
+    fn reference_tar(images: &[ArchiveImage], cache: &Cache, docker_metadata: bool) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in &layout(images, docker_metadata).entries {
+            let (mode, kind) = match e.data {
+                Data::Directory => (0o755, tar::EntryType::Directory),
+                _ => (0o644, tar::EntryType::Regular),
+            };
+            let h = TarOut::header(&e.name, e.size, mode, kind).unwrap();
+            let data = match &e.data {
+                Data::Directory => Vec::new(),
+                Data::Bytes(b) => b.clone(),
+                Data::Blob(d) => std::fs::read(cache.blob_path(d)).unwrap(),
+            };
+            b.append(&h, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn blobs_in_any_order_give_the_bytes_of_a_tar_written_front_to_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        // Sizes around the 512-byte block: padding and gaps must be zeros.
+        let l1 = vec![7u8; 511];
+        let l2 = vec![8u8; 512];
+        let l3 = vec![9u8; 1025];
+        let img = image(&cache, "nginx:1.27", &[&l1, &l2, &l3, b""]);
+        for docker_metadata in [true, false] {
+            let expected = reference_tar(std::slice::from_ref(&img), &cache, docker_metadata);
+            let layout = layout(std::slice::from_ref(&img), docker_metadata);
+            assert_eq!(layout.len, expected.len() as u64);
+            let path = dir.path().join(format!("rev-{docker_metadata}.tar"));
+            let file = File::create(&path).unwrap();
+            let mut w = LayoutWriter::create(file, &path, &layout).unwrap();
+            let mut blobs: Vec<&Digest> = layout.blobs().collect();
+            blobs.reverse();
+            for d in blobs {
+                w.blob(&cache, d).unwrap();
+                // A second report of the same blob changes nothing.
+                w.blob(&cache, d).unwrap();
+            }
+            w.finish().unwrap();
+            assert!(
+                std::fs::read(&path).unwrap() == expected,
+                "{docker_metadata}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_layout_with_a_blob_missing_is_not_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let img = image(&cache, "nginx", &[b"one", b"two"]);
+        let layout = layout(std::slice::from_ref(&img), true);
+        let path = dir.path().join("x.tar");
+        let mut w = LayoutWriter::create(File::create(&path).unwrap(), &path, &layout).unwrap();
+        w.blob(&cache, &img.config.digest).unwrap();
+        w.blob(&cache, &img.layers[1].digest).unwrap();
+        // Not part of this layout: ignored.
+        w.blob(&cache, &Digest::of(b"elsewhere")).unwrap();
+        let err = w.finish().unwrap_err().to_string();
+        assert!(err.contains(&img.layers[0].digest.to_string()), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn archives_are_readable_like_other_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let img = image(&cache, "nginx", &[b"l"]);
+        let out = dir.path().join("x.tar");
+        archive::write(Format::Docker, &out, &[img], &cache, false).unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        // The process umask decides the rest; the owner can always read and write.
+        assert_eq!(mode & 0o600, 0o600);
+        let umask = std::process::Command::new("sh")
+            .args(["-c", "umask"])
+            .output()
+            .unwrap();
+        let umask = u32::from_str_radix(String::from_utf8_lossy(&umask.stdout).trim(), 8).unwrap();
+        assert_eq!(mode & 0o777, 0o666 & !umask);
     }
 }

@@ -10,10 +10,12 @@ mod legacy;
 mod oci_dir;
 mod tar_out;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cache::Cache;
+use crate::digest::Digest;
 use crate::error::PullError;
 use crate::reference::Reference;
 use crate::registry::Manifest;
@@ -124,48 +126,229 @@ impl ArchiveImage {
 }
 
 /// Writes `images` into one archive at `path` in `format` (for `oci-dir`,
-/// into the layout directory `path`).
+/// into the layout directory `path`). With `sync`, waits until the archive is
+/// on disk before it gets its name.
 pub fn write(
     format: Format,
     path: &Path,
     images: &[ArchiveImage],
     cache: &Cache,
+    sync: bool,
 ) -> Result<(), PullError> {
     if format == Format::OciDir {
         return oci_dir::write(path, images, cache);
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(|e| PullError::io("creating a temporary file in", &dir, e))?;
-    let temp_path = temp.path().to_path_buf();
-    track(&temp_path);
+    let temp = Temp::create(path)?;
     let result = (|| {
-        let file = temp
-            .as_file()
-            .try_clone()
-            .map_err(|e| PullError::io("writing", &temp_path, e))?;
+        let file = temp.file()?;
         match format {
-            Format::Docker => docker::write(file, &temp_path, images, cache, true)?,
-            Format::Oci => docker::write(file, &temp_path, images, cache, false)?,
-            Format::Legacy => legacy::write(file, &temp_path, images, cache)?,
+            Format::Docker => docker::write(file, &temp.path, images, cache, true)?,
+            Format::Oci => docker::write(file, &temp.path, images, cache, false)?,
+            Format::Legacy => legacy::write(file, &temp.path, images, cache)?,
             Format::OciDir => unreachable!("written above"),
         }
-        temp.persist(path)
-            .map_err(|e| PullError::io("renaming the finished archive to", path, e.error))?;
         Ok(())
     })();
-    untrack(&temp_path);
-    result
+    result.and_then(|()| temp.persist(path, sync))
+}
+
+/// A temporary file beside the target, removed unless persisted (and by
+/// [`remove_partial_archives`] on Ctrl-C).
+struct Temp {
+    /// `None` once persisted.
+    file: Option<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl Temp {
+    fn create(target: &Path) -> Result<Temp, PullError> {
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "archive".into());
+        let prefix = format!(".{file_name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".partial");
+        // Readable as any file the user creates (the umask applies), not
+        // only by its owner as temporary files are.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let file = builder
+            .tempfile_in(&dir)
+            .map_err(|e| PullError::io("creating a temporary file in", &dir, e))?;
+        let path = file.path().to_path_buf();
+        track(&path);
+        Ok(Temp {
+            file: Some(file),
+            path,
+        })
+    }
+
+    fn file(&self) -> Result<File, PullError> {
+        self.file
+            .as_ref()
+            .expect("not yet persisted")
+            .as_file()
+            .try_clone()
+            .map_err(|e| PullError::io("writing", &self.path, e))
+    }
+
+    /// Gives the finished archive its name, replacing any file there. With
+    /// `sync`, its data and then the rename are flushed to disk first.
+    fn persist(mut self, target: &Path, sync: bool) -> Result<(), PullError> {
+        let file = self.file.take().expect("persisted once");
+        if sync {
+            file.as_file()
+                .sync_all()
+                .map_err(|e| PullError::io("writing", &self.path, e))?;
+        }
+        file.persist(target)
+            .map_err(|e| PullError::io("renaming the finished archive to", target, e.error))?;
+        if sync {
+            sync_parent(target)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        untrack(&self.path);
+    }
+}
+
+/// Flushes a directory entry (the rename of a finished archive) to disk.
+fn sync_parent(target: &Path) -> Result<(), PullError> {
+    #[cfg(unix)]
+    {
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| PullError::io("writing", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = target;
+    Ok(())
+}
+
+/// An archive written while its image downloads: each blob is copied to its
+/// place as soon as it is in the cache ([`Stream::ready`]), so when the last
+/// download ends only the rename is left. Only the `docker` and `oci`
+/// formats stream; the others are written afterwards with [`write`].
+pub struct Stream {
+    tx: std::sync::mpsc::Sender<Digest>,
+    /// The writer: ends with an error, or after [`Stream::finish`] closes
+    /// the channel with every blob in.
+    writer: Option<tokio::task::JoinHandle<Result<(), PullError>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stream {
+    /// Starts writing `image` to `path` in `format`, or returns `None` when
+    /// the format is written only after the downloads.
+    pub fn start(
+        format: Format,
+        path: &Path,
+        image: &ArchiveImage,
+        cache: std::sync::Arc<Cache>,
+        sync: bool,
+    ) -> Result<Option<Stream>, PullError> {
+        let docker_metadata = match format {
+            Format::Docker => true,
+            Format::Oci => false,
+            Format::Legacy | Format::OciDir => return Ok(None),
+        };
+        let layout = docker::layout(std::slice::from_ref(image), docker_metadata);
+        let temp = Temp::create(path)?;
+        let target = path.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel::<Digest>();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = std::sync::Arc::clone(&done);
+        let writer = tokio::task::spawn_blocking(move || {
+            let file = temp.file()?;
+            let mut writer = docker::LayoutWriter::create(file, &temp.path, &layout)?;
+            for digest in rx {
+                writer.blob(&cache, &digest)?;
+            }
+            // The channel closed: a finished pull, or an abandoned one.
+            if !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(PullError::Interrupted);
+            }
+            writer.finish()?;
+            temp.persist(&target, sync)
+        });
+        Ok(Some(Stream {
+            tx,
+            writer: Some(writer),
+            done,
+        }))
+    }
+
+    /// A blob is in the cache: copy it in.
+    pub fn ready(&self, digest: &Digest) {
+        // A writer that stopped has its error waiting in `failed`/`finish`.
+        let _ = self.tx.send(digest.clone());
+    }
+
+    /// What [`ready`](Self::ready) does, for callers that cannot borrow the
+    /// stream; drop it before [`finish`](Self::finish).
+    pub fn notifier(&self) -> impl Fn(&Digest) + Send + Sync + use<> {
+        let tx = self.tx.clone();
+        move |digest: &Digest| {
+            let _ = tx.send(digest.clone());
+        }
+    }
+
+    /// Resolves only when the writer stops early, with its error.
+    pub async fn failed(&mut self) -> PullError {
+        let Some(writer) = self.writer.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = writer.await;
+        self.writer = None;
+        match result {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => PullError::io(
+                "writing",
+                "the archive",
+                std::io::Error::other("the archive writer stopped early"),
+            ),
+            Err(e) => PullError::io("writing", "the archive", std::io::Error::other(e)),
+        }
+    }
+
+    /// Every blob was reported: completes the archive and gives it its name.
+    pub async fn finish(mut self) -> Result<(), PullError> {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let Stream { tx, writer, .. } = &mut self;
+        drop(std::mem::replace(tx, std::sync::mpsc::channel().0));
+        let Some(writer) = writer.take() else {
+            return Err(PullError::io(
+                "writing",
+                "the archive",
+                std::io::Error::other("the archive writer stopped early"),
+            ));
+        };
+        writer
+            .await
+            .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
+    }
+
+    /// Gives up: the writer stops and removes its temporary file.
+    pub async fn abort(mut self) {
+        let Stream { tx, writer, .. } = &mut self;
+        drop(std::mem::replace(tx, std::sync::mpsc::channel().0));
+        if let Some(writer) = writer.take() {
+            let _ = writer.await;
+        }
+    }
 }
 
 /// Notes a temporary file being written (a partial archive, a decompressed

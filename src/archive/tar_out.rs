@@ -1,9 +1,9 @@
 //! Deterministic tar output: fixed order is the caller's job; here every
 //! entry gets mtime 0, uid/gid 0 and fixed modes, and blobs are copied from
-//! the cache with their digest checked on the way.
+//! the cache with their digest checked on the way ([`copy_blob_at`]).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::cache::Cache;
@@ -25,7 +25,12 @@ impl<'a> TarOut<'a> {
         }
     }
 
-    fn header(name: &str, size: u64, mode: u32, kind: tar::EntryType) -> io::Result<tar::Header> {
+    pub(super) fn header(
+        name: &str,
+        size: u64,
+        mode: u32,
+        kind: tar::EntryType,
+    ) -> io::Result<tar::Header> {
         let mut h = tar::Header::new_ustar();
         h.set_path(name)?;
         h.set_size(size);
@@ -78,102 +83,86 @@ impl<'a> TarOut<'a> {
         self.builder.append(&h, reader).map_err(|e| self.err(e))
     }
 
-    /// Copies a cached blob into the archive, checking its size and digest.
-    /// A damaged blob is evicted from the cache and reported.
-    pub fn blob(
-        &mut self,
-        name: &str,
-        cache: &Cache,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<(), PullError> {
-        let src = cache.blob_path(digest);
-        let damaged = |detail: String| {
-            let _ = cache.evict(digest);
-            PullError::io(
-                "reading",
-                &src,
-                io::Error::other(format!(
-                    "the cached blob is damaged ({detail}) and was removed; run the pull again to download it"
-                )),
-            )
-        };
-        let file = File::open(&src).map_err(|e| PullError::io("reading", &src, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| PullError::io("reading", &src, e))?
-            .len();
-        if len != size {
-            return Err(damaged(format!("{len} bytes, expected {size}")));
-        }
-        let h =
-            Self::header(name, size, 0o644, tar::EntryType::Regular).map_err(|e| self.err(e))?;
-        if cache.is_fresh(digest) {
-            // Verified by this process a moment ago: let the kernel copy it
-            // (copy_file_range, a reflink where the file system can).
-            return self.copy_verified(&h, file, size);
-        }
-        let mut reader = HashingReader {
-            inner: file,
-            hasher: Hasher::new(),
-        };
-        self.builder
-            .append(&h, &mut reader)
-            .map_err(|e| self.err(e))?;
-        let actual = reader.hasher.finish();
-        if &actual != digest {
-            return Err(damaged(format!("its content hashes to {actual}")));
-        }
-        Ok(())
-    }
-
-    /// Appends an entry whose data is a whole file, copied file-to-file so
-    /// the standard library can use `copy_file_range` on Linux.
-    fn copy_verified(
-        &mut self,
-        h: &tar::Header,
-        mut file: File,
-        size: u64,
-    ) -> Result<(), PullError> {
-        let path = self.path;
-        let err = |e| PullError::io("writing", path, e);
-        let out = self.builder.get_mut();
-        out.write_all(h.as_bytes()).map_err(err)?;
-        out.flush().map_err(err)?;
-        let copied = io::copy(&mut file, out.get_mut()).map_err(err)?;
-        if copied != size {
-            return Err(err(io::Error::other(format!(
-                "the cached blob changed while it was copied ({copied} of {size} bytes)"
-            ))));
-        }
-        let pad = (512 - size % 512) % 512;
-        out.write_all(&[0u8; 512][..pad as usize]).map_err(err)
-    }
-
+    /// Ends the archive and flushes it to the file (the caller decides
+    /// whether to wait for the disk).
     pub fn finish(self) -> Result<(), PullError> {
         let path = self.path;
         let mut w = self
             .builder
             .into_inner()
             .map_err(|e| PullError::io("writing", path, e))?;
-        w.flush().map_err(|e| PullError::io("writing", path, e))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| PullError::io("writing", path, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| PullError::io("writing", path, e))
+        w.flush().map_err(|e| PullError::io("writing", path, e))
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+/// Copies a cached blob of `size` bytes into `out` at offset `at` (the
+/// entry's data; its header and padding are the caller's), checking its size
+/// and, unless this process verified it a moment ago, its digest. A damaged
+/// blob is evicted from the cache and reported. `path` names `out` in errors.
+pub(super) fn copy_blob_at(
+    out: &mut File,
+    at: u64,
+    path: &Path,
+    cache: &Cache,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), PullError> {
+    let src = cache.blob_path(digest);
+    let damaged = |detail: String| {
+        let _ = cache.evict(digest);
+        PullError::io(
+            "reading",
+            &src,
+            io::Error::other(format!(
+                "the cached blob is damaged ({detail}) and was removed; run the pull again to download it"
+            )),
+        )
+    };
+    let mut file = File::open(&src).map_err(|e| PullError::io("reading", &src, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| PullError::io("reading", &src, e))?
+        .len();
+    if len != size {
+        return Err(damaged(format!("{len} bytes, expected {size}")));
     }
+    let err = |e| PullError::io("writing", path, e);
+    out.seek(SeekFrom::Start(at)).map_err(err)?;
+    if cache.is_fresh(digest) {
+        // Verified by this process a moment ago: let the kernel copy it,
+        // file to file (copy_file_range on Linux, a reflink where the file
+        // system can).
+        let copied = io::copy(&mut file, out).map_err(err)?;
+        if copied != size {
+            return Err(err(io::Error::other(format!(
+                "the cached blob changed while it was copied ({copied} of {size} bytes)"
+            ))));
+        }
+        return Ok(());
+    }
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; BUFFER];
+    let mut copied = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| PullError::io("reading", &src, e))?;
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+        if copied > size {
+            return Err(damaged(format!("it grew past {size} bytes")));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(err)?;
+    }
+    if copied != size {
+        return Err(damaged(format!("{copied} bytes, expected {size}")));
+    }
+    let actual = hasher.finish();
+    if &actual != digest {
+        return Err(damaged(format!("its content hashes to {actual}")));
+    }
+    Ok(())
 }

@@ -115,13 +115,27 @@ impl Fetcher {
     /// Makes sure every blob is in the cache; returns one [`Fetched`] per
     /// distinct digest, in the order first given.
     pub async fn fetch_all(&self, blobs: &[Descriptor]) -> Result<Vec<Fetched>, PullError> {
+        self.fetch_all_then(blobs, &|_| {}).await
+    }
+
+    /// [`fetch_all`](Self::fetch_all), calling `ready` with each blob as
+    /// soon as it is in the cache.
+    pub async fn fetch_all_then(
+        &self,
+        blobs: &[Descriptor],
+        ready: &(dyn Fn(&Fetched) + Sync),
+    ) -> Result<Vec<Fetched>, PullError> {
         let mut seen = HashSet::new();
         let unique: Vec<&Descriptor> = blobs
             .iter()
             .filter(|d| seen.insert(d.digest.clone()))
             .collect();
         let mut results: Vec<(usize, Fetched)> = stream::iter(unique.into_iter().enumerate())
-            .map(|(i, d)| async move { self.fetch_one(d).await.map(|f| (i, f)) })
+            .map(|(i, d)| async move {
+                let f = self.fetch_one(d).await?;
+                ready(&f);
+                Ok((i, f))
+            })
             .buffer_unordered(self.concurrency.max(1))
             .try_collect()
             .await?;

@@ -25,4 +25,5 @@ mod proxy;
 mod pull;
 mod refs;
 mod resume;
+mod streaming;
 mod tokens;
