@@ -13,6 +13,9 @@ import sys
 
 WARM_OCI_GOAL_S = 0.2
 LINK_GOAL_PCT = 95.0
+COLD_GOAL_RATIO = 0.3
+WARM_CP_GOAL_RATIO = 1.5
+RSS_GOAL_MIB = 24
 
 CASES = [
     ("cold-big5", "cold pull of big5 (5 layers; empty cache / empty tmp dir)"),
@@ -58,6 +61,7 @@ def summary(samples):
         "wall_max": max(walls),
         "cpu": med([s[1] for s in samples]),
         "rss": med([s[2] for s in samples]),
+        "rss_max": max(s[2] for s in samples),
         "n": len(samples),
     }
 
@@ -66,6 +70,14 @@ def ratio(a, b):
     if b <= 0:
         return "n/a"
     return f"{a / b:.2f}"
+
+
+def per_gib(cpu, case, images):
+    """CPU seconds per GiB of the image the case pulls (the case name ends with it)."""
+    image = images.get(case.rsplit("-", 1)[-1])
+    if not image or not image.get("bytes"):
+        return ""
+    return f"{cpu / (image['bytes'] / 2**30):.2f}"
 
 
 def fmt_s(x):
@@ -112,8 +124,8 @@ def main():
 
     w("## Loopback registry")
     w("")
-    w("| case | tool | wall s | CPU s | peak RSS MiB | wall ratio | CPU ratio | RSS ratio |")
-    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    w("| case | tool | wall s | CPU s | CPU s per GiB | peak RSS MiB | wall ratio | CPU ratio | RSS ratio |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for case, title in CASES:
         if case == "slow-link-big5":
             continue
@@ -134,14 +146,29 @@ def main():
                           ratio(s["cpu"], o["cpu"]), ratio(s["rss"], o["rss"])]
             w(f"| {label} | {TOOL_NAMES.get(tool, tool)} | {fmt_s(s['wall'])} "
               f"[{fmt_s(s['wall_min'])}–{fmt_s(s['wall_max'])}] | {s['cpu']:.2f} | "
+              f"{per_gib(s['cpu'], case, images)} | "
               f"{s['rss']:.0f} | {ratios[0]} | {ratios[1]} | {ratios[2]} |")
             if tool.startswith("dp-") and "cp" in others:
                 c = stats[(case, "cp")]
-                w(f"| | docker-pull warm / cp | | | | {ratio(s['wall'], c['wall'])} vs cp | "
+                w(f"| | docker-pull warm / cp | | | | | {ratio(s['wall'], c['wall'])} vs cp | "
                   f"{ratio(s['cpu'], c['cpu'])} | |")
     w("")
 
     goals = []
+    cold, sk = stats.get(("cold-big5", "dp-cold")), stats.get(("cold-big5", "skopeo"))
+    if cold and sk:
+        r = cold["wall"] / sk["wall"]
+        goals.append((f"cold pull of big5 at most {COLD_GOAL_RATIO}× skopeo's wall time",
+                      f"{r:.2f}×", r <= COLD_GOAL_RATIO))
+    rss = max((v["rss_max"] for (c, t), v in stats.items() if t.startswith("dp-")), default=None)
+    if rss is not None:
+        goals.append((f"docker-pull peak RSS at most {RSS_GOAL_MIB} MiB (largest of every run)",
+                      f"{rss:.1f} MiB", rss <= RSS_GOAL_MIB))
+    warm, cp = stats.get(("warm-big5", "dp-warm")), stats.get(("warm-big5", "cp"))
+    if warm and cp:
+        r = warm["wall"] / cp["wall"]
+        goals.append((f"warm pull of big5 at most {WARM_CP_GOAL_RATIO}× `cp` of the archive",
+                      f"{r:.2f}×", r <= WARM_CP_GOAL_RATIO))
     oci = stats.get(("warm-oci-dir-big5", "dp-oci-dir-warm"))
     if oci:
         goals.append((f"warm `-f oci-dir` of big5 under {WARM_OCI_GOAL_S} s wall",
