@@ -128,41 +128,47 @@ pub(super) fn copy_blob_at(
     }
     let err = |e| PullError::io("writing", path, e);
     out.seek(SeekFrom::Start(at)).map_err(err)?;
-    if cache.is_fresh(digest) {
-        // Verified by this process a moment ago: let the kernel copy it,
-        // file to file (copy_file_range on Linux, a reflink where the file
-        // system can).
-        let copied = io::copy(&mut file, out).map_err(err)?;
-        if copied != size {
-            return Err(err(io::Error::other(format!(
-                "the cached blob changed while it was copied ({copied} of {size} bytes)"
-            ))));
-        }
-        return Ok(());
-    }
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; BUFFER];
-    let mut copied = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| PullError::io("reading", &src, e))?;
-        if n == 0 {
-            break;
-        }
-        copied += n as u64;
-        if copied > size {
-            return Err(damaged(format!("it grew past {size} bytes")));
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(err)?;
-    }
+    let fresh = cache.is_fresh(digest);
+    // The kernel copies it file to file (copy_file_range on Linux, a reflink
+    // where the file system can). A blob this process did not verify a
+    // moment ago is hashed at the same time, on another core, from its own
+    // handle; a mismatch fails the archive, whose temporary file is removed.
+    let (copied, hashed) = std::thread::scope(|scope| {
+        let hashing = (!fresh).then(|| scope.spawn(|| hash_file(&src)));
+        let copied = io::copy(&mut file, out);
+        (copied, hashing.map(|h| h.join()))
+    });
+    let copied = copied.map_err(err)?;
     if copied != size {
         return Err(damaged(format!("{copied} bytes, expected {size}")));
     }
-    let actual = hasher.finish();
+    let Some(hashed) = hashed else {
+        return Ok(());
+    };
+    let (actual, hashed_len) = hashed
+        .map_err(|_| PullError::io("reading", &src, io::Error::other("hashing failed")))?
+        .map_err(|e| PullError::io("reading", &src, e))?;
+    if hashed_len != size {
+        return Err(damaged(format!("{hashed_len} bytes, expected {size}")));
+    }
     if &actual != digest {
         return Err(damaged(format!("its content hashes to {actual}")));
     }
     Ok(())
+}
+
+/// The digest and length of a file's content.
+fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; BUFFER];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hasher.finish(), len));
+        }
+        len += n as u64;
+        hasher.update(&buf[..n]);
+    }
 }
