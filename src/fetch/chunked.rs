@@ -97,6 +97,33 @@ pub enum Outcome {
 
 struct Shared {
     queue: Mutex<VecDeque<(u64, u64)>>,
+    /// The hash of the verified prefix (its length is the prefix). A chunk
+    /// whose bytes arrive right at the prefix is hashed as it arrives;
+    /// chunks that finish ahead of it are read back once it gets there.
+    hasher: Mutex<Hasher>,
+    /// Bytes received for this blob, and since when.
+    received: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+/// A blob arriving at least this fast over one stream gets no more: the
+/// network is not what limits it, and parallel chunks written out of order
+/// cost reading them back to hash them.
+const FAST_ENOUGH: f64 = 100.0 * 1024.0 * 1024.0;
+/// How long the first stream has to show its speed.
+const SHOW_SPEED: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Shared {
+    /// Whether another stream would help: the blob has arrived slower than
+    /// [`FAST_ENOUGH`] so far.
+    fn wants_help(&self) -> bool {
+        let elapsed = self.started.elapsed();
+        if elapsed < SHOW_SPEED {
+            return false;
+        }
+        let bytes = self.received.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        bytes / elapsed.as_secs_f64() < FAST_ENOUGH
+    }
 }
 
 /// Downloads bytes `start..d.size` of `d` into `path` in chunks; `hasher`
@@ -123,26 +150,45 @@ pub async fn download(
         .min(queue.len())
         .max(1);
     debug!(digest = %d.digest, chunks = queue.len(), streams, "ranged download");
+    let before = hasher.clone();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
+        hasher: Mutex::new(std::mem::take(hasher)),
+        received: std::sync::atomic::AtomicU64::new(0),
+        started: std::time::Instant::now(),
     });
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, u64)>();
     let workers: Vec<_> = (0..streams)
-        .map(|_| {
+        .map(|i| {
             let shared = Arc::clone(&shared);
             let done = done_tx.clone();
             async move {
                 let mut downloaded = 0u64;
                 loop {
-                    let next = shared
-                        .queue
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .pop_front();
-                    let Some((s, e)) = next else {
-                        return Ok::<_, WorkerError>(downloaded);
+                    // The first stream waits its turn for a connection; the
+                    // others take a chunk only when the blob arrives slowly
+                    // and a connection is free. Otherwise (a fast link, or
+                    // other blobs keeping every connection busy) the blob
+                    // goes chunk after chunk, in order, hashed as it arrives.
+                    let permit = if i == 0 {
+                        None
+                    } else {
+                        loop {
+                            if lock(&shared.queue).is_empty() {
+                                return Ok::<_, WorkerError>(downloaded);
+                            }
+                            if shared.wants_help()
+                                && let Ok(p) = f.connections.try_acquire()
+                            {
+                                break Some(p);
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                     };
-                    downloaded += fetch_chunk(f, d, path, s, e).await?;
+                    let Some((s, e)) = lock(&shared.queue).pop_front() else {
+                        return Ok(downloaded);
+                    };
+                    downloaded += fetch_chunk(f, d, path, s, e, permit, &shared).await?;
                     let _ = done.send((s, e));
                 }
             }
@@ -152,9 +198,13 @@ pub async fn download(
     let workers = futures_util::future::try_join_all(workers);
     tokio::pin!(workers);
 
-    // Hash the verified prefix as it grows, while the workers run.
-    let mut prefix = start;
+    // Hash the verified prefix as it grows, while the workers run: chunks
+    // that finished ahead of it are read back when it reaches them.
     let mut finished: BTreeMap<u64, u64> = BTreeMap::new();
+    // Finished (so written out) chunks from `start` on without a gap end
+    // here: what a later run may keep.
+    let mut written_to = start;
+    let mut written: BTreeMap<u64, u64> = BTreeMap::new();
     let mut reader = File::open(path).map_err(|e| PullError::io("reading", path, e))?;
     let record = prefix_path(path);
     let mut workers_result = None;
@@ -167,10 +217,24 @@ pub async fn download(
                 match msg {
                     Some((s, e)) => {
                         finished.insert(s, e);
-                        while let Some(e) = finished.remove(&prefix) {
-                            hash_range(&mut reader, path, prefix, e, hasher)?;
-                            prefix = e;
-                            std::fs::write(&record, prefix.to_string())
+                        written.insert(s, e);
+                        let mut h = lock(&shared.hasher);
+                        // The finished chunk that holds the prefix (or ends
+                        // where it is, hashed as it arrived), if any.
+                        while let Some((&s0, &e0)) = finished.range(..=h.len()).next_back() {
+                            finished.remove(&s0);
+                            let prefix = h.len();
+                            if e0 > prefix {
+                                hash_range(&mut reader, path, prefix, e0, &mut h)?;
+                            }
+                        }
+                        drop(h);
+                        let before = written_to;
+                        while let Some(e) = written.remove(&written_to) {
+                            written_to = e;
+                        }
+                        if written_to > before {
+                            std::fs::write(&record, written_to.to_string())
                                 .map_err(|err| PullError::io("writing", &record, err))?;
                         }
                     }
@@ -185,6 +249,8 @@ pub async fn download(
             }
         }
     }
+    *hasher = std::mem::take(&mut *lock(&shared.hasher));
+    let prefix = hasher.len();
     match workers_result.expect("the loop ends once the workers have") {
         Ok(counts) => {
             if prefix != d.size {
@@ -199,6 +265,8 @@ pub async fn download(
             })
         }
         Err(WorkerError::NoRanges) => {
+            // Back to the first `start` bytes, whatever arrived since.
+            *hasher = before;
             let _ = std::fs::remove_file(&record);
             OpenOptions::new()
                 .write(true)
@@ -222,6 +290,10 @@ impl From<PullError> for WorkerError {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn hash_range(
     reader: &mut File,
     path: &Path,
@@ -243,13 +315,17 @@ fn hash_range(
 }
 
 /// Fetches bytes `s..e` into the file at their offset, resuming within the
-/// chunk after a broken body; returns the bytes received.
+/// chunk after a broken body; returns the bytes received. The first attempt
+/// uses `permit` when given one; bytes that arrive right at the verified
+/// prefix are hashed at once.
 async fn fetch_chunk(
     f: &Fetcher,
     d: &Descriptor,
     path: &Path,
     s: u64,
     e: u64,
+    mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
+    shared: &Shared,
 ) -> Result<u64, WorkerError> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -259,7 +335,10 @@ async fn fetch_chunk(
     let mut received = 0u64;
     let mut failures = 0u32;
     while at < e {
-        let _permit = f.connections.acquire().await.ok();
+        let _permit = match permit.take() {
+            Some(p) => Some(p),
+            None => f.connections.acquire().await.ok(),
+        };
         let before = at;
         let failure: String = match f
             .registry
@@ -308,6 +387,16 @@ async fn fetch_chunk(
                             }
                             out.write_all(&bytes)
                                 .map_err(|err| PullError::io("writing", path, err))?;
+                            {
+                                let mut h = lock(&shared.hasher);
+                                if h.len() == at {
+                                    h.update(&bytes);
+                                }
+                            }
+                            shared.received.fetch_add(
+                                bytes.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             at += bytes.len() as u64;
                             received += bytes.len() as u64;
                             f.observer.event(Event::Progress {

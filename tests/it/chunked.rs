@@ -178,3 +178,41 @@ fn an_interrupted_chunked_download_resumes_from_its_verified_prefix() {
     );
     assert!(!ingest.join(format!("{}.prefix", layer.hex())).exists());
 }
+
+#[test]
+fn a_slow_large_blob_gets_parallel_chunks_a_fast_one_a_single_stream() {
+    // Fast (loopback, unthrottled): one connection, chunk after chunk, nothing read back.
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 640 * 1024, 35);
+    registry.push_image("big", "v1", &image);
+    let work = Work::new();
+    pull(&work, &registry, &["-j", "4"]).success();
+    assert_archive(&work, &registry, &image);
+    assert!(layer_ranges(&registry, image.layers[0].hex()).len() >= 10);
+    assert_eq!(
+        registry.max_blobs_in_flight(),
+        1,
+        "a blob arriving fast gets one stream"
+    );
+
+    // Slow per connection (about 1 MB/s each): more streams join once it shows.
+    let registry = FakeRegistry::anonymous();
+    registry.push_image("big", "v1", &image);
+    registry.throttle_blobs(Some(crate::support::registry::Throttle {
+        chunk: 8 * 1024,
+        delay: std::time::Duration::from_millis(8),
+    }));
+    let work = Work::new();
+    pull(&work, &registry, &["-j", "4"]).success();
+    assert_archive(&work, &registry, &image);
+    assert!(
+        registry.max_blobs_in_flight() >= 2,
+        "a slow blob should get parallel chunks: {} at most",
+        registry.max_blobs_in_flight()
+    );
+    assert_eq!(
+        registry.blob_bytes_sent(),
+        image.blob_bytes(),
+        "every byte sent once"
+    );
+}
