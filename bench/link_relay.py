@@ -9,7 +9,10 @@ client to --upstream, and forwards both directions through an emulated link:
     len(chunk) * 8 / rate seconds, and is written out `delay` after that serialisation ends;
   * each connection direction queues at most --queue bytes (then stops reading, so TCP
     flow control pushes back on the sender) — enough to keep a bandwidth-delay product in
-    flight.
+    flight;
+  * with --conn-rate-mbit, each connection direction is also held to that rate on its own
+    (a per-connection limit, as some CDNs, proxies and lossy long paths impose), within the
+    shared rate.
 
 It counts payload bytes only (no TCP/IP headers), so a client that keeps the link busy
 reaches 100 % of --rate-mbit; netem's rate also charges headers (about 3 % at 1500-byte MTU).
@@ -17,7 +20,7 @@ TCP between each endpoint and the relay runs on loopback, so TCP slow start over
 path is not emulated: the delay shows in request/response round trips.
 
 usage: link_relay.py --listen 127.0.0.1:0 --port-file F --upstream HOST:PORT
-                     [--delay-ms 25] [--rate-mbit 200] [--queue BYTES]
+                     [--delay-ms 25] [--rate-mbit 200] [--conn-rate-mbit 0] [--queue BYTES]
 """
 
 import argparse
@@ -38,18 +41,24 @@ class Link:
         self.free_at = 0.0
         self.bytes = 0
 
-    def schedule(self, now, n):
-        start = max(now, self.free_at)
+    def schedule(self, now, n, own=None):
+        """When `n` bytes read at `now` arrive; `own` is the connection's own Link, if any."""
+        start = max(now, self.free_at, own.free_at if own else 0.0)
         self.free_at = start + n * 8 / self.rate
         self.bytes += n
-        return self.free_at + self.delay
+        end = self.free_at
+        if own:
+            own.free_at = start + n * 8 / own.rate
+            end = max(end, own.free_at)
+        return end + self.delay
 
 
 class Pipe:
-    def __init__(self, reader, writer, link, queue_cap):
+    def __init__(self, reader, writer, link, queue_cap, own=None):
         self.reader = reader
         self.writer = writer
         self.link = link
+        self.own = own
         self.cap = queue_cap
         self.queue = collections.deque()
         self.queued = 0
@@ -66,7 +75,7 @@ class Pipe:
                 data = await self.reader.read(CHUNK)
                 if not data:
                     break
-                due = self.link.schedule(loop.time(), len(data))
+                due = self.link.schedule(loop.time(), len(data), self.own)
                 self.queue.append((due, data))
                 self.queued += len(data)
                 self.have_data.set()
@@ -106,9 +115,12 @@ async def handle(client_r, client_w, args, up_link, down_link):
     except OSError:
         client_w.close()
         return
+    def own():
+        return Link(args.conn_rate_mbit * 1e6, 0.0) if args.conn_rate_mbit > 0 else None
+
     pipes = [
-        Pipe(client_r, up_w, up_link, args.queue),
-        Pipe(up_r, client_w, down_link, args.queue),
+        Pipe(client_r, up_w, up_link, args.queue, own()),
+        Pipe(up_r, client_w, down_link, args.queue, own()),
     ]
     tasks = []
     for p in pipes:
@@ -133,6 +145,8 @@ async def main():
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--delay-ms", type=float, default=25.0)
     ap.add_argument("--rate-mbit", type=float, default=200.0)
+    ap.add_argument("--conn-rate-mbit", type=float, default=0.0,
+                    help="each connection's own rate limit, each direction (0: none)")
     ap.add_argument("--queue", type=int, default=4 * 1024 * 1024)
     args = ap.parse_args()
     delay = args.delay_ms / 1000
@@ -147,7 +161,8 @@ async def main():
         f.write(f"{bound}\n")
     os.replace(args.port_file + ".tmp", args.port_file)
     print(f"relay 127.0.0.1:{bound} -> {args.upstream}: {args.delay_ms} ms each way, "
-          f"{args.rate_mbit} Mbit/s each direction", flush=True)
+          f"{args.rate_mbit} Mbit/s each direction, {args.conn_rate_mbit or 'no'} Mbit/s "
+          "per connection", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,12 +42,14 @@ def images(scale):
         return {
             "big5": [(f"big5-{i}", fifth + (GIB - 5 * fifth if i == 4 else 0)) for i in range(5)],
             "big1": [("big1-0", GIB)],
+            "mid1": [("mid1-0", 256 * MIB)],
             "base45": [("shared-base", 40 * MIB), ("base45-top", 5 * MIB)],
             "app45": [("shared-base", 40 * MIB), ("app45-top", 5 * MIB)],
         }
     return {
         "big5": [(f"big5-{i}", MIB + 256 * 1024) for i in range(5)],
         "big1": [("big1-0", 6 * MIB)],
+        "mid1": [("mid1-0", 4 * MIB)],
         "base45": [("shared-base", 3 * MIB), ("base45-top", 512 * 1024)],
         "app45": [("shared-base", 3 * MIB), ("app45-top", 512 * 1024)],
     }

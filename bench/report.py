@@ -25,6 +25,7 @@ CASES = [
     ("after-base-app45", "app45 after base45 (docker-pull cache warm from base45; skopeo cold)"),
     ("no-cache-big5", "`--no-cache` pull of big5 (skopeo: cold, as always)"),
     ("slow-link-big5", "cold pull of big5 over the emulated slow link"),
+    ("per-conn-mid1", "cold pull of mid1 (one layer) through a relay that limits each connection"),
 ]
 
 TOOL_NAMES = {
@@ -32,6 +33,7 @@ TOOL_NAMES = {
     "dp-warm": "docker-pull (warm)",
     "dp-oci-dir-warm": "docker-pull -f oci-dir (warm)",
     "dp-no-cache": "docker-pull --no-cache",
+    "dp-one-stream": "docker-pull, one stream (DOCKER_PULL_CHUNK_THRESHOLD=0)",
     "dp-after-base": "docker-pull (after base45)",
     "skopeo": "skopeo",
     "cp": "cp of the same-size archive",
@@ -127,7 +129,7 @@ def main():
     w("| case | tool | wall s | CPU s | CPU s per GiB | peak RSS MiB | wall ratio | CPU ratio | RSS ratio |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for case, title in CASES:
-        if case == "slow-link-big5":
+        if case in ("slow-link-big5", "per-conn-mid1"):
             continue
         tools = [t for (c, t) in stats if c == case]
         if not tools:
@@ -199,6 +201,35 @@ def main():
             if tool == "dp-cold":
                 goals.append((f"docker-pull over the slow link at ≥ {LINK_GOAL_PCT:.0f} % of the link rate",
                               f"{pct:.1f} %", pct >= LINK_GOAL_PCT))
+        w("")
+
+    conn = [t for (c, t) in stats if c == "per-conn-mid1"]
+    if conn:
+        nbytes = images["mid1"]["bytes"]
+        w("## Per-connection limit")
+        w("")
+        w(f"Link: a second userspace relay (bench/link_relay.py) holding each connection to "
+          f"{facts.get('conn_rate_mbit')} Mbit/s each way, 1000 Mbit/s in all, "
+          f"{facts.get('link_delay_ms')} ms each way: what a per-connection limit or a lossy long "
+          f"path does to one TCP stream. mid1 is {nbytes / 2**20:.1f} MiB in one layer, so every "
+          "tool but chunked docker-pull gets one stream for it."
+          + (f" Chunking scaled down for the quick image: {facts['conn_chunking']}."
+             if facts.get("conn_chunking") else ""))
+        w("")
+        w("| tool | wall s | throughput MB/s | CPU s | peak RSS MiB | wall ratio |")
+        w("| --- | --- | --- | --- | --- | --- |")
+        for tool in ["dp-cold", "dp-one-stream", "skopeo"]:
+            if tool not in conn:
+                continue
+            s = stats[("per-conn-mid1", tool)]
+            r = ""
+            if tool == "dp-cold" and "dp-one-stream" in conn:
+                r = f"{ratio(s['wall'], stats[('per-conn-mid1', 'dp-one-stream')]['wall'])} vs one stream"
+                if "skopeo" in conn:
+                    r += f", {ratio(s['wall'], stats[('per-conn-mid1', 'skopeo')]['wall'])} vs skopeo"
+            w(f"| {TOOL_NAMES.get(tool, tool)} | {fmt_s(s['wall'])} "
+              f"[{fmt_s(s['wall_min'])}–{fmt_s(s['wall_max'])}] | {nbytes / s['wall'] / 1e6:.2f} | "
+              f"{s['cpu']:.2f} | {s['rss']:.0f} | {r} |")
         w("")
 
     w("## Goals")

@@ -14,6 +14,10 @@
 #                           has it, else the userspace relay bench/link_relay.py)
 #   BENCH_LINK_DELAY_MS=25  one-way delay (the round trip is twice this)
 #   BENCH_LINK_RATE_MBIT=200  link rate, each direction
+#   BENCH_CONN_RATE_MBIT=80 per-connection limit of the second relay (the per-connection case:
+#                           mid1 through bench/link_relay.py, 1000 Mbit/s in all, this much per
+#                           connection, the same delay), which shows what ranged chunks buy;
+#                           0 skips that case
 #   BENCH_WORK_PARENT=DIR   where the scratch directory goes (default /var/tmp); the full run
 #                           needs about 6 GiB there
 #
@@ -45,6 +49,7 @@ SLOW=${BENCH_SLOW:-1}
 LINK_MODE=${BENCH_LINK:-auto}
 LINK_DELAY_MS=${BENCH_LINK_DELAY_MS:-25}
 LINK_RATE_MBIT=${BENCH_LINK_RATE_MBIT:-200}
+CONN_RATE_MBIT=${BENCH_CONN_RATE_MBIT:-80}
 WORK_PARENT=${BENCH_WORK_PARENT:-/var/tmp}
 case "$RUNS" in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive integer" ;; esac
 case "$LINK_MODE" in auto | netem | relay) ;; *) die "BENCH_LINK must be auto, netem or relay" ;; esac
@@ -63,6 +68,7 @@ FACTS=""
 LINK_USED="none"
 RUN_PREFIX=()     # command prefix for timed runs (ip netns exec NS for the netem link)
 DP_EXTRA=()       # extra docker-pull flags for the current registry
+DP_ENV=()         # extra environment (NAME=VALUE) for docker-pull in the current case
 REG=""            # registry address the current case pulls from
 
 log() {
@@ -114,8 +120,14 @@ run_tool() {
     case "$tool" in
         dp-cold)
             rm -rf "$W/cache"
-            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "$DP" -q "${DP_EXTRA[@]}" \
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "${DP_ENV[@]}" "$DP" -q "${DP_EXTRA[@]}" \
                 --cache-dir "$W/cache" -o "$W/out.tar" "$ref"
+            rm -rf "$W/cache" "$W/out.tar"
+            ;;
+        dp-one-stream)
+            rm -rf "$W/cache"
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "${DP_ENV[@]}" DOCKER_PULL_CHUNK_THRESHOLD=0 \
+                "$DP" -q "${DP_EXTRA[@]}" --cache-dir "$W/cache" -o "$W/out.tar" "$ref"
             rm -rf "$W/cache" "$W/out.tar"
             ;;
         dp-warm)
@@ -289,6 +301,22 @@ main() {
         fact link_probe_s "$rtt"
         info "GET /v2/ over the link (connect + request): ${rtt} s" >&2
         run_case slow-link-big5 big5 dp-cold skopeo
+    fi
+    if [ "$CONN_RATE_MBIT" != 0 ]; then
+        section "per-connection limit: ${CONN_RATE_MBIT} Mbit/s per connection, ${LINK_DELAY_MS} ms each way" >&2
+        start_py_server conn-relay "$BENCH_DIR/link_relay.py" --upstream "$REGISTRY_ADDR" \
+            --delay-ms "$LINK_DELAY_MS" --rate-mbit 1000 --conn-rate-mbit "$CONN_RATE_MBIT"
+        REG=$SERVER_ADDR
+        RUN_PREFIX=()
+        DP_EXTRA=()
+        if [ "$QUICK" = 1 ]; then
+            # The quick image is far below the 64 MiB chunking threshold: scale it down too.
+            DP_ENV=(DOCKER_PULL_CHUNK_THRESHOLD=1M DOCKER_PULL_CHUNK_SIZE=512K)
+            fact conn_chunking "DOCKER_PULL_CHUNK_THRESHOLD=1M DOCKER_PULL_CHUNK_SIZE=512K (quick run)"
+        fi
+        fact conn_rate_mbit "$CONN_RATE_MBIT"
+        run_case per-conn-mid1 mid1 dp-cold dp-one-stream skopeo
+        DP_ENV=()
     fi
     fact link_used "$LINK_USED"
     fact loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
