@@ -43,12 +43,15 @@ class Link:
 
     def schedule(self, now, n, own=None):
         """When `n` bytes read at `now` arrive; `own` is the connection's own Link, if any."""
-        start = max(now, self.free_at, own.free_at if own else 0.0)
+        start = max(now, self.free_at)
         self.free_at = start + n * 8 / self.rate
         self.bytes += n
         end = self.free_at
         if own:
-            own.free_at = start + n * 8 / own.rate
+            # The connection's own limit is a separate constraint: waiting for it must not
+            # hold the shared link (that would serialise every connection behind the slowest).
+            own_start = max(now, own.free_at)
+            own.free_at = own_start + n * 8 / own.rate
             end = max(end, own.free_at)
         return end + self.delay
 

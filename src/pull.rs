@@ -213,16 +213,10 @@ impl<'a> Puller<'a> {
                         let path = match pulled.written.clone() {
                             Some(path) => path,
                             None => {
-                                let path = if layout {
-                                    dir.clone()
-                                } else {
-                                    dir.join(
-                                        pulled
-                                            .archive
-                                            .name_reference()
-                                            .archive_file_name(&pulled.platform),
-                                    )
-                                };
+                                // A layout goes into the directory itself.
+                                let path = target
+                                    .path(&pulled.archive, &pulled.platform)
+                                    .unwrap_or_else(|| dir.clone());
                                 self.write_archive(&path, std::slice::from_ref(&pulled.archive))
                                     .await?;
                                 path

@@ -315,12 +315,8 @@ impl Stream {
         self.writer = None;
         match result {
             Ok(Err(e)) => e,
-            Ok(Ok(())) => PullError::io(
-                "writing",
-                "the archive",
-                std::io::Error::other("the archive writer stopped early"),
-            ),
-            Err(e) => PullError::io("writing", "the archive", std::io::Error::other(e)),
+            Ok(Ok(())) => stopped_early(),
+            Err(e) => writer_lost(e),
         }
     }
 
@@ -330,15 +326,9 @@ impl Stream {
         let Stream { tx, writer, .. } = &mut self;
         drop(std::mem::replace(tx, std::sync::mpsc::channel().0));
         let Some(writer) = writer.take() else {
-            return Err(PullError::io(
-                "writing",
-                "the archive",
-                std::io::Error::other("the archive writer stopped early"),
-            ));
+            return Err(stopped_early());
         };
-        writer
-            .await
-            .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
+        writer.await.map_err(writer_lost)?
     }
 
     /// Gives up: the writer stops and removes its temporary file.
@@ -349,6 +339,18 @@ impl Stream {
             let _ = writer.await;
         }
     }
+}
+
+fn stopped_early() -> PullError {
+    PullError::io(
+        "writing",
+        "the archive",
+        std::io::Error::other("the archive writer stopped early"),
+    )
+}
+
+fn writer_lost(e: tokio::task::JoinError) -> PullError {
+    PullError::io("writing", "the archive", std::io::Error::other(e))
 }
 
 /// Notes a temporary file being written (a partial archive, a decompressed
