@@ -112,6 +112,23 @@ impl Hasher {
         self.len += data.len() as u64;
     }
 
+    /// Hashes everything `reader` gives until its end, 1 MiB at a time;
+    /// returns how many bytes that was.
+    pub fn update_from(&mut self, mut reader: impl std::io::Read) -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut read = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(read),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.update(&buf[..n]);
+            read += n as u64;
+        }
+    }
+
     /// Bytes hashed so far.
     pub fn len(&self) -> u64 {
         self.len

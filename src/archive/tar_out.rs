@@ -159,16 +159,7 @@ pub(super) fn copy_blob_at(
 
 /// The digest and length of a file's content.
 fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
-    let mut file = File::open(path)?;
     let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; BUFFER];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok((hasher.finish(), len));
-        }
-        len += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let len = hasher.update_from(File::open(path)?)?;
+    Ok((hasher.finish(), len))
 }

@@ -4,7 +4,7 @@
 //! verify size and digest, and commit by rename.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -77,14 +77,7 @@ impl Partial {
         if len > size {
             file.set_len(0).map_err(io)?;
         } else if len > 0 {
-            let mut buf = vec![0u8; WRITE_BUFFER];
-            loop {
-                let n = file.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
+            hasher.update_from(&mut file).map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(Partial {

@@ -303,13 +303,14 @@ fn hash_range(
 ) -> Result<(), PullError> {
     let io = |e| PullError::io("reading", path, e);
     reader.seek(SeekFrom::Start(from)).map_err(io)?;
-    let mut left = to - from;
-    let mut buf = vec![0u8; (1 << 20).min(left as usize).max(1)];
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        reader.read_exact(&mut buf[..want]).map_err(io)?;
-        hasher.update(&buf[..want]);
-        left -= want as u64;
+    let read = hasher
+        .update_from(Read::take(&mut *reader, to - from))
+        .map_err(io)?;
+    if read != to - from {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ends at byte {}, before byte {to}", from + read),
+        )));
     }
     Ok(())
 }
