@@ -64,10 +64,10 @@ pub struct Puller<'a> {
     settings: &'a Settings,
     cache: Arc<Cache>,
     view: Arc<View>,
-    /// The client for registries without `certs.d` settings.
-    http: reqwest::Client,
+    /// The clients for registries without `certs.d` settings.
+    http: transport::Clients,
     /// Clients for registries with `certs.d` settings, by registry.
-    tls_clients: HashMap<String, reqwest::Client>,
+    tls_clients: HashMap<String, transport::Clients>,
     store: CredentialStore,
     /// Stored credentials found, by registry and repository.
     found: HashMap<(String, String), Option<Credentials>>,
@@ -109,7 +109,7 @@ impl<'a> Puller<'a> {
 
     /// The HTTP client for a registry: its own when Docker's `certs.d` has a
     /// directory for it, else the shared one.
-    fn client_for(&mut self, source: &Source) -> Result<reqwest::Client, PullError> {
+    fn client_for(&mut self, source: &Source) -> Result<transport::Clients, PullError> {
         if let Some(c) = self.tls_clients.get(&source.registry) {
             return Ok(c.clone());
         }
@@ -454,7 +454,6 @@ impl<'a> Puller<'a> {
             cache: Arc::clone(&self.cache),
             observer: self.view.clone(),
             concurrency: self.settings.jobs,
-            retries: self.settings.transport.retries,
             image: image.to_string(),
             repository: source.repository.clone(),
             chunking: self.chunking,

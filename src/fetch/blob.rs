@@ -1,24 +1,23 @@
 //! One blob's download into the cache: take the blob's lock, continue any
-//! partial download left by an earlier run (re-hashing what is there), stream
-//! the rest hashed while written, resume with `Range` after a broken body,
-//! verify size and digest, and commit by rename.
+//! partial download left by an earlier run (re-hashing what is there), take
+//! the rest from the registry's resumable body (in ranged chunks when large)
+//! hashed while written, verify size and digest, and commit by rename.
+//!
+//! It never sees a status code or a header: resuming, retrying and the stall
+//! guard are the registry layer's.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use reqwest::StatusCode;
-use reqwest::header::CONTENT_RANGE;
 use tracing::{debug, warn};
 
-use super::{Event, Fetched, Fetcher, LOW_SPEED_BYTES, SpeedWatch};
+use super::{Event, Fetched, Fetcher};
 use crate::cache::{Cache, IngestLock};
 use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
-use crate::registry::RegistryError;
-use crate::registry::retry;
-use crate::registry::transport::classify_send_error;
+use crate::registry::{Piece, Span};
 use crate::resolve::Descriptor;
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -144,12 +143,6 @@ async fn download_locked(
     d: &Descriptor,
     lock: &IngestLock,
 ) -> Result<Fetched, PullError> {
-    let integrity = |detail: String| PullError::Integrity {
-        image: f.image.clone(),
-        registry: f.registry.name().to_string(),
-        digest: d.digest.clone(),
-        detail,
-    };
     let mut partial = Partial::open(f.cache.ingest_path(&d.digest), d.size)?;
     let resumed_from = partial.len();
     f.observer.event(Event::Started {
@@ -157,177 +150,31 @@ async fn download_locked(
         size: d.size,
         offset: resumed_from,
     });
-    let mut restarts = 0u32;
-    let mut restart = |partial: &mut Partial| {
-        restarts += 1;
-        if restarts > f.retries.max(1) {
-            return Err(f.protocol_error(format!(
-                "blob {} had to start over {restarts} times; giving up",
-                d.digest
-            )));
-        }
-        f.observer.event(Event::Rewound {
-            digest: d.digest.clone(),
-            offset: 0,
-        });
-        partial.restart()
-    };
     let mut downloaded = 0u64;
-    // A large rest goes in parallel ranged chunks; the single stream below
-    // takes over when the registry ignores ranges.
+    // A large rest goes in ranged chunks; the single stream below takes
+    // over when the registry ignores ranges.
     if d.size - partial.len() > f.chunking.threshold {
         let start = partial.len();
         partial.flush()?;
         match super::chunked::download(f, d, &partial.path, start, &mut partial.hasher).await? {
-            super::chunked::Outcome::Done { downloaded: n } => {
-                downloaded = n;
-                partial.seek_end()?;
-            }
+            super::chunked::Outcome::Done { downloaded: n } => downloaded = n,
             super::chunked::Outcome::NoRanges => {
                 debug!(digest = %d.digest, "no Range support; one stream");
-                partial.seek_end()?;
             }
         }
+        partial.seek_end()?;
     }
-    // One connection permit for the single stream.
-    let _permit = if partial.len() < d.size {
-        f.connections.acquire().await.ok()
-    } else {
-        None
-    };
-    let mut failures = 0u32;
-    // Whether the last body ended cleanly before the blob was complete.
-    let mut ended_short = false;
     // An empty blob needs no request: its digest alone is checked below.
-    while partial.len() < d.size {
-        let offset = partial.len();
-        let mut resp = match f
-            .registry
-            .get_blob_or_urls(&f.repository, &d.digest, offset, &d.urls)
-            .await
-        {
-            Ok(r) => r,
-            // The partial data is not a prefix the registry recognises: start over.
-            Err(RegistryError::Status { status, .. })
-                if offset > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE =>
-            {
-                if ended_short {
-                    // It sent everything it has, and that is too little.
-                    return Err(integrity(format!(
-                        "the registry has {offset} bytes, the manifest states {}",
-                        d.size
-                    )));
-                }
-                restart(&mut partial)?;
-                continue;
-            }
-            Err(source) => {
-                return Err(PullError::Registry {
-                    image: f.image.clone(),
-                    source,
-                });
-            }
-        };
-        if offset > 0 {
-            if resp.status() == StatusCode::PARTIAL_CONTENT {
-                let range = resp
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                if !content_range_starts_at(range, offset) {
-                    return Err(f.protocol_error(format!(
-                        "asked for blob {} from byte {offset}, got Content-Range {range:?}",
-                        d.digest
-                    )));
-                }
-            } else {
-                debug!(digest = %d.digest, "Range ignored; restarting from zero");
-                restart(&mut partial)?;
-            }
-        }
-        let before = partial.len();
-        let mut watch = SpeedWatch::new(f.registry.timeout());
-        let mut too_slow = false;
-        let body_error = loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if partial.len() + chunk.len() as u64 > d.size {
-                        return Err(integrity(format!(
-                            "the registry sent more than the {} bytes the manifest states",
-                            d.size
-                        )));
-                    }
-                    partial.write(&chunk)?;
-                    downloaded += chunk.len() as u64;
-                    f.observer.event(Event::Progress {
-                        digest: d.digest.clone(),
-                        bytes: chunk.len() as u64,
-                    });
-                    if watch.record(chunk.len() as u64) && partial.len() < d.size {
-                        too_slow = true;
-                        break None;
-                    }
-                }
-                Ok(None) => break None,
-                Err(e) => break Some(e),
-            }
-        };
-        let now = partial.len();
-        ended_short = body_error.is_none() && !too_slow && now < d.size;
-        if too_slow {
-            // A trickle is no progress: it counts against the attempts.
-            failures += 1;
-            let seconds = f.registry.timeout().as_secs();
-            if failures >= f.retries.max(1) {
-                return Err(f.connect_error(format!(
-                    "blob {} arrived slower than {LOW_SPEED_BYTES} bytes per {seconds} s {failures} times (stopped at byte {now} of {}); the link is too slow for --timeout {seconds}",
-                    d.digest, d.size
-                )));
-            }
-            warn!(
-                "{}: blob {} is arriving slower than {LOW_SPEED_BYTES} bytes per {seconds} s; reconnecting at byte {now}",
-                f.image, d.digest
-            );
-            tokio::time::sleep(retry::backoff(failures)).await;
-            continue;
-        }
-        match body_error {
-            None if now == d.size => break,
-            None => warn!(
-                "{}: blob {} ended after {now} of {} bytes; resuming",
-                f.image, d.digest, d.size
-            ),
-            Some(e) => {
-                let err = classify_send_error(
-                    f.registry.name(),
-                    &format!("blob {}", d.digest),
-                    f.registry.transport(),
-                    &e,
-                );
-                warn!("{}: {err}; resuming at byte {now}", f.image);
-            }
-        }
-        // Progress resets the failure count: a flaky link that keeps
-        // delivering data finishes; one that delivers nothing gives up.
-        if now > before {
-            failures = 0;
-        } else {
-            failures += 1;
-            if failures >= f.retries.max(1) {
-                return Err(f.connect_error(format!(
-                    "blob {} stopped at byte {now} of {} after {failures} attempts without progress",
-                    d.digest, d.size
-                )));
-            }
-            tokio::time::sleep(retry::backoff(failures)).await;
-        }
+    if partial.len() < d.size {
+        // One connection permit for the single stream.
+        let _permit = f.connections.acquire().await.ok();
+        downloaded += stream_rest(f, d, &mut partial).await?;
     }
     let path = partial.path.clone();
     let actual = partial.finish()?;
     if actual != d.digest {
         let _ = std::fs::remove_file(&path);
-        return Err(integrity(format!("its content hashes to {actual}")));
+        return Err(f.integrity(d, format!("its content hashes to {actual}")));
     }
     f.cache
         .commit(&d.digest, lock)
@@ -346,14 +193,37 @@ async fn download_locked(
     })
 }
 
-/// Whether `Content-Range: bytes A-B/N` starts at `offset`.
-pub(super) fn content_range_starts_at(header: &str, offset: u64) -> bool {
-    header
-        .trim()
-        .strip_prefix("bytes ")
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(start, _)| start.trim().parse::<u64>().ok())
-        == Some(offset)
+/// Streams the rest of the blob into the partial file; returns the bytes
+/// received.
+async fn stream_rest(f: &Fetcher, d: &Descriptor, partial: &mut Partial) -> Result<u64, PullError> {
+    let span = Span::Rest {
+        from: partial.len(),
+        size: d.size,
+    };
+    let mut body = f
+        .registry
+        .blob_body(&f.repository, &d.digest, &d.urls, span);
+    let mut downloaded = 0u64;
+    while let Some(piece) = body.next().await.map_err(|e| f.registry_error(d, e))? {
+        match piece {
+            Piece::Data(bytes) => {
+                partial.write(&bytes)?;
+                downloaded += bytes.len() as u64;
+                f.observer.event(Event::Progress {
+                    digest: d.digest.clone(),
+                    bytes: bytes.len() as u64,
+                });
+            }
+            Piece::Restart => {
+                partial.restart()?;
+                f.observer.event(Event::Rewound {
+                    digest: d.digest.clone(),
+                    offset: 0,
+                });
+            }
+        }
+    }
+    Ok(downloaded)
 }
 
 /// Reads a small verified blob (a config) from the cache, checking its digest.
@@ -376,15 +246,6 @@ pub fn read_small_blob(cache: &Cache, d: &Descriptor) -> Result<Vec<u8>, PullErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_range_check() {
-        assert!(content_range_starts_at("bytes 100-199/200", 100));
-        assert!(content_range_starts_at("bytes 100-199/*", 100));
-        assert!(!content_range_starts_at("bytes 0-199/200", 100));
-        assert!(!content_range_starts_at("", 100));
-        assert!(!content_range_starts_at("items 100-199/200", 100));
-    }
 
     #[test]
     fn partial_is_rehashed_continued_or_discarded() {

@@ -12,16 +12,13 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use reqwest::StatusCode;
-use reqwest::header::CONTENT_RANGE;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{Event, Fetcher};
 use crate::digest::Hasher;
 use crate::error::PullError;
-use crate::registry::retry;
-use crate::registry::transport::classify_send_error;
+use crate::registry::{Piece, RegistryError, Span};
 use crate::resolve::Descriptor;
 
 /// When and how to cut blobs into ranged chunks.
@@ -150,6 +147,10 @@ pub async fn download(
         .min(queue.len())
         .max(1);
     debug!(digest = %d.digest, chunks = queue.len(), streams, "ranged download");
+    // The verified prefix so far is what a later run may keep, whatever
+    // happens to the chunks beyond it: recorded before any chunk is written.
+    let record = prefix_path(path);
+    std::fs::write(&record, start.to_string()).map_err(|e| PullError::io("writing", &record, e))?;
     let before = hasher.clone();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
@@ -188,7 +189,7 @@ pub async fn download(
                     let Some((s, e)) = lock(&shared.queue).pop_front() else {
                         return Ok(downloaded);
                     };
-                    downloaded += fetch_chunk(f, d, path, s, e, permit, &shared).await?;
+                    downloaded += fetch_chunk(f, d, path, (s, e), permit, &shared).await?;
                     let _ = done.send((s, e));
                 }
             }
@@ -206,7 +207,6 @@ pub async fn download(
     let mut written_to = start;
     let mut written: BTreeMap<u64, u64> = BTreeMap::new();
     let mut reader = File::open(path).map_err(|e| PullError::io("reading", path, e))?;
-    let record = prefix_path(path);
     let mut workers_result = None;
     loop {
         tokio::select! {
@@ -254,10 +254,10 @@ pub async fn download(
     match workers_result.expect("the loop ends once the workers have") {
         Ok(counts) => {
             if prefix != d.size {
-                return Err(f.protocol_error(format!(
-                    "blob {}: chunks ended at byte {prefix} of {}",
-                    d.digest, d.size
-                )));
+                return Err(f.integrity(
+                    d,
+                    format!("its chunks ended at byte {prefix} of {}", d.size),
+                ));
             }
             let _ = std::fs::remove_file(&record);
             Ok(Outcome::Done {
@@ -315,165 +315,62 @@ fn hash_range(
     Ok(())
 }
 
-/// Fetches bytes `s..e` into the file at their offset, resuming within the
-/// chunk after a broken body; returns the bytes received. The first attempt
-/// uses `permit` when given one; bytes that arrive right at the verified
-/// prefix are hashed at once.
+/// Fetches bytes `s..e` into the file at their offset (the registry's body
+/// resumes within the chunk after a broken connection); returns the bytes
+/// received. The first request uses `permit` when given one; bytes that
+/// arrive right at the verified prefix are hashed at once.
 async fn fetch_chunk(
     f: &Fetcher,
     d: &Descriptor,
     path: &Path,
-    s: u64,
-    e: u64,
-    mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
+    (s, e): (u64, u64),
+    permit: Option<tokio::sync::SemaphorePermit<'_>>,
     shared: &Shared,
 ) -> Result<u64, WorkerError> {
+    let write_err = |err| PullError::io("writing", path, err);
     let mut file = OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|err| PullError::io("writing", path, err))?;
+        .map_err(write_err)?;
+    file.seek(SeekFrom::Start(s)).map_err(write_err)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let _permit = match permit {
+        Some(p) => Some(p),
+        None => f.connections.acquire().await.ok(),
+    };
+    let span = Span::Range { start: s, end: e };
+    let mut body = f
+        .registry
+        .blob_body(&f.repository, &d.digest, &d.urls, span);
     let mut at = s;
-    let mut received = 0u64;
-    let mut failures = 0u32;
-    while at < e {
-        let _permit = match permit.take() {
-            Some(p) => Some(p),
-            None => f.connections.acquire().await.ok(),
+    loop {
+        let piece = match body.next().await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(RegistryError::RangesUnsupported { .. }) => return Err(WorkerError::NoRanges),
+            Err(err) => return Err(f.registry_error(d, err).into()),
         };
-        let before = at;
-        let failure: String = match f
-            .registry
-            .get_blob_range(&f.repository, &d.digest, at, e - 1, &d.urls)
-            .await
+        let Piece::Data(bytes) = piece else {
+            // A ranged body never starts over; it reports missing ranges.
+            return Err(WorkerError::NoRanges);
+        };
+        out.write_all(&bytes).map_err(write_err)?;
         {
-            Ok(mut resp) => {
-                if resp.status() != StatusCode::PARTIAL_CONTENT {
-                    // The whole blob came back: no ranges here.
-                    return Err(WorkerError::NoRanges);
-                }
-                let range = resp
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                if !super::blob::content_range_starts_at(&range, at) {
-                    return Err(f
-                        .protocol_error(format!(
-                            "asked for blob {} bytes {at}-{}, got Content-Range {range:?}",
-                            d.digest,
-                            e - 1
-                        ))
-                        .into());
-                }
-                file.seek(SeekFrom::Start(at))
-                    .map_err(|err| PullError::io("writing", path, err))?;
-                let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-                let mut watch = super::SpeedWatch::new(f.registry.timeout());
-                let mut too_slow = false;
-                let body_error = loop {
-                    match resp.chunk().await {
-                        Ok(Some(bytes)) => {
-                            if at + bytes.len() as u64 > e {
-                                return Err(PullError::Integrity {
-                                    image: f.image.clone(),
-                                    registry: f.registry.name().to_string(),
-                                    digest: d.digest.clone(),
-                                    detail: format!(
-                                        "the registry sent more than the {} bytes asked for",
-                                        e - s
-                                    ),
-                                }
-                                .into());
-                            }
-                            out.write_all(&bytes)
-                                .map_err(|err| PullError::io("writing", path, err))?;
-                            {
-                                let mut h = lock(&shared.hasher);
-                                if h.len() == at {
-                                    h.update(&bytes);
-                                }
-                            }
-                            shared.received.fetch_add(
-                                bytes.len() as u64,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                            at += bytes.len() as u64;
-                            received += bytes.len() as u64;
-                            f.observer.event(Event::Progress {
-                                digest: d.digest.clone(),
-                                bytes: bytes.len() as u64,
-                            });
-                            if watch.record(bytes.len() as u64) && at < e {
-                                too_slow = true;
-                                break None;
-                            }
-                        }
-                        Ok(None) => break None,
-                        Err(err) => break Some(err),
-                    }
-                };
-                out.flush()
-                    .map_err(|err| PullError::io("writing", path, err))?;
-                if too_slow {
-                    // A trickle is no progress.
-                    failures += 1;
-                    let seconds = f.registry.timeout().as_secs();
-                    if failures >= f.retries.max(1) {
-                        return Err(f.connect_error(format!(
-                            "blob {} arrived slower than {} bytes per {seconds} s {failures} times; the link is too slow for --timeout {seconds}",
-                            d.digest,
-                            super::LOW_SPEED_BYTES
-                        ))
-                        .into());
-                    }
-                    tokio::time::sleep(retry::backoff(failures)).await;
-                    continue;
-                }
-                match body_error {
-                    None if at == e => break,
-                    None => format!("the body ended at byte {at}"),
-                    Some(err) => classify_send_error(
-                        f.registry.name(),
-                        &format!("blob {}", d.digest),
-                        f.registry.transport(),
-                        &err,
-                    )
-                    .to_string(),
-                }
+            let mut h = lock(&shared.hasher);
+            if h.len() == at {
+                h.update(&bytes);
             }
-            Err(err) if err.is_transient() => err.to_string(),
-            Err(source) => {
-                return Err(PullError::Registry {
-                    image: f.image.clone(),
-                    source,
-                }
-                .into());
-            }
-        };
-        if at > before {
-            failures = 0;
-            warn!(
-                "{}: {failure}; resuming blob {} at byte {at}",
-                f.image, d.digest
-            );
-            continue;
         }
-        failures += 1;
-        if failures >= f.retries.max(1) {
-            return Err(f
-                .connect_error(format!(
-                    "blob {} bytes {s}-{}: {failure}; gave up after {failures} attempts without progress",
-                    d.digest,
-                    e - 1
-                ))
-                .into());
-        }
-        warn!(
-            "{}: {failure}; retrying blob {} at byte {at}",
-            f.image, d.digest
-        );
-        tokio::time::sleep(retry::backoff(failures)).await;
+        let n = bytes.len() as u64;
+        shared
+            .received
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        at += n;
+        f.observer.event(Event::Progress {
+            digest: d.digest.clone(),
+            bytes: n,
+        });
     }
-    Ok(received)
+    out.flush().map_err(write_err)?;
+    Ok(at - s)
 }

@@ -1,6 +1,7 @@
 //! Downloading the blobs of an image: at most `-j` at once, each digest once,
 //! cached blobs not at all. Reports what happens as [`Event`]s to an
-//! [`Observer`] (the progress view); knows nothing of output formats.
+//! [`Observer`] (the progress view); knows nothing of output formats, and
+//! nothing of HTTP: the registry layer hands it bytes and typed errors.
 
 mod blob;
 pub mod chunked;
@@ -13,7 +14,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::error::PullError;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use crate::resolve::Descriptor;
 
 pub use blob::read_small_blob;
@@ -49,41 +50,6 @@ impl Observer for Silent {
     fn event(&self, _event: Event) {}
 }
 
-/// A body that brings fewer bytes than this in a whole `--timeout` window is
-/// treated as stalled (a trickle that never goes silent would otherwise hold
-/// a pull for hours).
-pub const LOW_SPEED_BYTES: u64 = 1024;
-
-/// Watches a body's speed over windows of `--timeout` seconds.
-pub(crate) struct SpeedWatch {
-    window: std::time::Duration,
-    start: std::time::Instant,
-    bytes: u64,
-}
-
-impl SpeedWatch {
-    pub(crate) fn new(window: std::time::Duration) -> SpeedWatch {
-        SpeedWatch {
-            window,
-            start: std::time::Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    /// Counts `n` bytes; true when the window that just ended brought fewer
-    /// than [`LOW_SPEED_BYTES`].
-    pub(crate) fn record(&mut self, n: u64) -> bool {
-        self.bytes += n;
-        if self.start.elapsed() < self.window {
-            return false;
-        }
-        let slow = self.bytes < LOW_SPEED_BYTES;
-        self.start = std::time::Instant::now();
-        self.bytes = 0;
-        slow
-    }
-}
-
 /// How one blob was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -100,8 +66,6 @@ pub struct Fetcher {
     pub cache: Arc<Cache>,
     pub observer: Arc<dyn Observer>,
     pub concurrency: usize,
-    /// Attempts without progress before a download gives up.
-    pub retries: u32,
     /// The image being pulled, for messages.
     pub image: String,
     pub repository: String,
@@ -155,26 +119,26 @@ impl Fetcher {
         Ok(fetched)
     }
 
-    /// A download that cannot go on (no progress, too slow), as the user
-    /// sees it: the image, the registry and what happened.
-    pub(crate) fn connect_error(&self, detail: String) -> PullError {
-        PullError::Registry {
-            image: self.image.clone(),
-            source: crate::registry::RegistryError::Connect {
-                registry: self.registry.name().to_string(),
-                detail,
+    /// A failure of the registry while fetching `d`, as the user sees it:
+    /// bytes that do not fit the descriptor are damage (the blob is fetched
+    /// once more), anything else names the image and the registry.
+    pub(crate) fn registry_error(&self, d: &Descriptor, e: RegistryError) -> PullError {
+        match e {
+            RegistryError::Mismatch { detail, .. } => self.integrity(d, detail),
+            source => PullError::Registry {
+                image: self.image.clone(),
+                source,
             },
         }
     }
 
-    /// A registry answer that breaks the protocol.
-    pub(crate) fn protocol_error(&self, detail: String) -> PullError {
-        PullError::Registry {
+    /// A blob whose bytes do not match its descriptor.
+    pub(crate) fn integrity(&self, d: &Descriptor, detail: String) -> PullError {
+        PullError::Integrity {
             image: self.image.clone(),
-            source: crate::registry::RegistryError::Protocol {
-                registry: self.registry.name().to_string(),
-                detail,
-            },
+            registry: self.registry.name().to_string(),
+            digest: d.digest.clone(),
+            detail,
         }
     }
 

@@ -76,6 +76,51 @@ pub enum RegistryError {
         seconds: u64,
     },
 
+    #[error(
+        "{what} from {registry} arrived slower than {bytes} bytes per {seconds} s {times} times{at}; the link is too slow for --timeout {seconds}"
+    )]
+    TooSlow {
+        registry: String,
+        what: String,
+        bytes: u64,
+        seconds: u64,
+        times: u32,
+        /// ` (stopped at byte N of M)`, or empty.
+        at: String,
+    },
+
+    #[error(
+        "{registry} redirected {what} to {origin}, which answered {status}; no credentials are sent to another host"
+    )]
+    Redirected {
+        registry: String,
+        what: String,
+        origin: String,
+        status: StatusCode,
+    },
+
+    #[error(
+        "{registry} names a token server on plain HTTP ({realm}) although the registry uses HTTPS; credentials and tokens would travel unencrypted, so the request was not sent (use --insecure or --plain-http to allow it)"
+    )]
+    PlainTokenRealm { registry: String, realm: String },
+
+    #[error("{registry} sent {what} that does not match its descriptor: {detail}")]
+    Mismatch {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+
+    #[error("{registry} does not serve byte ranges of {what}")]
+    RangesUnsupported { registry: String, what: String },
+
+    #[error("{what} from {registry} had to start over {times} times; giving up")]
+    Restarts {
+        registry: String,
+        what: String,
+        times: u32,
+    },
+
     #[error("invalid response from {registry}: {detail}")]
     Protocol { registry: String, detail: String },
 }
@@ -86,10 +131,9 @@ impl RegistryError {
         match self {
             RegistryError::Connect { .. }
             | RegistryError::Timeout { .. }
+            | RegistryError::TooSlow { .. }
             | RegistryError::RateLimited { .. } => true,
-            RegistryError::Status { status, .. } => {
-                status.is_server_error() || *status == StatusCode::REQUEST_TIMEOUT
-            }
+            RegistryError::Status { status, .. } => super::retry::status_is_retryable(*status),
             _ => false,
         }
     }

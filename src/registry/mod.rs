@@ -1,16 +1,21 @@
 //! The only code that speaks HTTP: a client for one registry's distribution API
 //! (`/v2/`), with its transport (TLS, proxies, plain-HTTP fallback), its
-//! authentication (challenges, tokens, credentials) and its retry policy.
+//! authentication (challenges, tokens, credentials), its one retry policy and
+//! its one resumable, verifying blob body.
 //!
-//! It knows nothing of caches, platforms or archives.
+//! It knows nothing of caches, platforms or archives; callers above it see
+//! bytes and typed errors, never a status code or a header.
 
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod error;
 pub mod retry;
+mod token;
 pub mod transport;
 
 pub use auth::Credentials;
+pub use body::{BlobBody, Piece, Span};
 pub use client::{Manifest, Registry};
 pub use error::RegistryError;
 pub use transport::TransportOptions;

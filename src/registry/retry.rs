@@ -1,15 +1,88 @@
-//! When and how long to wait before trying a request again: exponential
-//! backoff from 1 s, doubling, capped at 30 s, with jitter; `Retry-After` is
-//! honoured when the registry sends it.
+//! The one retry policy for every request the registry layer makes (pings,
+//! tokens, manifests, blobs): how many attempts, how long to wait between
+//! them (exponential backoff from 1 s, doubling, capped at 30 s, with
+//! jitter; `Retry-After` honoured up to 120 s), which failures are worth
+//! another try, that progress restores the budget, and when a body that
+//! still trickles counts as stalled.
+//!
+//! Nothing else in the crate decides when to retry.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+use super::error::RegistryError;
 
 const BASE: Duration = Duration::from_secs(1);
 const CAP: Duration = Duration::from_secs(30);
 /// Longest `Retry-After` we are willing to sleep through.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// A body that brings fewer bytes than this in a whole stall window is
+/// treated as stalled (a trickle that never goes silent would otherwise hold
+/// a pull for hours).
+pub const LOW_SPEED_BYTES: u64 = 1024;
+
+/// How hard to try: attempts per request, and the stall window (`--timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts without progress before giving up (at least 1).
+    pub attempts: u32,
+    /// A response that sends nothing, or fewer than [`LOW_SPEED_BYTES`], in
+    /// this long is abandoned.
+    pub stall: Duration,
+}
+
+impl RetryPolicy {
+    /// A fresh budget for one request (or one body).
+    pub fn budget(&self) -> Budget {
+        Budget {
+            policy: *self,
+            failures: 0,
+        }
+    }
+
+    /// A speed watch over this policy's stall window.
+    pub fn watch(&self) -> SpeedWatch {
+        SpeedWatch::new(self.stall)
+    }
+}
+
+/// The failures one request (or one body) has had since its last progress.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    policy: RetryPolicy,
+    failures: u32,
+}
+
+impl Budget {
+    /// After a failure: how long to wait before the next attempt, or `None`
+    /// when the failure is final or the budget is spent. `retry_after` is
+    /// what the server asked for, if anything.
+    pub fn failed(
+        &mut self,
+        err: &RegistryError,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        self.failures += 1;
+        if !err.is_transient() || self.failures >= self.policy.attempts.max(1) {
+            return None;
+        }
+        Some(retry_after.unwrap_or_else(|| backoff(self.failures)))
+    }
+
+    /// Data arrived: a flaky link that keeps delivering finishes, one that
+    /// delivers nothing gives up.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures counted so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
 
 /// Statuses worth another try.
 pub fn status_is_retryable(status: StatusCode) -> bool {
@@ -32,10 +105,46 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// Parses `Retry-After` (delta seconds), capped.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     let secs: u64 = v.trim().parse().ok()?;
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// Watches a body's speed over windows of the stall length.
+#[derive(Debug)]
+pub struct SpeedWatch {
+    window: Duration,
+    start: Instant,
+    bytes: u64,
+}
+
+impl SpeedWatch {
+    pub fn new(window: Duration) -> SpeedWatch {
+        SpeedWatch {
+            window,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes; true when the window that just ended brought fewer
+    /// than [`LOW_SPEED_BYTES`].
+    pub fn record(&mut self, n: u64) -> bool {
+        self.bytes += n;
+        if self.start.elapsed() < self.window {
+            return false;
+        }
+        let slow = self.bytes < LOW_SPEED_BYTES;
+        self.start = Instant::now();
+        self.bytes = 0;
+        slow
+    }
+
+    /// How long until the current window ends (for a read that waits).
+    pub fn remaining(&self) -> Duration {
+        self.window.saturating_sub(self.start.elapsed())
+    }
 }
 
 #[cfg(test)]
@@ -66,11 +175,51 @@ mod tests {
 
     #[test]
     fn reads_retry_after() {
-        let mut h = reqwest::header::HeaderMap::new();
+        let mut h = HeaderMap::new();
         assert_eq!(retry_after(&h), None);
         h.insert("retry-after", "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
         h.insert("retry-after", "99999".parse().unwrap());
         assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn budget_gives_up_resets_after_progress_and_skips_final_errors() {
+        let policy = RetryPolicy {
+            attempts: 3,
+            stall: Duration::from_secs(1),
+        };
+        let transient = RegistryError::Connect {
+            registry: "r".into(),
+            detail: "reset".into(),
+        };
+        let mut b = policy.budget();
+        assert!(b.failed(&transient, None).is_some());
+        assert_eq!(
+            b.failed(&transient, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(b.failed(&transient, None), None, "third failure of three");
+        let mut b = policy.budget();
+        b.failed(&transient, None);
+        b.failed(&transient, None);
+        b.progressed();
+        assert!(b.failed(&transient, None).is_some(), "progress restores it");
+        let final_error = RegistryError::NotFound {
+            registry: "r".into(),
+            what: "w".into(),
+        };
+        assert_eq!(policy.budget().failed(&final_error, None), None);
+    }
+
+    #[test]
+    fn a_trickle_is_slow_a_stream_is_not() {
+        let mut w = SpeedWatch::new(Duration::from_millis(20));
+        assert!(!w.record(10));
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(w.record(10), "20 bytes in a window is a trickle");
+        assert!(!w.record(LOW_SPEED_BYTES * 10));
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(!w.record(0), "the window before had enough");
     }
 }

@@ -186,50 +186,69 @@ fn read_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, Transport
     })
 }
 
-/// The HTTP client for registries without `certs.d` settings.
-pub fn build_client(opts: &TransportOptions) -> Result<reqwest::Client, TransportError> {
+/// The HTTP clients for one registry: one for the registry's API (which
+/// follows redirects, as blob downloads to storage hosts need), and one for
+/// its token server that follows none by itself (token requests decide
+/// which redirects to follow).
+#[derive(Clone)]
+pub struct Clients {
+    pub registry: reqwest::Client,
+    pub token: reqwest::Client,
+}
+
+/// The HTTP clients for registries without `certs.d` settings.
+pub fn build_client(opts: &TransportOptions) -> Result<Clients, TransportError> {
     build_client_with(opts, None)
 }
 
-/// The HTTP client, with a registry's `certs.d` settings when it has some.
+/// The HTTP clients, with a registry's `certs.d` settings when it has some.
 pub fn build_client_with(
     opts: &TransportOptions,
     registry_tls: Option<RegistryTls>,
-) -> Result<reqwest::Client, TransportError> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(concat!("docker-pull/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
-        .read_timeout(opts.timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true);
-    if opts.insecure {
-        b = b.danger_accept_invalid_certs(true);
-    }
+) -> Result<Clients, TransportError> {
     let mut certs = Vec::new();
     for path in &opts.ca_certs {
         certs.extend(read_certificates(path)?);
     }
+    let mut identity = None;
     if let Some(tls) = registry_tls {
         certs.extend(tls.roots);
-        if let Some(identity) = tls.identity {
+        identity = tls.identity;
+    }
+    let build = |redirects: reqwest::redirect::Policy| {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("docker-pull/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
+            .read_timeout(opts.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .redirect(redirects);
+        if opts.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(identity) = identity.clone() {
             b = b.identity(identity);
         }
-    }
-    if !certs.is_empty() {
-        b = b.tls_certs_merge(certs);
-    }
-    if let Some(url) = &opts.proxy {
-        let shown = redact_url(url);
-        let proxy = reqwest::Proxy::all(url)
-            .map_err(|e| TransportError::Proxy {
-                url: shown.clone(),
-                detail: redact_text(&e.to_string(), url),
-            })?
-            .no_proxy(reqwest::NoProxy::from_env());
-        b = b.proxy(proxy);
-    }
-    b.build()
-        .map_err(|e| TransportError::Build(error_chain(&e)))
+        if !certs.is_empty() {
+            b = b.tls_certs_merge(certs.clone());
+        }
+        if let Some(url) = &opts.proxy {
+            let shown = redact_url(url);
+            let proxy = reqwest::Proxy::all(url)
+                .map_err(|e| TransportError::Proxy {
+                    url: shown.clone(),
+                    detail: redact_text(&e.to_string(), url),
+                })?
+                .no_proxy(reqwest::NoProxy::from_env());
+            b = b.proxy(proxy);
+        }
+        b.build()
+            .map_err(|e| TransportError::Build(error_chain(&e)))
+    };
+    Ok(Clients {
+        registry: build(reqwest::redirect::Policy::limited(10))?,
+        token: build(reqwest::redirect::Policy::none())?,
+    })
 }
 
 /// Checks a proxy URL as `--proxy` takes it: a URL with an http, https,
@@ -340,18 +359,13 @@ pub fn classify_send_error(
     for secret in proxy_passwords(opts) {
         detail = detail.replace(&secret, "***");
     }
-    let lower = detail.to_ascii_lowercase();
     if e.is_timeout() {
         RegistryError::Timeout {
             registry: registry.to_string(),
             what: what.to_string(),
             seconds: opts.timeout.as_secs(),
         }
-    } else if lower.contains("certificate")
-        || lower.contains("unknownissuer")
-        || lower.contains("invalid peer")
-        || lower.contains("notvalidforname")
-    {
+    } else if is_tls_failure(e) {
         RegistryError::Tls {
             registry: registry.to_string(),
             detail,
@@ -365,6 +379,37 @@ pub fn classify_send_error(
             detail,
         }
     }
+}
+
+/// Whether a request failed because the server's certificate did not
+/// verify: some cause in its chain is rustls's certificate error (as such or
+/// inside an I/O error). A server that does not speak TLS at all is not.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let is_certificate = |err: &(dyn std::error::Error + 'static)| {
+        matches!(
+            err.downcast_ref::<rustls::Error>(),
+            Some(
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::InvalidCertRevocationList(_)
+            )
+        )
+    };
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if is_certificate(err) {
+            return true;
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && is_certificate(inner)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The passwords of the proxies in use, raw and percent-decoded.
