@@ -132,14 +132,7 @@ pub async fn download(
     start: u64,
     hasher: &mut Hasher,
 ) -> Result<Outcome, PullError> {
-    let chunk = f.chunking.chunk_size.max(1);
-    let mut queue = VecDeque::new();
-    let mut at = start;
-    while at < d.size {
-        let end = (at + chunk).min(d.size);
-        queue.push_back((at, end));
-        at = end;
-    }
+    let queue = plan(start, d.size, f.chunking.chunk_size);
     let streams = f
         .chunking
         .max_streams
@@ -149,8 +142,7 @@ pub async fn download(
     debug!(digest = %d.digest, chunks = queue.len(), streams, "ranged download");
     // The verified prefix so far is what a later run may keep, whatever
     // happens to the chunks beyond it: recorded before any chunk is written.
-    let record = prefix_path(path);
-    std::fs::write(&record, start.to_string()).map_err(|e| PullError::io("writing", &record, e))?;
+    let mut prefix = Prefix::start(path, start)?;
     let before = hasher.clone();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
@@ -158,108 +150,20 @@ pub async fn download(
         received: std::sync::atomic::AtomicU64::new(0),
         started: std::time::Instant::now(),
     });
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, u64)>();
-    let workers: Vec<_> = (0..streams)
-        .map(|i| {
-            let shared = Arc::clone(&shared);
-            let done = done_tx.clone();
-            async move {
-                let mut downloaded = 0u64;
-                loop {
-                    // The first stream waits its turn for a connection; the
-                    // others take a chunk only when the blob arrives slowly
-                    // and a connection is free. Otherwise (a fast link, or
-                    // other blobs keeping every connection busy) the blob
-                    // goes chunk after chunk, in order, hashed as it arrives.
-                    let permit = if i == 0 {
-                        None
-                    } else {
-                        loop {
-                            if lock(&shared.queue).is_empty() {
-                                return Ok::<_, WorkerError>(downloaded);
-                            }
-                            if shared.wants_help()
-                                && let Ok(p) = f.connections.try_acquire()
-                            {
-                                break Some(p);
-                            }
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    };
-                    let Some((s, e)) = lock(&shared.queue).pop_front() else {
-                        return Ok(downloaded);
-                    };
-                    downloaded += fetch_chunk(f, d, path, (s, e), permit, &shared).await?;
-                    let _ = done.send((s, e));
-                }
-            }
-        })
-        .collect();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<(u64, u64)>();
+    let workers = futures_util::future::try_join_all(
+        (0..streams).map(|i| worker(i, f, d, path, &shared, done_tx.clone())),
+    );
     drop(done_tx);
-    let workers = futures_util::future::try_join_all(workers);
-    tokio::pin!(workers);
-
-    // Hash the verified prefix as it grows, while the workers run: chunks
-    // that finished ahead of it are read back when it reaches them.
-    let mut finished: BTreeMap<u64, u64> = BTreeMap::new();
-    // Finished (so written out) chunks from `start` on without a gap end
-    // here: what a later run may keep.
-    let mut written_to = start;
-    let mut written: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut reader = File::open(path).map_err(|e| PullError::io("reading", path, e))?;
-    let mut workers_result = None;
-    loop {
-        tokio::select! {
-            r = &mut workers, if workers_result.is_none() => {
-                workers_result = Some(r);
-            }
-            msg = done_rx.recv() => {
-                match msg {
-                    Some((s, e)) => {
-                        finished.insert(s, e);
-                        written.insert(s, e);
-                        let mut h = lock(&shared.hasher);
-                        // The finished chunk that holds the prefix (or ends
-                        // where it is, hashed as it arrived), if any.
-                        while let Some((&s0, &e0)) = finished.range(..=h.len()).next_back() {
-                            finished.remove(&s0);
-                            let prefix = h.len();
-                            if e0 > prefix {
-                                hash_range(&mut reader, path, prefix, e0, &mut h)?;
-                            }
-                        }
-                        drop(h);
-                        let before = written_to;
-                        while let Some(e) = written.remove(&written_to) {
-                            written_to = e;
-                        }
-                        if written_to > before {
-                            std::fs::write(&record, written_to.to_string())
-                                .map_err(|err| PullError::io("writing", &record, err))?;
-                        }
-                    }
-                    None => {
-                        // Every worker is gone; their result says how it went.
-                        if workers_result.is_none() {
-                            workers_result = Some((&mut workers).await);
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-    }
+    let result = prefix.follow(workers, done_rx, &shared).await?;
     *hasher = std::mem::take(&mut *lock(&shared.hasher));
-    let prefix = hasher.len();
-    match workers_result.expect("the loop ends once the workers have") {
+    match result {
         Ok(counts) => {
-            if prefix != d.size {
-                return Err(f.integrity(
-                    d,
-                    format!("its chunks ended at byte {prefix} of {}", d.size),
-                ));
+            if hasher.len() != d.size {
+                let detail = format!("its chunks ended at byte {} of {}", hasher.len(), d.size);
+                return Err(f.integrity(d, detail));
             }
-            let _ = std::fs::remove_file(&record);
+            prefix.forget();
             Ok(Outcome::Done {
                 downloaded: counts.iter().sum(),
             })
@@ -267,7 +171,7 @@ pub async fn download(
         Err(WorkerError::NoRanges) => {
             // Back to the first `start` bytes, whatever arrived since.
             *hasher = before;
-            let _ = std::fs::remove_file(&record);
+            prefix.forget();
             OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -276,6 +180,148 @@ pub async fn download(
             Ok(Outcome::NoRanges)
         }
         Err(WorkerError::Failed(e)) => Err(e),
+    }
+}
+
+/// The chunks of bytes `start..size`.
+fn plan(start: u64, size: u64, chunk: u64) -> VecDeque<(u64, u64)> {
+    let chunk = chunk.max(1);
+    let mut queue = VecDeque::new();
+    let mut at = start;
+    while at < size {
+        let end = (at + chunk).min(size);
+        queue.push_back((at, end));
+        at = end;
+    }
+    queue
+}
+
+/// One stream: takes chunks off the queue until it is empty; returns the
+/// bytes it received. The first stream waits its turn for a connection; the
+/// others take a chunk only when the blob arrives slowly and a connection is
+/// free. Otherwise (a fast link, or other blobs keeping every connection
+/// busy) the blob goes chunk after chunk, in order, hashed as it arrives.
+async fn worker(
+    i: usize,
+    f: &Fetcher,
+    d: &Descriptor,
+    path: &Path,
+    shared: &Shared,
+    done: mpsc::UnboundedSender<(u64, u64)>,
+) -> Result<u64, WorkerError> {
+    let mut downloaded = 0u64;
+    loop {
+        let permit = if i == 0 {
+            None
+        } else {
+            loop {
+                if lock(&shared.queue).is_empty() {
+                    return Ok(downloaded);
+                }
+                if shared.wants_help()
+                    && let Ok(p) = f.connections.try_acquire()
+                {
+                    break Some(p);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let Some((s, e)) = lock(&shared.queue).pop_front() else {
+            return Ok(downloaded);
+        };
+        downloaded += fetch_chunk(f, d, path, (s, e), permit, shared).await?;
+        let _ = done.send((s, e));
+    }
+}
+
+/// The verified prefix of a chunked download while its workers run: hashes
+/// chunks that finished ahead of it when it reaches them, and records how
+/// far the file holds every chunk without a gap (what a later run keeps).
+struct Prefix<'a> {
+    path: &'a Path,
+    record: PathBuf,
+    reader: File,
+    /// Finished chunks not yet hashed, by start.
+    finished: BTreeMap<u64, u64>,
+    /// Finished chunks beyond `written_to`, by start.
+    written: BTreeMap<u64, u64>,
+    written_to: u64,
+}
+
+impl<'a> Prefix<'a> {
+    fn start(path: &'a Path, start: u64) -> Result<Prefix<'a>, PullError> {
+        let record = prefix_path(path);
+        std::fs::write(&record, start.to_string())
+            .map_err(|e| PullError::io("writing", &record, e))?;
+        let reader = File::open(path).map_err(|e| PullError::io("reading", path, e))?;
+        Ok(Prefix {
+            path,
+            record,
+            reader,
+            finished: BTreeMap::new(),
+            written: BTreeMap::new(),
+            written_to: start,
+        })
+    }
+
+    /// Follows the workers' finished chunks until every worker is gone;
+    /// returns their result.
+    async fn follow<W>(
+        &mut self,
+        workers: W,
+        mut done: mpsc::UnboundedReceiver<(u64, u64)>,
+        shared: &Shared,
+    ) -> Result<W::Output, PullError>
+    where
+        W: std::future::Future,
+    {
+        tokio::pin!(workers);
+        let mut result = None;
+        loop {
+            tokio::select! {
+                r = &mut workers, if result.is_none() => result = Some(r),
+                msg = done.recv() => match msg {
+                    Some(chunk) => self.chunk_done(chunk, shared)?,
+                    // Every worker is gone; their result says how it went.
+                    None => break,
+                },
+            }
+        }
+        match result {
+            Some(r) => Ok(r),
+            None => Ok(workers.await),
+        }
+    }
+
+    fn chunk_done(&mut self, (s, e): (u64, u64), shared: &Shared) -> Result<(), PullError> {
+        self.finished.insert(s, e);
+        self.written.insert(s, e);
+        {
+            let mut h = lock(&shared.hasher);
+            // The finished chunk that holds the prefix (or ends where it
+            // is, hashed as it arrived), if any.
+            while let Some((&s0, &e0)) = self.finished.range(..=h.len()).next_back() {
+                self.finished.remove(&s0);
+                let prefix = h.len();
+                if e0 > prefix {
+                    hash_range(&mut self.reader, self.path, prefix, e0, &mut h)?;
+                }
+            }
+        }
+        let before = self.written_to;
+        while let Some(e) = self.written.remove(&self.written_to) {
+            self.written_to = e;
+        }
+        if self.written_to > before {
+            std::fs::write(&self.record, self.written_to.to_string())
+                .map_err(|err| PullError::io("writing", &self.record, err))?;
+        }
+        Ok(())
+    }
+
+    /// The download ended one way or the other: no record to keep.
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.record);
     }
 }
 

@@ -69,6 +69,13 @@ impl TokenRequest<'_> {
     }
 }
 
+/// Whether a token may be asked for at a plain-HTTP realm: for a registry
+/// reached over plain HTTP anyway, or when the user said `--insecure` or
+/// `--plain-http`.
+fn plain_realm_allowed(registry_scheme: &str, opts: &super::TransportOptions) -> bool {
+    registry_scheme != "https" || opts.insecure || opts.plain_http
+}
+
 impl Registry {
     /// The `Authorization` header for a request in `repository`, fetching a
     /// token if the registry wants one.
@@ -133,9 +140,8 @@ impl Registry {
         match url.scheme() {
             "https" => Ok(url),
             "http" => {
-                let opts = self.transport();
-                let base_is_https = self.base().await?.scheme() == "https";
-                if base_is_https && !opts.insecure && !opts.plain_http {
+                let registry_scheme = self.base().await?.scheme();
+                if !plain_realm_allowed(registry_scheme, self.transport()) {
                     return Err(RegistryError::PlainTokenRealm {
                         registry: self.name().to_string(),
                         realm: strip_query(&url),
@@ -322,5 +328,51 @@ impl Registry {
             }
             .into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::TransportOptions;
+
+    #[test]
+    fn plain_http_realms_only_where_allowed() {
+        let strict = TransportOptions::default();
+        assert!(!plain_realm_allowed("https", &strict));
+        assert!(plain_realm_allowed("http", &strict));
+        let insecure = TransportOptions {
+            insecure: true,
+            ..TransportOptions::default()
+        };
+        assert!(plain_realm_allowed("https", &insecure));
+        let plain = TransportOptions {
+            plain_http: true,
+            ..TransportOptions::default()
+        };
+        assert!(plain_realm_allowed("https", &plain));
+    }
+
+    #[test]
+    fn secrets_decide_which_redirects_a_token_request_follows() {
+        let url = Url::parse("https://auth.example/token").unwrap();
+        let anonymous = TokenRequest {
+            url: url.clone(),
+            form: None,
+            basic: None,
+        };
+        assert!(!anonymous.carries_secrets());
+        let basic = TokenRequest {
+            url: url.clone(),
+            form: None,
+            basic: Some("Basic dTpw"),
+        };
+        assert!(basic.carries_secrets());
+        let oauth = TokenRequest {
+            url,
+            form: Some("grant_type=refresh_token".into()),
+            basic: None,
+        };
+        assert!(oauth.carries_secrets());
     }
 }

@@ -5,6 +5,7 @@ mod support;
 // One file per capability; `common` holds the runner and the archive checks.
 
 mod auth;
+mod boundary;
 mod bundle;
 mod cache;
 mod chunked;

@@ -115,6 +115,34 @@ fn partial_content_with_wrong_content_range_is_not_accepted() {
 }
 
 #[test]
+fn a_resume_answered_with_the_wrong_content_range_is_fetched_again_from_zero() {
+    let (registry, image) = serve("badrange2", 300_000, 85);
+    let layer = &image.layers[0];
+    registry.blob_fault(&layer.digest, BodyFault::Reset { after: 131_072 }, 1);
+    registry.blob_fault(&layer.digest, BodyFault::WrongContentRange, 1);
+    let work = Work::new().with_timeout(Duration::from_secs(60));
+
+    let run = work.pull(&[
+        "-q",
+        "--retries",
+        "3",
+        &registry.reference("badrange2", "v1"),
+    ]);
+    run.success();
+    assert_default_archive(&work, &registry, &image, "badrange2", "v1");
+    let seen = gets(&registry, &layer.digest);
+    assert_eq!(
+        seen,
+        [
+            (None, 200),
+            (Some("bytes=131072-".to_string()), 206),
+            (None, 200)
+        ],
+        "after a 206 that starts elsewhere the blob comes again whole, without Range"
+    );
+}
+
+#[test]
 fn partial_content_shifted_under_a_right_content_range_is_caught_by_the_digest() {
     let (registry, image) = serve("liar", 300_000, 83);
     let layer = &image.layers[0];

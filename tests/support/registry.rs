@@ -304,6 +304,8 @@ struct State {
     body_faults: Vec<(String, BodyFault, usize)>,
     /// Send manifests without `Content-Length`, in small chunks.
     stream_manifests: bool,
+    /// Send manifests one byte at a time, one every this long.
+    drip_manifests: Option<Duration>,
     /// Serve whole blobs (200) even when a Range is asked for, like servers without range support.
     ignore_ranges: bool,
     /// Host name blob GETs are redirected to (`/cdn/...` on this same server).
@@ -588,6 +590,11 @@ impl FakeRegistry {
     /// client cannot tell the size before reading).
     pub fn stream_manifests(&self, on: bool) {
         self.shared.lock().stream_manifests = on;
+    }
+
+    /// Sends manifest bodies one byte every `every` (`None`: all at once again).
+    pub fn drip_manifests(&self, every: Option<Duration>) {
+        self.shared.lock().drip_manifests = every;
     }
 
     /// GET requests for blob `digest` (under `/v2/` or `/cdn/`), in arrival order.
@@ -1136,8 +1143,22 @@ fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Respons
     };
     let digest = sha256_digest(bytes);
     let streamed = state.stream_manifests;
+    let drip = state.drip_manifests;
     let body = if head {
         Body::empty()
+    } else if let Some(delay) = drip {
+        let data = Bytes::from(bytes.clone());
+        let stream = futures_util::stream::unfold(0usize, move |i| {
+            let data = data.clone();
+            async move {
+                if i >= data.len() {
+                    return None;
+                }
+                tokio::time::sleep(delay).await;
+                Some((Ok::<_, std::io::Error>(data.slice(i..i + 1)), i + 1))
+            }
+        });
+        Body::from_stream(stream)
     } else if streamed {
         let data = Bytes::from(bytes.clone());
         let chunks: Vec<Result<Bytes, std::io::Error>> = (0..data.len())
