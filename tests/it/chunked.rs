@@ -216,3 +216,63 @@ fn a_slow_large_blob_gets_parallel_chunks_a_fast_one_a_single_stream() {
         "every byte sent once"
     );
 }
+
+#[test]
+fn a_chunked_download_killed_before_its_first_chunk_keeps_the_earlier_prefix() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 640 * 1024, 41);
+    registry.push_image("big", "v1", &image);
+    let layer = &image.layers[0];
+    let size = layer.data.len() as u64;
+    let kept = 128 * 1024;
+    let work = Work::new();
+    // An earlier run left the first 128 KiB, verified.
+    let ingest = work.cache().join("ingest");
+    std::fs::create_dir_all(&ingest).unwrap();
+    std::fs::write(
+        ingest.join(format!("{}.data", layer.hex())),
+        &layer.data[..kept],
+    )
+    .unwrap();
+    // This run: the chunk at the prefix goes silent after 1000 bytes while the other streams
+    // fetch every chunk beyond it; then the process is killed.
+    registry.stall_blob(&layer.digest, 1000, 1);
+    let cache = work.cache();
+    let out = work.out();
+    let reference = registry.reference("big", "v1");
+    let args = [
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        &reference,
+    ];
+    let running = work.spawn_env(&args, &chunk_env(), &[], None);
+    let beyond = 1000 + (size - kept as u64 - CHUNK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while registry.blob_bytes_sent() < beyond {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other streams did not fetch the chunks beyond the prefix ({} bytes sent)",
+            registry.blob_bytes_sent()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &running.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = running.wait();
+
+    registry.reset_log();
+    pull(&work, &registry, &[]).success();
+    assert_archive(&work, &registry, &image);
+    assert_eq!(
+        registry.blob_bytes_sent(),
+        size - kept as u64,
+        "the next run should fetch only what the first 128 KiB did not cover"
+    );
+}
