@@ -184,6 +184,16 @@ REGISTRY_CACERT="$WORK/tls/ca.crt" start_registry tls-registry "$WORK/storage-pl
     certificate: $WORK/tls/server.crt
     key: $WORK/tls/server.key"
 E2E_TLS_REGISTRY=$REGISTRY_ADDR
+# HTTPS registry whose token realm is plain HTTP: refused unless --insecure allows it.
+REGISTRY_CACERT="$WORK/tls/ca.crt" start_registry tls-token-registry "$WORK/storage-plain" "auth:
+  token:
+    realm: http://$E2E_TOKEN_SERVER/token
+    service: docker-pull-e2e-registry
+    issuer: docker-pull-e2e-issuer
+    rootcertbundle: $WORK/token-root.crt" "  tls:
+    certificate: $WORK/tls/server.crt
+    key: $WORK/tls/server.key"
+E2E_TLS_TOKEN_REGISTRY=$REGISTRY_ADDR
 
 start_py_server blobserver tests/e2e/blobserver.py --root "$WORK/storage-plain"
 E2E_REDIRECT_TARGET=$SERVER_ADDR
@@ -235,7 +245,7 @@ start_dockerd "$WORK/docker"
 export E2E_REGISTRY E2E_TOKEN_REGISTRY E2E_BUSYBOX E2E_TOKEN_SERVER
 export E2E_TOKEN_USER="$TOKEN_USER" E2E_TOKEN_PASS="$TOKEN_PASS"
 export E2E_TOKEN_IDENTITY="$TOKEN_IDENTITY" E2E_TOKEN_HELPER_IDENTITY="$TOKEN_HELPER_IDENTITY"
-export E2E_TLS_REGISTRY E2E_TLS_CA="$WORK/tls/ca.crt"
+export E2E_TLS_REGISTRY E2E_TLS_TOKEN_REGISTRY E2E_TLS_CA="$WORK/tls/ca.crt"
 export E2E_BASIC_USER="$BASIC_USER" E2E_BASIC_PASS="$BASIC_PASS"
 export E2E_REDIRECT_REGISTRY E2E_REDIRECT_TARGET
 export E2E_SLOW_REGISTRY E2E_SLOW_TOKEN_SERVER E2E_SLOW_TTL E2E_SLOW_REGISTRY_LOG

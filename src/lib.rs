@@ -10,6 +10,7 @@ pub mod cli;
 pub mod credentials;
 pub mod digest;
 pub mod error;
+pub mod events;
 pub mod fetch;
 pub mod media_type;
 pub mod mirror;

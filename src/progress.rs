@@ -1,6 +1,7 @@
-//! The progress view: turns fetch [`Event`]s into a display on stderr. On a
-//! terminal, one bar per blob and an overall bar with bytes, percent, speed
-//! and ETA; otherwise plain lines; with `-q`, nothing.
+//! The progress view: turns the run's [`Event`]s (image and blob level) into
+//! a display on stderr. On a terminal, one bar per blob and an overall bar
+//! per image with bytes, percent, speed and ETA; otherwise plain lines; with
+//! `-q`, nothing.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::digest::Digest;
-use crate::fetch::{Event, Observer};
+use crate::events::{Event, Observer};
 use crate::report::human_bytes;
 
 /// The live multi-bar display, if any, so that log lines can be printed
@@ -69,57 +70,157 @@ impl View {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new image starts: `total` bytes in `blobs` blobs.
-    pub fn begin_image(&self, image: &str, platform: &str, total: u64, blobs: usize) {
-        match self.mode {
-            Mode::Quiet => {}
-            Mode::Plain => line(&format!(
+    /// The terminal view of an event, one line at a time.
+    fn plain(&self, event: Event) {
+        let mut st = self.state();
+        match event {
+            Event::ImageStarted {
+                image,
+                platform,
+                bytes,
+                blobs,
+            } => line(&format!(
                 "{image} ({platform}): {blobs} blobs, {}",
-                human_bytes(total)
+                human_bytes(bytes)
             )),
-            Mode::Bars => {
-                let mut st = self.state();
-                let Some(multi) = st.multi.clone() else {
-                    return;
-                };
-                let bar = multi.add(ProgressBar::new(total));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:.bold} [{bar:30.green/dim}] {binary_bytes}/{binary_total_bytes} {percent:>3}% {binary_bytes_per_sec} ETA {eta}",
+            Event::ImageDone => st.plain.clear(),
+            Event::Note(text) => line(&text),
+            Event::Cached { digest, size } => line(&format!(
+                "  {}: in cache ({})",
+                short(&digest),
+                human_bytes(size)
+            )),
+            Event::Started {
+                digest,
+                size,
+                offset,
+            } => {
+                line(&if offset > 0 {
+                    format!(
+                        "  {}: resuming at {} of {}",
+                        short(&digest),
+                        human_bytes(offset),
+                        human_bytes(size)
                     )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(format!("{image} ({platform})"));
-                st.total = Some(bar);
+                } else {
+                    format!("  {}: downloading {}", short(&digest), human_bytes(size))
+                });
+                st.plain.insert(digest, (offset, size, Instant::now()));
+            }
+            Event::Progress { digest, bytes } => {
+                if let Some((done, size, last)) = st.plain.get_mut(&digest) {
+                    *done += bytes;
+                    if last.elapsed() >= PLAIN_INTERVAL {
+                        *last = Instant::now();
+                        let pct = (*done * 100).checked_div(*size).unwrap_or(100);
+                        line(&format!(
+                            "  {}: {} of {} ({pct}%)",
+                            short(&digest),
+                            human_bytes(*done),
+                            human_bytes(*size)
+                        ));
+                    }
+                }
+            }
+            Event::Rewound { digest, offset } => {
+                if let Some((done, _, _)) = st.plain.get_mut(&digest) {
+                    *done = offset;
+                }
+                line(&format!(
+                    "  {}: restarting at byte {offset}",
+                    short(&digest)
+                ));
+            }
+            Event::Finished { digest } => {
+                st.plain.remove(&digest);
+                line(&format!("  {}: done", short(&digest)));
             }
         }
     }
 
-    /// The image's blobs are all in the cache.
-    pub fn end_image(&self) {
+    /// The bars' view of an event.
+    fn bars(&self, event: Event) {
         let mut st = self.state();
-        if let Some(total) = st.total.take() {
-            total.finish_and_clear();
-        }
-        for (_, bar) in st.bars.drain() {
-            bar.finish_and_clear();
-        }
-        st.plain.clear();
-    }
-
-    /// A message about the image (writing the archive, ...).
-    pub fn message(&self, text: &str) {
-        match self.mode {
-            Mode::Quiet => {}
-            Mode::Plain => line(text),
-            Mode::Bars => {
-                if let Some(m) = &self.state().multi {
-                    let _ = m.println(text);
+        let Some(multi) = st.multi.clone() else {
+            return;
+        };
+        match event {
+            Event::ImageStarted {
+                image,
+                platform,
+                bytes,
+                ..
+            } => {
+                let bar = multi.add(bar(bytes, IMAGE_TEMPLATE));
+                bar.set_prefix(format!("{image} ({platform})"));
+                st.total = Some(bar);
+            }
+            Event::ImageDone => {
+                if let Some(total) = st.total.take() {
+                    total.finish_and_clear();
+                }
+                for (_, bar) in st.bars.drain() {
+                    bar.finish_and_clear();
+                }
+            }
+            Event::Note(text) => {
+                let _ = multi.println(text);
+            }
+            Event::Cached { size, .. } => st.advance_total(size),
+            Event::Started {
+                digest,
+                size,
+                offset,
+            } => {
+                let bar = multi.add(bar(size, BLOB_TEMPLATE));
+                bar.set_prefix(short(&digest));
+                bar.set_position(offset);
+                st.advance_total(offset);
+                st.bars.insert(digest, bar);
+            }
+            Event::Progress { digest, bytes } => {
+                if let Some(b) = st.bars.get(&digest) {
+                    b.inc(bytes);
+                }
+                st.advance_total(bytes);
+            }
+            Event::Rewound { digest, offset } => {
+                if let Some(b) = st.bars.get(&digest) {
+                    let back = b.position().saturating_sub(offset);
+                    b.set_position(offset);
+                    if let Some(t) = &st.total {
+                        t.set_position(t.position().saturating_sub(back));
+                    }
+                }
+            }
+            Event::Finished { digest } => {
+                if let Some(b) = st.bars.remove(&digest) {
+                    b.finish_and_clear();
                 }
             }
         }
     }
+}
+
+impl State {
+    fn advance_total(&self, bytes: u64) {
+        if let Some(t) = &self.total {
+            t.inc(bytes);
+        }
+    }
+}
+
+const IMAGE_TEMPLATE: &str = "{prefix:.bold} [{bar:30.green/dim}] {binary_bytes}/{binary_total_bytes} {percent:>3}% {binary_bytes_per_sec} ETA {eta}";
+const BLOB_TEMPLATE: &str = "  {prefix} [{bar:30.cyan/dim}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 fn line(text: &str) {
@@ -134,122 +235,8 @@ impl Observer for View {
     fn event(&self, event: Event) {
         match self.mode {
             Mode::Quiet => {}
-            Mode::Plain => {
-                let mut st = self.state();
-                match event {
-                    Event::Cached { digest, size } => {
-                        line(&format!(
-                            "  {}: in cache ({})",
-                            short(&digest),
-                            human_bytes(size)
-                        ));
-                    }
-                    Event::Started {
-                        digest,
-                        size,
-                        offset,
-                    } => {
-                        if offset > 0 {
-                            line(&format!(
-                                "  {}: resuming at {} of {}",
-                                short(&digest),
-                                human_bytes(offset),
-                                human_bytes(size)
-                            ));
-                        } else {
-                            line(&format!(
-                                "  {}: downloading {}",
-                                short(&digest),
-                                human_bytes(size)
-                            ));
-                        }
-                        st.plain.insert(digest, (offset, size, Instant::now()));
-                    }
-                    Event::Progress { digest, bytes } => {
-                        if let Some((done, size, last)) = st.plain.get_mut(&digest) {
-                            *done += bytes;
-                            if last.elapsed() >= PLAIN_INTERVAL {
-                                *last = Instant::now();
-                                let pct = (*done * 100).checked_div(*size).unwrap_or(100);
-                                line(&format!(
-                                    "  {}: {} of {} ({pct}%)",
-                                    short(&digest),
-                                    human_bytes(*done),
-                                    human_bytes(*size)
-                                ));
-                            }
-                        }
-                    }
-                    Event::Rewound { digest, offset } => {
-                        if let Some((done, _, _)) = st.plain.get_mut(&digest) {
-                            *done = offset;
-                        }
-                        line(&format!(
-                            "  {}: restarting at byte {offset}",
-                            short(&digest)
-                        ));
-                    }
-                    Event::Finished { digest } => {
-                        st.plain.remove(&digest);
-                        line(&format!("  {}: done", short(&digest)));
-                    }
-                }
-            }
-            Mode::Bars => {
-                let mut st = self.state();
-                match event {
-                    Event::Cached { size, .. } => {
-                        if let Some(t) = &st.total {
-                            t.inc(size);
-                        }
-                    }
-                    Event::Started {
-                        digest,
-                        size,
-                        offset,
-                    } => {
-                        let Some(multi) = st.multi.clone() else {
-                            return;
-                        };
-                        let bar = multi.add(ProgressBar::new(size));
-                        bar.set_style(
-                            ProgressStyle::with_template(
-                                "  {prefix} [{bar:30.cyan/dim}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                            )
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                        );
-                        bar.set_prefix(short(&digest));
-                        bar.set_position(offset);
-                        if let Some(t) = &st.total {
-                            t.inc(offset);
-                        }
-                        st.bars.insert(digest, bar);
-                    }
-                    Event::Progress { digest, bytes } => {
-                        if let Some(b) = st.bars.get(&digest) {
-                            b.inc(bytes);
-                        }
-                        if let Some(t) = &st.total {
-                            t.inc(bytes);
-                        }
-                    }
-                    Event::Rewound { digest, offset } => {
-                        if let Some(b) = st.bars.get(&digest) {
-                            let back = b.position().saturating_sub(offset);
-                            b.set_position(offset);
-                            if let Some(t) = &st.total {
-                                t.set_position(t.position().saturating_sub(back));
-                            }
-                        }
-                    }
-                    Event::Finished { digest } => {
-                        if let Some(b) = st.bars.remove(&digest) {
-                            b.finish_and_clear();
-                        }
-                    }
-                }
-            }
+            Mode::Plain => self.plain(event),
+            Mode::Bars => self.bars(event),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::cache::Cache;
 use crate::cli::{Output, Settings};
 use crate::credentials::{CredentialStore, Locations};
 use crate::error::PullError;
+use crate::events::{Event, Observer};
 use crate::fetch::{self, Fetcher};
 use crate::mirror::{self, Source};
 use crate::platform::Platform;
@@ -277,7 +278,8 @@ impl<'a> Puller<'a> {
     }
 
     async fn write_archive(&self, path: &Path, images: &[ArchiveImage]) -> Result<(), PullError> {
-        self.view.message(&format!("Writing {}", path.display()));
+        self.view
+            .event(Event::Note(format!("Writing {}", path.display())));
         let cache = Arc::clone(&self.cache);
         let format = self.settings.format;
         let sync = self.settings.sync;
@@ -345,12 +347,12 @@ impl<'a> Puller<'a> {
         let fetcher = self.fetcher(&registry, &image, source);
 
         let layer_bytes: u64 = distinct(&resolved.layers).iter().map(|d| d.size).sum();
-        self.view.begin_image(
-            &image,
-            &resolved.platform.to_string(),
-            layer_bytes + resolved.config.size,
-            distinct(&resolved.layers).len() + 1,
-        );
+        self.view.event(Event::ImageStarted {
+            image: image.clone(),
+            platform: resolved.platform.to_string(),
+            bytes: layer_bytes + resolved.config.size,
+            blobs: distinct(&resolved.layers).len() + 1,
+        });
         // The config first: it confirms the platform before layers are fetched.
         let fetching = async {
             let config = fetcher.fetch_one(&resolved.config).await?;
@@ -400,7 +402,8 @@ impl<'a> Puller<'a> {
             match fetched {
                 Ok(layers) => {
                     if let Some(path) = &path {
-                        self.view.message(&format!("Writing {}", path.display()));
+                        self.view
+                            .event(Event::Note(format!("Writing {}", path.display())));
                     }
                     stream.finish().await?;
                     Ok((config, platform, layers, archive, path))
@@ -412,7 +415,7 @@ impl<'a> Puller<'a> {
             }
         };
         let outcome = fetching.await;
-        self.view.end_image();
+        self.view.event(Event::ImageDone);
         let (config_fetch, platform, fetched, archive, written) = outcome?;
 
         let cache_hits = fetched.iter().filter(|f| f.from_cache).count();
@@ -483,14 +486,14 @@ impl<'a> Puller<'a> {
                 .collect();
             distinct(&all).into_iter().cloned().collect()
         };
-        self.view.begin_image(
-            &image,
-            "all platforms",
-            blobs.iter().map(|d| d.size).sum(),
-            blobs.len(),
-        );
+        self.view.event(Event::ImageStarted {
+            image: image.clone(),
+            platform: "all platforms".into(),
+            bytes: blobs.iter().map(|d| d.size).sum(),
+            blobs: blobs.len(),
+        });
         let outcome = fetcher.fetch_all(&blobs).await;
-        self.view.end_image();
+        self.view.event(Event::ImageDone);
         let fetched = outcome?;
         let first =
             resolved

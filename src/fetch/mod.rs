@@ -17,38 +17,9 @@ use crate::error::PullError;
 use crate::registry::{Registry, RegistryError};
 use crate::resolve::Descriptor;
 
+pub use crate::events::{Event, Observer, Silent};
 pub use blob::read_small_blob;
 pub use chunked::Chunking;
-
-/// What the fetcher tells the progress view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A blob was found in the cache.
-    Cached { digest: Digest, size: u64 },
-    /// A download started (or resumed from `offset`).
-    Started {
-        digest: Digest,
-        size: u64,
-        offset: u64,
-    },
-    /// `bytes` more arrived.
-    Progress { digest: Digest, bytes: u64 },
-    /// A download went back to `offset` (retry without resume).
-    Rewound { digest: Digest, offset: u64 },
-    /// A blob was verified and stored.
-    Finished { digest: Digest },
-}
-
-pub trait Observer: Send + Sync {
-    fn event(&self, event: Event);
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-
-impl Observer for Silent {
-    fn event(&self, _event: Event) {}
-}
 
 /// How one blob was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -385,6 +385,10 @@ pub fn classify_send_error(
 /// verify: some cause in its chain is rustls's certificate error (as such or
 /// inside an I/O error). A server that does not speak TLS at all is not.
 fn is_tls_failure(e: &reqwest::Error) -> bool {
+    has_certificate_error(e)
+}
+
+fn has_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let is_certificate = |err: &(dyn std::error::Error + 'static)| {
         matches!(
             err.downcast_ref::<rustls::Error>(),
@@ -397,15 +401,17 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
     };
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if is_certificate(err) {
-            return true;
-        }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && is_certificate(inner)
-        {
-            return true;
+        // I/O errors nest (the connector wraps the TLS stream's error) and
+        // hide what they wrap from `source()`.
+        let mut wrapped = Some(err);
+        while let Some(w) = wrapped {
+            if is_certificate(w) {
+                return true;
+            }
+            wrapped = w
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
         }
         cur = err.source();
     }
@@ -555,6 +561,24 @@ mod tests {
         };
         let pw = proxy_passwords(&opts);
         assert!(pw.contains(&"p%40ss".to_string()) && pw.contains(&"p@ss".to_string()));
+    }
+
+    #[test]
+    fn certificate_failures_are_told_from_other_tls_failures_by_type() {
+        use std::io::{Error, ErrorKind};
+        let nested =
+            |e: rustls::Error| Error::new(ErrorKind::Other, Error::new(ErrorKind::InvalidData, e));
+        let bad_cert = nested(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(has_certificate_error(&bad_cert));
+        // A plain-HTTP server answering a TLS hello: not a certificate problem.
+        let not_tls = nested(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(!has_certificate_error(&not_tls));
+        let text_only = Error::other("invalid peer certificate: UnknownIssuer");
+        assert!(!has_certificate_error(&text_only));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Network {
     /// HTTPS registry (certificate for 127.0.0.1 and localhost by `tls_ca`), htpasswd Basic.
     pub tls_registry: String,
     pub tls_ca: PathBuf,
+    /// HTTPS registry (same certificate) whose token realm is the plain-HTTP `token_server`.
+    pub tls_token_registry: String,
     /// The htpasswd user of the TLS and the redirect registry.
     pub basic_user: String,
     pub basic_pass: String,
@@ -236,6 +238,7 @@ fn network() -> Result<Network, String> {
         token_helper_identity: secret("E2E_TOKEN_HELPER_IDENTITY")?,
         tls_registry: need("E2E_TLS_REGISTRY")?,
         tls_ca: file("E2E_TLS_CA")?,
+        tls_token_registry: need("E2E_TLS_TOKEN_REGISTRY")?,
         basic_user: need("E2E_BASIC_USER")?,
         basic_pass: secret("E2E_BASIC_PASS")?,
         redirect_registry: need("E2E_REDIRECT_REGISTRY")?,

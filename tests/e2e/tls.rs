@@ -160,3 +160,45 @@ fn certs_d_client_cert_without_key_is_an_error() {
     );
     assert!(!archive.exists(), "no archive after a failed pull");
 }
+
+/// An HTTPS registry whose token realm is plain HTTP: no token is asked for (credentials and
+/// tokens would cross the network unencrypted) unless `--insecure` allows it; then the pull
+/// goes through and the archive loads and runs.
+#[test]
+fn tls_registry_with_a_plain_http_token_realm_is_refused_unless_insecure() {
+    let (_engine, env) = setup();
+    let net = env.net();
+    env.reset_engine();
+    let scratch = Scratch::new();
+    let reference = format!("{}/small", net.tls_token_registry);
+    let refused = scratch.out("refused.tar");
+    let ca = net.tls_ca.to_str().unwrap();
+    let cmd = scratch.command(&[
+        &reference,
+        "--ca-cert",
+        ca,
+        "--retries",
+        "1",
+        "-o",
+        refused.to_str().unwrap(),
+    ]);
+    let run = scratch.run(cmd, None).exit_code(1);
+    assert_error_line(&run);
+    for needle in ["plain HTTP", "--insecure"] {
+        assert!(
+            run.stderr.contains(needle),
+            "the error should say {needle:?}\n{}",
+            run.describe()
+        );
+    }
+    assert!(!refused.exists(), "no archive after a refused pull");
+
+    let archive = scratch.out("allowed.tar");
+    let cmd = scratch.command(&[&reference, "--insecure", "-o", archive.to_str().unwrap()]);
+    let run = scratch.run(cmd, None).success();
+    assert!(archive.is_file(), "{}", run.describe());
+    assert_loads_and_runs(
+        &archive,
+        &format!("{}/small:latest", net.tls_token_registry),
+    );
+}
