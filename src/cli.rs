@@ -12,6 +12,7 @@ use crate::mirror::Mirror;
 use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
 use crate::registry::{Credentials, TransportOptions};
+use crate::units::{parse_duration, parse_size};
 
 /// Download container images from Docker/OCI registries without a Docker
 /// daemon and write archives that `docker load` accepts.
@@ -195,54 +196,6 @@ pub enum CacheAction {
     },
     /// Remove every blob and partial download (except downloads running now)
     Clear,
-}
-
-/// Parses `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 90s, 30m, 12h, 7d or 2w"))?;
-    let secs = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h, d or w")),
-    };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
-}
-
-/// Parses `500M`, `10G`, `1.5T`, `2GiB`, `1024` (bytes); units are powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 500M or 10G"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.trim_end_matches("ib").trim_end_matches('b');
-    let factor: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(format!("{s:?}: the unit must be K, M, G or T")),
-    };
-    let bytes = n * factor as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes as u64)
 }
 
 /// Where archives go.
@@ -582,27 +535,6 @@ mod tests {
         assert!(settings(&["a", "--proxy", "not a url"]).is_err());
         assert!(settings(&["a", "--proxy", "socks5h://u:p@127.0.0.1:1080"]).is_ok());
         assert!(Cli::try_parse_from(["docker-pull", "a", "-j", "0"]).is_err());
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("2W"), Ok(Duration::from_secs(1_209_600)));
-        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
-        for bad in ["", "d", "7y", "-1d", "1.5h", "99999999999999999999w"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("500M"), Ok(500 << 20));
-        assert_eq!(parse_size("10G"), Ok(10 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1.5k"), Ok(1536));
-        assert_eq!(parse_size("3 MB"), Ok(3 << 20));
-        for bad in ["", "G", "10X", "1e99T", "-5M"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Chunking {
         let size = |name: &str| {
             std::env::var(name)
                 .ok()
-                .and_then(|v| crate::cli::parse_size(&v).ok())
+                .and_then(|v| crate::units::parse_size(&v).ok())
         };
         if let Some(t) = size("DOCKER_PULL_CHUNK_THRESHOLD") {
             c.threshold = if t == 0 { u64::MAX } else { t };
