@@ -53,8 +53,8 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 
     /// Archive format
-    #[arg(short, long, value_enum, default_value_t = Format::Docker)]
-    pub format: Format,
+    #[arg(short, long, value_enum, default_value_t = FormatArg::Docker)]
+    pub format: FormatArg,
 
     /// Blobs downloaded at once
     #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -146,6 +146,33 @@ pub struct Cli {
     /// Print one JSON object per image on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// `-f, --format`: the values the command line accepts for an
+/// [`archive::Format`](Format), with their help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// `docker load` of every engine since 1.10, and an OCI image layout too.
+    Docker,
+    /// The Docker 1.10-era layout with uncompressed layers, for old engines
+    /// (Synology DSM's Docker 18.09 and 20.10).
+    #[value(alias = "synology")]
+    Legacy,
+    /// An OCI image layout in a tar (oci-archive).
+    Oci,
+    /// An OCI image layout directory (-o DIR); blobs hard-linked from the cache.
+    OciDir,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Docker => Format::Docker,
+            FormatArg::Legacy => Format::Legacy,
+            FormatArg::Oci => Format::Oci,
+            FormatArg::OciDir => Format::OciDir,
+        }
+    }
 }
 
 /// Commands besides pulling.
@@ -273,14 +300,15 @@ impl Cli {
             images.push((s, r));
         }
 
+        let format = Format::from(self.format);
         let platform_all = self
             .platform
             .as_deref()
             .is_some_and(|p| p.eq_ignore_ascii_case("all"));
-        if platform_all && !matches!(self.format, Format::Oci | Format::OciDir) {
+        if platform_all && !matches!(format, Format::Oci | Format::OciDir) {
             return Err(UsageError(format!(
                 "--platform all keeps every platform, which only -f oci and -f oci-dir can hold (a {} archive holds one platform per image); add -f oci, or choose a platform such as --platform linux/arm64",
-                self.format
+                format
             )));
         }
         let (platform, platform_explicit) = match (&self.platform, &self.arch) {
@@ -320,7 +348,7 @@ impl Cli {
         let is_tar = out_path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
-        let output = if self.format.is_dir() {
+        let output = if format.is_dir() {
             match given_output {
                 None => {
                     return Err(UsageError(
@@ -413,7 +441,7 @@ impl Cli {
             platform_explicit,
             platform_all,
             output,
-            format: self.format,
+            format,
             jobs: usize::from(self.jobs),
             credentials,
             mirrors,
@@ -496,6 +524,29 @@ mod tests {
         assert!(settings(&["nginx", "-f", "oci-dir", "-o", "x.tar"]).is_err());
         let s = settings(&["nginx", "-f", "synology", "-o", "x.tar"]).unwrap();
         assert_eq!(s.format, Format::Legacy);
+    }
+
+    #[test]
+    fn format_values() {
+        use clap::ValueEnum;
+        for (given, format) in [
+            ("docker", Format::Docker),
+            ("legacy", Format::Legacy),
+            ("synology", Format::Legacy),
+            ("oci", Format::Oci),
+        ] {
+            let s = settings(&["nginx", "-f", given]).unwrap();
+            assert_eq!(s.format, format, "{given}");
+        }
+        let s = settings(&["nginx", "--format", "oci-dir", "-o", "layout"]).unwrap();
+        assert_eq!(s.format, Format::OciDir);
+        assert_eq!(settings(&["nginx"]).unwrap().format, Format::Docker);
+        assert!(Cli::try_parse_from(["docker-pull", "nginx", "-f", "tar"]).is_err());
+        // The flag's names are the names reports and --json give the format.
+        for arg in FormatArg::value_variants() {
+            let name = arg.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name, Format::from(*arg).to_string());
+        }
     }
 
     #[test]
