@@ -1,6 +1,7 @@
 //! Command-line flags (clap) and the validated settings a pull runs with:
 //! flags override environment variables, which override defaults.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::archive::Format;
+use crate::fetch::Chunking;
 use crate::mirror::Mirror;
 use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
@@ -266,6 +268,9 @@ pub struct Settings {
     pub cache_max: Option<u64>,
     /// `--sync`: archives reach the disk before the command ends.
     pub sync: bool,
+    /// When blobs are fetched in ranged chunks: `DOCKER_PULL_CHUNK_THRESHOLD`
+    /// and `DOCKER_PULL_CHUNK_SIZE`, else the defaults.
+    pub chunking: Chunking,
 }
 
 /// A usage error: exit code 2.
@@ -273,9 +278,66 @@ pub struct Settings {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The environment as settings are resolved from it: each variable looked up
+/// by name, once (the process environment, or a fixed set in tests).
+struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
+
+impl Env<'_> {
+    /// The raw value: set but empty counts as set.
+    fn raw(&self, name: &str) -> Option<OsString> {
+        (self.0)(name)
+    }
+
+    /// The value; unset and empty are the same.
+    fn value(&self, name: &str) -> Option<OsString> {
+        self.raw(name).filter(|v| !v.is_empty())
+    }
+
+    /// The value as text, blank counting as unset (a value that is not UTF-8
+    /// keeps its replacement characters, so it fails to parse, by name).
+    fn text(&self, name: &str) -> Option<String> {
+        self.value(name)
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A size such as `64M`; an unreadable one is a usage error naming the variable.
+    fn size(&self, name: &str) -> Result<Option<u64>, UsageError> {
+        self.text(name)
+            .map(|v| parse_size(&v).map_err(|e| UsageError(format!("{name}: {e}"))))
+            .transpose()
+    }
+}
+
+/// The ranged-chunk defaults, tuned by `DOCKER_PULL_CHUNK_THRESHOLD` (`0`
+/// turns chunking off) and `DOCKER_PULL_CHUNK_SIZE` (at least 64 KiB).
+fn chunking(env: &Env) -> Result<Chunking, UsageError> {
+    let mut c = Chunking::default();
+    if let Some(t) = env.size("DOCKER_PULL_CHUNK_THRESHOLD")? {
+        c.threshold = if t == 0 { u64::MAX } else { t };
+    }
+    if let Some(s) = env.size("DOCKER_PULL_CHUNK_SIZE")? {
+        c.chunk_size = s.max(64 << 10);
+    }
+    Ok(c)
+}
+
 impl Cli {
-    /// Validates the flags. `stdin` supplies the password for `--password-stdin`.
+    /// Validates the flags against the process environment. `stdin` supplies
+    /// the password for `--password-stdin`.
     pub fn into_settings(self, stdin: &mut dyn Read) -> Result<Settings, UsageError> {
+        self.into_settings_with(stdin, &|name| std::env::var_os(name))
+    }
+
+    /// [`Cli::into_settings`] with the environment given as a lookup. (The
+    /// variables clap reads itself, such as `DOCKER_PULL_USERNAME`, are
+    /// already in the flags.)
+    pub fn into_settings_with(
+        self,
+        stdin: &mut dyn Read,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Settings, UsageError> {
+        let env = Env(env);
         if !crate::reference::is_valid_registry(&self.registry) {
             return Err(UsageError(format!(
                 "invalid --registry {:?}: expected HOST[:PORT]",
@@ -384,11 +446,11 @@ impl Cli {
         } else {
             self.password.clone()
         };
-        let env_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        let env_password = env.value("DOCKER_PULL_PASSWORD");
         let source = if self.password_stdin {
             "-u/--password-stdin"
-        } else if env_set("DOCKER_PULL_PASSWORD")
-            && std::env::var("DOCKER_PULL_PASSWORD").ok() == self.password
+        } else if env_password.is_some()
+            && env_password.as_deref().and_then(|p| p.to_str()) == self.password.as_deref()
         {
             "DOCKER_PULL_USERNAME/DOCKER_PULL_PASSWORD"
         } else {
@@ -415,10 +477,10 @@ impl Cli {
                 .map_err(|e| UsageError(format!("invalid --proxy: {e}")))?;
         }
         let mirrors = if self.mirror.is_empty() {
-            match std::env::var("DOCKER_PULL_MIRRORS") {
-                Ok(v) => Mirror::parse_list(&v)
+            match env.raw("DOCKER_PULL_MIRRORS") {
+                Some(v) => Mirror::parse_list(&v.to_string_lossy())
                     .map_err(|e| UsageError(format!("DOCKER_PULL_MIRRORS: {e}")))?,
-                Err(_) => Vec::new(),
+                None => Vec::new(),
             }
         } else {
             self.mirror
@@ -426,14 +488,10 @@ impl Cli {
                 .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
                 .collect::<Result<_, _>>()?
         };
-        let cache_max = match std::env::var("DOCKER_PULL_CACHE_MAX") {
-            Ok(v) if !v.trim().is_empty() => Some(
-                parse_size(&v).map_err(|e| UsageError(format!("DOCKER_PULL_CACHE_MAX: {e}")))?,
-            ),
-            _ => None,
-        };
+        let cache_max = env.size("DOCKER_PULL_CACHE_MAX")?;
+        let chunking = chunking(&env)?;
         let password_on_command_line =
-            self.password.is_some() && std::env::var_os("DOCKER_PULL_PASSWORD").is_none();
+            self.password.is_some() && env.raw("DOCKER_PULL_PASSWORD").is_none();
 
         Ok(Settings {
             images,
@@ -466,6 +524,7 @@ impl Cli {
             password_on_command_line,
             cache_max,
             sync: self.sync,
+            chunking,
         })
     }
 }
@@ -498,6 +557,62 @@ mod tests {
         Cli::try_parse_from(argv)
             .expect("flags parse")
             .into_settings(&mut std::io::empty())
+    }
+
+    /// Settings from `args` with exactly the variables `vars` set.
+    fn settings_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Settings, UsageError> {
+        let mut argv = vec!["docker-pull"];
+        argv.extend_from_slice(args);
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_settings_with(&mut std::io::empty(), &|name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+    }
+
+    #[test]
+    fn chunking_from_the_environment() {
+        let c = settings_env(&["nginx"], &[]).unwrap().chunking;
+        assert_eq!(
+            (c.threshold, c.chunk_size),
+            (
+                Chunking::default().threshold,
+                Chunking::default().chunk_size
+            )
+        );
+        let c = settings_env(
+            &["nginx"],
+            &[
+                ("DOCKER_PULL_CHUNK_THRESHOLD", "100K"),
+                ("DOCKER_PULL_CHUNK_SIZE", "2M"),
+            ],
+        )
+        .unwrap()
+        .chunking;
+        assert_eq!((c.threshold, c.chunk_size), (100 << 10, 2 << 20));
+        // 0 turns chunking off; chunks are never smaller than 64 KiB; blank is unset.
+        let c = settings_env(
+            &["nginx"],
+            &[
+                ("DOCKER_PULL_CHUNK_THRESHOLD", "0"),
+                ("DOCKER_PULL_CHUNK_SIZE", "1K"),
+            ],
+        )
+        .unwrap()
+        .chunking;
+        assert_eq!((c.threshold, c.chunk_size), (u64::MAX, 64 << 10));
+        let c = settings_env(&["nginx"], &[("DOCKER_PULL_CHUNK_SIZE", " ")])
+            .unwrap()
+            .chunking;
+        assert_eq!(c.chunk_size, Chunking::default().chunk_size);
+        for name in ["DOCKER_PULL_CHUNK_THRESHOLD", "DOCKER_PULL_CHUNK_SIZE"] {
+            let e = settings_env(&["nginx"], &[(name, "lots")]).unwrap_err();
+            assert!(e.0.starts_with(name) && e.0.contains("\"lots\""), "{e}");
+        }
     }
 
     #[test]

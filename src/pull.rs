@@ -102,7 +102,7 @@ impl<'a> Puller<'a> {
             store: CredentialStore::load(&Locations::from_env()),
             found: HashMap::new(),
             registries: Vec::new(),
-            chunking: fetch::Chunking::from_env(),
+            chunking: settings.chunking,
             connections: Arc::new(tokio::sync::Semaphore::new(settings.jobs.max(1))),
         })
     }

@@ -25,5 +25,6 @@ mod proxy;
 mod pull;
 mod refs;
 mod resume;
+mod settings;
 mod streaming;
 mod tokens;
