@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::archive::Format;
+use crate::credentials::Locations;
 use crate::fetch::Chunking;
 use crate::mirror::Mirror;
 use crate::platform::Platform;
@@ -253,6 +254,8 @@ pub struct Settings {
     /// Credentials given on the command line or in the environment, for the
     /// registries the images name.
     pub credentials: Option<Credentials>,
+    /// The Docker config and containers auth files stored credentials come from.
+    pub credential_locations: Locations,
     /// Docker Hub mirrors, in order.
     pub mirrors: Vec<Mirror>,
     pub cache_dir: Option<PathBuf>,
@@ -293,6 +296,10 @@ impl Env<'_> {
         self.raw(name).filter(|v| !v.is_empty())
     }
 
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.value(name).map(PathBuf::from)
+    }
+
     /// The value as text, blank counting as unset (a value that is not UTF-8
     /// keeps its replacement characters, so it fails to parse, by name).
     fn text(&self, name: &str) -> Option<String> {
@@ -306,6 +313,35 @@ impl Env<'_> {
         self.text(name)
             .map(|v| parse_size(&v).map_err(|e| UsageError(format!("{name}: {e}"))))
             .transpose()
+    }
+}
+
+/// Where `docker login` and `podman login` leave credentials:
+/// `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`), then the
+/// containers auth files `$REGISTRY_AUTH_FILE`,
+/// `$XDG_RUNTIME_DIR/containers/auth.json` and
+/// `$XDG_CONFIG_HOME/containers/auth.json` (else
+/// `~/.config/containers/auth.json`).
+fn credential_locations(env: &Env) -> Locations {
+    let home = env.path("HOME");
+    let docker_config = env
+        .path("DOCKER_CONFIG")
+        .map(|d| d.join("config.json"))
+        .or_else(|| home.as_ref().map(|h| h.join(".docker/config.json")));
+    let mut auth_files = Vec::new();
+    if let Some(f) = env.path("REGISTRY_AUTH_FILE") {
+        auth_files.push(f);
+    }
+    if let Some(d) = env.path("XDG_RUNTIME_DIR") {
+        auth_files.push(d.join("containers/auth.json"));
+    }
+    match env.path("XDG_CONFIG_HOME") {
+        Some(d) => auth_files.push(d.join("containers/auth.json")),
+        None => auth_files.extend(home.map(|h| h.join(".config/containers/auth.json"))),
+    }
+    Locations {
+        docker_config,
+        auth_files,
     }
 }
 
@@ -502,6 +538,7 @@ impl Cli {
             format,
             jobs: usize::from(self.jobs),
             credentials,
+            credential_locations: credential_locations(&env),
             mirrors,
             cache_dir: if self.no_cache {
                 None
@@ -613,6 +650,48 @@ mod tests {
             let e = settings_env(&["nginx"], &[(name, "lots")]).unwrap_err();
             assert!(e.0.starts_with(name) && e.0.contains("\"lots\""), "{e}");
         }
+    }
+
+    #[test]
+    fn credential_files_from_the_environment() {
+        let l = settings_env(&["nginx"], &[("HOME", "/h")])
+            .unwrap()
+            .credential_locations;
+        assert_eq!(
+            l,
+            Locations {
+                docker_config: Some("/h/.docker/config.json".into()),
+                auth_files: vec!["/h/.config/containers/auth.json".into()],
+            }
+        );
+        let l = settings_env(
+            &["nginx"],
+            &[
+                ("HOME", "/h"),
+                ("DOCKER_CONFIG", "/d"),
+                ("REGISTRY_AUTH_FILE", "/r/auth.json"),
+                ("XDG_RUNTIME_DIR", "/run/user/1"),
+                ("XDG_CONFIG_HOME", "/c"),
+            ],
+        )
+        .unwrap()
+        .credential_locations;
+        assert_eq!(
+            l,
+            Locations {
+                docker_config: Some("/d/config.json".into()),
+                auth_files: vec![
+                    "/r/auth.json".into(),
+                    "/run/user/1/containers/auth.json".into(),
+                    "/c/containers/auth.json".into(),
+                ],
+            }
+        );
+        // Empty variables count as unset; without HOME nothing is guessed.
+        let l = settings_env(&["nginx"], &[("DOCKER_CONFIG", ""), ("HOME", "")])
+            .unwrap()
+            .credential_locations;
+        assert_eq!(l, Locations::default());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::archive::{self, AllPlatforms, ArchiveImage};
 use crate::cache::Cache;
 use crate::cli::{Output, Settings};
-use crate::credentials::{CredentialStore, Locations};
+use crate::credentials::CredentialStore;
 use crate::error::PullError;
 use crate::fetch::{self, Fetcher};
 use crate::mirror::{self, Source};
@@ -99,7 +99,7 @@ impl<'a> Puller<'a> {
             view,
             http,
             tls_clients: HashMap::new(),
-            store: CredentialStore::load(&Locations::from_env()),
+            store: CredentialStore::load(&settings.credential_locations),
             found: HashMap::new(),
             registries: Vec::new(),
             chunking: settings.chunking,
