@@ -14,7 +14,8 @@ use crate::fetch::Chunking;
 use crate::mirror::Mirror;
 use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
-use crate::registry::{Credentials, TransportOptions};
+use crate::registry::transport;
+use crate::registry::{Credentials, EnvProxies, TransportOptions};
 use crate::units::{parse_duration, parse_size};
 
 /// Download container images from Docker/OCI registries without a Docker
@@ -274,6 +275,8 @@ pub struct Settings {
     /// When blobs are fetched in ranged chunks: `DOCKER_PULL_CHUNK_THRESHOLD`
     /// and `DOCKER_PULL_CHUNK_SIZE`, else the defaults.
     pub chunking: Chunking,
+    /// Settings that were left out, and why (shown once logging is set up).
+    pub warnings: Vec<String>,
 }
 
 /// A usage error: exit code 2.
@@ -343,6 +346,26 @@ fn credential_locations(env: &Env) -> Locations {
         docker_config,
         auth_files,
     }
+}
+
+/// The first of the variables that is set and not blank, with its name. Proxy
+/// variables are read upper case first, then lower case, skipping empty ones
+/// (as Go's net/http, and so Docker and containerd, read them).
+fn first_set(env: &Env, names: [&'static str; 2]) -> Option<(&'static str, String)> {
+    names.into_iter().find_map(|n| env.text(n).map(|v| (n, v)))
+}
+
+/// Docker's per-registry certificate directories: the user's (rootless
+/// Docker) `$XDG_CONFIG_HOME/docker/certs.d`, else
+/// `~/.config/docker/certs.d`, then `/etc/docker/certs.d`.
+fn certs_d_roots(env: &Env) -> Vec<PathBuf> {
+    let user = env
+        .path("XDG_CONFIG_HOME")
+        .or_else(|| env.path("HOME").map(|h| h.join(".config")));
+    user.map(|d| d.join("docker/certs.d"))
+        .into_iter()
+        .chain([PathBuf::from("/etc/docker/certs.d")])
+        .collect()
 }
 
 /// The ranged-chunk defaults, tuned by `DOCKER_PULL_CHUNK_THRESHOLD` (`0`
@@ -508,10 +531,6 @@ impl Cli {
                 ));
             }
         };
-        if let Some(p) = &self.proxy {
-            crate::registry::transport::check_proxy_url(p)
-                .map_err(|e| UsageError(format!("invalid --proxy: {e}")))?;
-        }
         let mirrors = if self.mirror.is_empty() {
             match env.raw("DOCKER_PULL_MIRRORS") {
                 Some(v) => Mirror::parse_list(&v.to_string_lossy())
@@ -524,6 +543,8 @@ impl Cli {
                 .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
                 .collect::<Result<_, _>>()?
         };
+        let mut warnings = Vec::new();
+        let transport = self.transport(&env, &mut warnings)?;
         let cache_max = env.size("DOCKER_PULL_CACHE_MAX")?;
         let chunking = chunking(&env)?;
         let password_on_command_line =
@@ -545,14 +566,7 @@ impl Cli {
             } else {
                 Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
             },
-            transport: TransportOptions {
-                insecure: self.insecure,
-                plain_http: self.plain_http,
-                ca_certs: self.ca_cert.clone(),
-                proxy: self.proxy.clone(),
-                timeout: Duration::from_secs(self.timeout),
-                retries: self.retries,
-            },
+            transport,
             tag,
             log_file: self.log_file.clone(),
             debug: self.debug,
@@ -562,6 +576,46 @@ impl Cli {
             cache_max,
             sync: self.sync,
             chunking,
+            warnings,
+        })
+    }
+
+    /// How to reach registries: the flags, the proxy variables (unless
+    /// `--proxy` is given; `NO_PROXY` counts with it too) and Docker's
+    /// `certs.d` directories.
+    fn transport(
+        &self,
+        env: &Env,
+        warnings: &mut Vec<String>,
+    ) -> Result<TransportOptions, UsageError> {
+        if let Some(p) = &self.proxy {
+            transport::check_proxy_url(p)
+                .map_err(|e| UsageError(format!("invalid --proxy: {e}")))?;
+        }
+        let mut env_proxies = EnvProxies {
+            no_proxy: first_set(env, ["NO_PROXY", "no_proxy"]).map(|(_, v)| v),
+            ..EnvProxies::default()
+        };
+        if self.proxy.is_none() {
+            let mut proxy = |names| {
+                let (name, value) = first_set(env, names)?;
+                transport::env_proxy_url(&value)
+                    .map_err(|e| warnings.push(format!("{name} is ignored: {e}")))
+                    .ok()
+            };
+            env_proxies.https = proxy(["HTTPS_PROXY", "https_proxy"]);
+            env_proxies.http = proxy(["HTTP_PROXY", "http_proxy"]);
+            env_proxies.all = proxy(["ALL_PROXY", "all_proxy"]);
+        }
+        Ok(TransportOptions {
+            insecure: self.insecure,
+            plain_http: self.plain_http,
+            ca_certs: self.ca_cert.clone(),
+            proxy: self.proxy.clone(),
+            env_proxies,
+            certs_d_roots: certs_d_roots(env),
+            timeout: Duration::from_secs(self.timeout),
+            retries: self.retries,
         })
     }
 }
@@ -692,6 +746,92 @@ mod tests {
             .unwrap()
             .credential_locations;
         assert_eq!(l, Locations::default());
+    }
+
+    #[test]
+    fn proxies_from_the_environment() {
+        let t = settings_env(&["nginx"], &[]).unwrap().transport;
+        assert_eq!(t.env_proxies, EnvProxies::default());
+        let s = settings_env(
+            &["nginx"],
+            &[
+                ("HTTPS_PROXY", "http://upper:1"),
+                ("https_proxy", "http://lower:1"),
+                // An empty upper-case variable does not hide the lower-case one.
+                ("HTTP_PROXY", ""),
+                ("http_proxy", "proxy.corp:3128"),
+                ("all_proxy", "socks5h://any:1080"),
+                ("NO_PROXY", " "),
+                ("no_proxy", "localhost,.internal"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.transport.env_proxies,
+            EnvProxies {
+                https: Some("http://upper:1".into()),
+                http: Some("http://proxy.corp:3128".into()),
+                all: Some("socks5h://any:1080".into()),
+                no_proxy: Some("localhost,.internal".into()),
+            }
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+        // --proxy replaces the proxy variables; NO_PROXY still counts.
+        let s = settings_env(
+            &["nginx", "--proxy", "http://flag:3128"],
+            &[("HTTPS_PROXY", "ftp://x"), ("NO_PROXY", "r.internal")],
+        )
+        .unwrap();
+        assert_eq!(s.transport.proxy.as_deref(), Some("http://flag:3128"));
+        assert_eq!(
+            s.transport.env_proxies,
+            EnvProxies {
+                no_proxy: Some("r.internal".into()),
+                ..EnvProxies::default()
+            }
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+        // A value the client cannot use is left out, with a warning that
+        // names the variable and never the password.
+        let s = settings_env(
+            &["nginx"],
+            &[
+                ("ALL_PROXY", "socks://u:hunter22@127.0.0.1:1080/"),
+                ("HTTP_PROXY", "http://ok:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.transport.env_proxies.all, None);
+        assert_eq!(s.transport.env_proxies.http.as_deref(), Some("http://ok:1"));
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].starts_with("ALL_PROXY is ignored"),
+            "{:?}",
+            s.warnings
+        );
+        assert!(!s.warnings[0].contains("hunter22"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn certs_d_directories_from_the_environment() {
+        let roots = |vars: &[(&str, &str)]| {
+            settings_env(&["nginx"], vars)
+                .unwrap()
+                .transport
+                .certs_d_roots
+        };
+        let etc = PathBuf::from("/etc/docker/certs.d");
+        assert_eq!(
+            roots(&[("HOME", "/h")]),
+            [PathBuf::from("/h/.config/docker/certs.d"), etc.clone()]
+        );
+        assert_eq!(
+            roots(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/c")]),
+            [PathBuf::from("/c/docker/certs.d"), etc.clone()]
+        );
+        assert_eq!(roots(&[]), [etc]);
     }
 
     #[test]

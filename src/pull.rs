@@ -113,10 +113,10 @@ impl<'a> Puller<'a> {
         if let Some(c) = self.tls_clients.get(&source.registry) {
             return Ok(c.clone());
         }
-        let roots = transport::certs_d_roots();
+        let roots = &self.settings.transport.certs_d_roots;
         let mut tls = None;
         for name in [&source.registry, &source.host] {
-            tls = transport::registry_tls(&roots, name)
+            tls = transport::registry_tls(roots, name)
                 .map_err(|e| PullError::Setup(format!("registry {}: {e}", source.registry)))?;
             if tls.is_some() {
                 break;

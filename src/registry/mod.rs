@@ -13,4 +13,4 @@ pub mod transport;
 pub use auth::Credentials;
 pub use client::{Manifest, Registry};
 pub use error::RegistryError;
-pub use transport::TransportOptions;
+pub use transport::{EnvProxies, TransportOptions};
