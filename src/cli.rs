@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
-    /// Registry username
+    /// Registry username, for the registry of the first image (other registries use their stored credentials)
     #[arg(short, long, env = "DOCKER_PULL_USERNAME", value_name = "USER")]
     pub username: Option<String>,
 
@@ -252,9 +252,9 @@ pub struct Settings {
     pub output: Output,
     pub format: Format,
     pub jobs: usize,
-    /// Credentials given on the command line or in the environment, for the
-    /// registries the images name.
-    pub credentials: Option<Credentials>,
+    /// Credentials given on the command line or in the environment, and the
+    /// one registry they are for.
+    pub credentials: Option<GivenCredentials>,
     /// The Docker config and containers auth files stored credentials come from.
     pub credential_locations: Locations,
     /// Docker Hub mirrors, in order.
@@ -277,6 +277,26 @@ pub struct Settings {
     pub chunking: Chunking,
     /// Settings that were left out, and why (shown once logging is set up).
     pub warnings: Vec<String>,
+}
+
+/// Credentials given with `-u` and `-p` / `--password-stdin`, or
+/// `DOCKER_PULL_USERNAME` / `DOCKER_PULL_PASSWORD`, and the one registry they
+/// are for: that of the first image (on the command line, else in the images
+/// file). Other registries, and mirrors, never get them.
+#[derive(Debug, Clone)]
+pub struct GivenCredentials {
+    /// `docker.io`, `host[:port]`.
+    pub registry: String,
+    pub credentials: Credentials,
+}
+
+impl GivenCredentials {
+    /// The credentials, when `registry` is the one they were given for.
+    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
+        self.registry
+            .eq_ignore_ascii_case(registry)
+            .then_some(&self.credentials)
+    }
 }
 
 /// A usage error: exit code 2.
@@ -490,47 +510,6 @@ impl Cli {
             Output::Dir(out_path)
         };
 
-        let password = if self.password_stdin {
-            let mut s = String::new();
-            stdin
-                .read_to_string(&mut s)
-                .map_err(|e| UsageError(format!("cannot read the password from stdin: {e}")))?;
-            let s = s.trim_end_matches(['\r', '\n']).to_string();
-            if s.is_empty() {
-                return Err(UsageError(
-                    "--password-stdin: standard input was empty".into(),
-                ));
-            }
-            Some(s)
-        } else {
-            self.password.clone()
-        };
-        let env_password = env.value("DOCKER_PULL_PASSWORD");
-        let source = if self.password_stdin {
-            "-u/--password-stdin"
-        } else if env_password.is_some()
-            && env_password.as_deref().and_then(|p| p.to_str()) == self.password.as_deref()
-        {
-            "DOCKER_PULL_USERNAME/DOCKER_PULL_PASSWORD"
-        } else {
-            "-u/-p"
-        };
-        let credentials = match (self.username.clone(), password) {
-            (Some(username), Some(password)) => {
-                Some(Credentials::password(&username, &password, source))
-            }
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(UsageError(
-                    "a username needs a password: add --password-stdin (or -p)".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(UsageError(
-                    "a password needs a username: add -u USER".into(),
-                ));
-            }
-        };
         let mirrors = if self.mirror.is_empty() {
             match env.raw("DOCKER_PULL_MIRRORS") {
                 Some(v) => Mirror::parse_list(&v.to_string_lossy())
@@ -544,6 +523,7 @@ impl Cli {
                 .collect::<Result<_, _>>()?
         };
         let mut warnings = Vec::new();
+        let credentials = self.credentials(stdin, &env, &images, &mut warnings)?;
         let transport = self.transport(&env, &mut warnings)?;
         let cache_max = env.size("DOCKER_PULL_CACHE_MAX")?;
         let chunking = chunking(&env)?;
@@ -578,6 +558,78 @@ impl Cli {
             chunking,
             warnings,
         })
+    }
+
+    /// `-u` with `-p` or `--password-stdin` (or `DOCKER_PULL_USERNAME` and
+    /// `DOCKER_PULL_PASSWORD`), for the registry of the first image.
+    fn credentials(
+        &self,
+        stdin: &mut dyn Read,
+        env: &Env,
+        images: &[(String, Reference)],
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<GivenCredentials>, UsageError> {
+        let password = if self.password_stdin {
+            let mut s = String::new();
+            stdin
+                .read_to_string(&mut s)
+                .map_err(|e| UsageError(format!("cannot read the password from stdin: {e}")))?;
+            let s = s.trim_end_matches(['\r', '\n']).to_string();
+            if s.is_empty() {
+                return Err(UsageError(
+                    "--password-stdin: standard input was empty".into(),
+                ));
+            }
+            Some(s)
+        } else {
+            self.password.clone()
+        };
+        let env_password = env.value("DOCKER_PULL_PASSWORD");
+        let source = if self.password_stdin {
+            "-u/--password-stdin"
+        } else if env_password.is_some()
+            && env_password.as_deref().and_then(|p| p.to_str()) == self.password.as_deref()
+        {
+            "DOCKER_PULL_USERNAME/DOCKER_PULL_PASSWORD"
+        } else {
+            "-u/-p"
+        };
+        let credentials = match (self.username.clone(), password) {
+            (Some(username), Some(password)) => Credentials::password(&username, &password, source),
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(UsageError(
+                    "a username needs a password: add --password-stdin (or -p)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(UsageError(
+                    "a password needs a username: add -u USER".into(),
+                ));
+            }
+        };
+        // There is always a first image by now.
+        let registry = images
+            .first()
+            .map(|(_, r)| r.registry.clone())
+            .unwrap_or_default();
+        let mut others: Vec<&str> = Vec::new();
+        for (_, r) in images {
+            if !r.registry.eq_ignore_ascii_case(&registry) && !others.contains(&r.registry.as_str())
+            {
+                others.push(&r.registry);
+            }
+        }
+        if !others.is_empty() {
+            warnings.push(format!(
+                "the credentials from {source} are for {registry}, the first image's registry, only; images from {} use their stored credentials (docker login, podman login) or none",
+                others.join(", ")
+            ));
+        }
+        Ok(Some(GivenCredentials {
+            registry,
+            credentials,
+        }))
     }
 
     /// How to reach registries: the flags, the proxy variables (unless
@@ -835,6 +887,36 @@ mod tests {
     }
 
     #[test]
+    fn given_credentials_are_for_the_first_images_registry() {
+        let s = settings(&[
+            "-u",
+            "me",
+            "-p",
+            "pw",
+            "ghcr.io/o/a",
+            "nginx",
+            "GHCR.io/o/b",
+        ])
+        .unwrap();
+        let given = s.credentials.unwrap();
+        assert_eq!(given.registry, "ghcr.io");
+        assert!(given.for_registry("ghcr.io").is_some());
+        assert!(given.for_registry("docker.io").is_none());
+        assert!(given.for_registry("ghcr.io:443").is_none());
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("for ghcr.io,") && s.warnings[0].contains("from docker.io use"),
+            "{:?}",
+            s.warnings
+        );
+        // One registry: nothing to warn about.
+        let s = settings(&["-u", "me", "-p", "pw", "ghcr.io/o/a", "ghcr.io/o/b"]).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = settings(&["nginx", "ghcr.io/o/a"]).unwrap();
+        assert!(s.credentials.is_none() && s.warnings.is_empty());
+    }
+
+    #[test]
     fn images_file_syntax() {
         let text =
             "# base images\nnginx:1.27\n\n  alpine  # small\n#busybox\nghcr.io/o/a@sha256:abc\n";
@@ -970,7 +1052,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(["docker-pull", "a", "-u", "me", "--password-stdin"]).unwrap();
         let s = cli.into_settings(&mut &b"s3cret\n"[..]).unwrap();
-        let c = s.credentials.unwrap();
+        let given = s.credentials.unwrap();
+        assert_eq!(given.registry, "docker.io");
+        let c = given.credentials;
         assert_eq!(
             c.secret,
             crate::registry::auth::Secret::Password("s3cret".into())

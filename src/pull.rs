@@ -134,10 +134,12 @@ impl<'a> Puller<'a> {
     }
 
     /// The credentials for a source: those given on the command line or in
-    /// the environment for the registries images name, else stored ones.
+    /// the environment when it is the registry they were given for (never a
+    /// mirror), else stored ones.
     fn credentials_for(&mut self, source: &Source) -> Option<Credentials> {
         if !source.mirror
-            && let Some(c) = &self.settings.credentials
+            && let Some(c) = (self.settings.credentials.as_ref())
+                .and_then(|given| given.for_registry(&source.registry))
         {
             return Some(c.clone());
         }
