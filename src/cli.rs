@@ -465,50 +465,8 @@ impl Cli {
             (None, None) => (Platform::host(), false),
         };
 
-        let tag = match &self.tag {
-            None => None,
-            Some(_) if images.len() > 1 => {
-                return Err(UsageError(
-                    "--tag names one image, but several were given".into(),
-                ));
-            }
-            Some(t) => {
-                let r = Reference::parse(t, DOCKER_HUB)
-                    .map_err(|e| UsageError(format!("invalid --tag: {e}")))?;
-                if r.digest.is_some() {
-                    return Err(UsageError(
-                        "invalid --tag: give NAME:TAG, without a digest".into(),
-                    ));
-                }
-                Some(r)
-            }
-        };
-
-        let given_output = self.output.clone();
-        let out_path = given_output.clone().unwrap_or_else(|| PathBuf::from("."));
-        let is_tar = out_path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
-        let output = if format.is_dir() {
-            match given_output {
-                None => {
-                    return Err(UsageError(
-                        "-f oci-dir writes an OCI layout directory: name it with -o DIR".into(),
-                    ));
-                }
-                Some(_) if is_tar => {
-                    return Err(UsageError(
-                        "-f oci-dir writes a directory, not a .tar: use -f oci for an OCI archive"
-                            .into(),
-                    ));
-                }
-                Some(dir) => Output::Layout(dir),
-            }
-        } else if is_tar {
-            Output::File(out_path)
-        } else {
-            Output::Dir(out_path)
-        };
+        let tag = self.tag(images.len())?;
+        let output = self.output(format)?;
 
         let mirrors = if self.mirror.is_empty() {
             match env.raw("DOCKER_PULL_MIRRORS") {
@@ -558,6 +516,52 @@ impl Cli {
             chunking,
             warnings,
         })
+    }
+
+    /// `--tag NAME:TAG`, for one image only.
+    fn tag(&self, images: usize) -> Result<Option<Reference>, UsageError> {
+        match &self.tag {
+            None => Ok(None),
+            Some(_) if images > 1 => Err(UsageError(
+                "--tag names one image, but several were given".into(),
+            )),
+            Some(t) => {
+                let r = Reference::parse(t, DOCKER_HUB)
+                    .map_err(|e| UsageError(format!("invalid --tag: {e}")))?;
+                if r.digest.is_some() {
+                    return Err(UsageError(
+                        "invalid --tag: give NAME:TAG, without a digest".into(),
+                    ));
+                }
+                Ok(Some(r))
+            }
+        }
+    }
+
+    /// Where archives go: `-o` as a `.tar`, a directory, or (`-f oci-dir`) a
+    /// layout directory.
+    fn output(&self, format: Format) -> Result<Output, UsageError> {
+        let given_output = self.output.clone();
+        let out_path = given_output.clone().unwrap_or_else(|| PathBuf::from("."));
+        let is_tar = out_path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
+        if format.is_dir() {
+            match given_output {
+                None => Err(UsageError(
+                    "-f oci-dir writes an OCI layout directory: name it with -o DIR".into(),
+                )),
+                Some(_) if is_tar => Err(UsageError(
+                    "-f oci-dir writes a directory, not a .tar: use -f oci for an OCI archive"
+                        .into(),
+                )),
+                Some(dir) => Ok(Output::Layout(dir)),
+            }
+        } else if is_tar {
+            Ok(Output::File(out_path))
+        } else {
+            Ok(Output::Dir(out_path))
+        }
     }
 
     /// `-u` with `-p` or `--password-stdin` (or `DOCKER_PULL_USERNAME` and
