@@ -1,5 +1,9 @@
 //! Command-line flags (clap) and the validated settings a pull runs with:
 //! flags override environment variables, which override defaults.
+//!
+//! This is the one place that reads the environment (`DOCKER_PULL_*`, the
+//! proxy variables, the credential and `certs.d` file locations): everything
+//! is resolved here, once, into [`Settings`], and the layers below get values.
 
 use std::ffi::OsString;
 use std::io::Read;
