@@ -65,7 +65,7 @@ pub struct EnvProxies {
 }
 
 impl EnvProxies {
-    /// The proxy for a request to `scheme://...`, unless `NO_PROXY` says otherwise.
+    /// The proxy for a request to `scheme://...`, before `NO_PROXY` is asked.
     fn for_scheme(&self, scheme: &str) -> Option<&String> {
         let specific = if scheme == "https" {
             self.https.as_ref()
