@@ -1,6 +1,11 @@
 //! Command-line flags (clap) and the validated settings a pull runs with:
 //! flags override environment variables, which override defaults.
+//!
+//! This is the one place that reads the environment (`DOCKER_PULL_*`, the
+//! proxy variables, the credential and `certs.d` file locations): everything
+//! is resolved here, once, into [`Settings`], and the layers below get values.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,10 +13,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::archive::Format;
+use crate::credentials::Locations;
+use crate::fetch::Chunking;
 use crate::mirror::Mirror;
 use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
-use crate::registry::{Credentials, TransportOptions};
+use crate::registry::transport;
+use crate::registry::{Credentials, EnvProxies, TransportOptions};
+use crate::units::{parse_duration, parse_size};
 
 /// Download container images from Docker/OCI registries without a Docker
 /// daemon and write archives that `docker load` accepts.
@@ -52,14 +61,14 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 
     /// Archive format
-    #[arg(short, long, value_enum, default_value_t = Format::Docker)]
-    pub format: Format,
+    #[arg(short, long, value_enum, default_value_t = FormatArg::Docker)]
+    pub format: FormatArg,
 
     /// Blobs downloaded at once
     #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
-    /// Registry username
+    /// Registry username, for the registry of the first image (other registries use their stored credentials)
     #[arg(short, long, env = "DOCKER_PULL_USERNAME", value_name = "USER")]
     pub username: Option<String>,
 
@@ -147,6 +156,33 @@ pub struct Cli {
     pub json: bool,
 }
 
+/// `-f, --format`: the values the command line accepts for an
+/// [`archive::Format`](Format), with their help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// `docker load` of every engine since 1.10, and an OCI image layout too.
+    Docker,
+    /// The Docker 1.10-era layout with uncompressed layers, for old engines
+    /// (Synology DSM's Docker 18.09 and 20.10).
+    #[value(alias = "synology")]
+    Legacy,
+    /// An OCI image layout in a tar (oci-archive).
+    Oci,
+    /// An OCI image layout directory (-o DIR); blobs hard-linked from the cache.
+    OciDir,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Docker => Format::Docker,
+            FormatArg::Legacy => Format::Legacy,
+            FormatArg::Oci => Format::Oci,
+            FormatArg::OciDir => Format::OciDir,
+        }
+    }
+}
+
 /// Commands besides pulling.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -197,54 +233,6 @@ pub enum CacheAction {
     Clear,
 }
 
-/// Parses `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 90s, 30m, 12h, 7d or 2w"))?;
-    let secs = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h, d or w")),
-    };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
-}
-
-/// Parses `500M`, `10G`, `1.5T`, `2GiB`, `1024` (bytes); units are powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 500M or 10G"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.trim_end_matches("ib").trim_end_matches('b');
-    let factor: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(format!("{s:?}: the unit must be K, M, G or T")),
-    };
-    let bytes = n * factor as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes as u64)
-}
-
 /// Where archives go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -268,9 +256,11 @@ pub struct Settings {
     pub output: Output,
     pub format: Format,
     pub jobs: usize,
-    /// Credentials given on the command line or in the environment, for the
-    /// registries the images name.
-    pub credentials: Option<Credentials>,
+    /// Credentials given on the command line or in the environment, and the
+    /// one registry they are for.
+    pub credentials: Option<GivenCredentials>,
+    /// The Docker config and containers auth files stored credentials come from.
+    pub credential_locations: Locations,
     /// Docker Hub mirrors, in order.
     pub mirrors: Vec<Mirror>,
     pub cache_dir: Option<PathBuf>,
@@ -286,6 +276,31 @@ pub struct Settings {
     pub cache_max: Option<u64>,
     /// `--sync`: archives reach the disk before the command ends.
     pub sync: bool,
+    /// When blobs are fetched in ranged chunks: `DOCKER_PULL_CHUNK_THRESHOLD`
+    /// and `DOCKER_PULL_CHUNK_SIZE`, else the defaults.
+    pub chunking: Chunking,
+    /// Settings that were left out, and why (shown once logging is set up).
+    pub warnings: Vec<String>,
+}
+
+/// Credentials given with `-u` and `-p` / `--password-stdin`, or
+/// `DOCKER_PULL_USERNAME` / `DOCKER_PULL_PASSWORD`, and the one registry they
+/// are for: that of the first image (on the command line, else in the images
+/// file). Other registries, and mirrors, never get them.
+#[derive(Debug, Clone)]
+pub struct GivenCredentials {
+    /// `docker.io`, `host[:port]`.
+    pub registry: String,
+    pub credentials: Credentials,
+}
+
+impl GivenCredentials {
+    /// The credentials, when `registry` is the one they were given for.
+    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
+        self.registry
+            .eq_ignore_ascii_case(registry)
+            .then_some(&self.credentials)
+    }
 }
 
 /// A usage error: exit code 2.
@@ -293,9 +308,119 @@ pub struct Settings {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The environment as settings are resolved from it: each variable looked up
+/// by name, once (the process environment, or a fixed set in tests).
+struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
+
+impl Env<'_> {
+    /// The raw value: set but empty counts as set.
+    fn raw(&self, name: &str) -> Option<OsString> {
+        (self.0)(name)
+    }
+
+    /// The value; unset and empty are the same.
+    fn value(&self, name: &str) -> Option<OsString> {
+        self.raw(name).filter(|v| !v.is_empty())
+    }
+
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.value(name).map(PathBuf::from)
+    }
+
+    /// The value as text, blank counting as unset (a value that is not UTF-8
+    /// keeps its replacement characters, so it fails to parse, by name).
+    fn text(&self, name: &str) -> Option<String> {
+        self.value(name)
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A size such as `64M`; an unreadable one is a usage error naming the variable.
+    fn size(&self, name: &str) -> Result<Option<u64>, UsageError> {
+        self.text(name)
+            .map(|v| parse_size(&v).map_err(|e| UsageError(format!("{name}: {e}"))))
+            .transpose()
+    }
+}
+
+/// Where `docker login` and `podman login` leave credentials:
+/// `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`), then the
+/// containers auth files `$REGISTRY_AUTH_FILE`,
+/// `$XDG_RUNTIME_DIR/containers/auth.json` and
+/// `$XDG_CONFIG_HOME/containers/auth.json` (else
+/// `~/.config/containers/auth.json`).
+fn credential_locations(env: &Env) -> Locations {
+    let home = env.path("HOME");
+    let docker_config = env
+        .path("DOCKER_CONFIG")
+        .map(|d| d.join("config.json"))
+        .or_else(|| home.as_ref().map(|h| h.join(".docker/config.json")));
+    let mut auth_files = Vec::new();
+    if let Some(f) = env.path("REGISTRY_AUTH_FILE") {
+        auth_files.push(f);
+    }
+    if let Some(d) = env.path("XDG_RUNTIME_DIR") {
+        auth_files.push(d.join("containers/auth.json"));
+    }
+    match env.path("XDG_CONFIG_HOME") {
+        Some(d) => auth_files.push(d.join("containers/auth.json")),
+        None => auth_files.extend(home.map(|h| h.join(".config/containers/auth.json"))),
+    }
+    Locations {
+        docker_config,
+        auth_files,
+    }
+}
+
+/// The first of the variables that is set and not blank, with its name. Proxy
+/// variables are read upper case first, then lower case, skipping empty ones
+/// (as Go's net/http, and so Docker and containerd, read them).
+fn first_set(env: &Env, names: [&'static str; 2]) -> Option<(&'static str, String)> {
+    names.into_iter().find_map(|n| env.text(n).map(|v| (n, v)))
+}
+
+/// Docker's per-registry certificate directories: the user's (rootless
+/// Docker) `$XDG_CONFIG_HOME/docker/certs.d`, else
+/// `~/.config/docker/certs.d`, then `/etc/docker/certs.d`.
+fn certs_d_roots(env: &Env) -> Vec<PathBuf> {
+    let user = env
+        .path("XDG_CONFIG_HOME")
+        .or_else(|| env.path("HOME").map(|h| h.join(".config")));
+    user.map(|d| d.join("docker/certs.d"))
+        .into_iter()
+        .chain([PathBuf::from("/etc/docker/certs.d")])
+        .collect()
+}
+
+/// The ranged-chunk defaults, tuned by `DOCKER_PULL_CHUNK_THRESHOLD` (`0`
+/// turns chunking off) and `DOCKER_PULL_CHUNK_SIZE` (at least 64 KiB).
+fn chunking(env: &Env) -> Result<Chunking, UsageError> {
+    let mut c = Chunking::default();
+    if let Some(t) = env.size("DOCKER_PULL_CHUNK_THRESHOLD")? {
+        c.threshold = if t == 0 { u64::MAX } else { t };
+    }
+    if let Some(s) = env.size("DOCKER_PULL_CHUNK_SIZE")? {
+        c.chunk_size = s.max(64 << 10);
+    }
+    Ok(c)
+}
+
 impl Cli {
-    /// Validates the flags. `stdin` supplies the password for `--password-stdin`.
+    /// Validates the flags against the process environment. `stdin` supplies
+    /// the password for `--password-stdin`.
     pub fn into_settings(self, stdin: &mut dyn Read) -> Result<Settings, UsageError> {
+        self.into_settings_with(stdin, &|name| std::env::var_os(name))
+    }
+
+    /// [`Cli::into_settings`] with the environment given as a lookup. (The
+    /// variables clap reads itself, such as `DOCKER_PULL_USERNAME`, are
+    /// already in the flags.)
+    pub fn into_settings_with(
+        self,
+        stdin: &mut dyn Read,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Settings, UsageError> {
+        let env = Env(env);
         if !crate::reference::is_valid_registry(&self.registry) {
             return Err(UsageError(format!(
                 "invalid --registry {:?}: expected HOST[:PORT]",
@@ -320,14 +445,15 @@ impl Cli {
             images.push((s, r));
         }
 
+        let format = Format::from(self.format);
         let platform_all = self
             .platform
             .as_deref()
             .is_some_and(|p| p.eq_ignore_ascii_case("all"));
-        if platform_all && !matches!(self.format, Format::Oci | Format::OciDir) {
+        if platform_all && !matches!(format, Format::Oci | Format::OciDir) {
             return Err(UsageError(format!(
                 "--platform all keeps every platform, which only -f oci and -f oci-dir can hold (a {} archive holds one platform per image); add -f oci, or choose a platform such as --platform linux/arm64",
-                self.format
+                format
             )));
         }
         let (platform, platform_explicit) = match (&self.platform, &self.arch) {
@@ -343,13 +469,66 @@ impl Cli {
             (None, None) => (Platform::host(), false),
         };
 
-        let tag = match &self.tag {
-            None => None,
-            Some(_) if images.len() > 1 => {
-                return Err(UsageError(
-                    "--tag names one image, but several were given".into(),
-                ));
+        let tag = self.tag(images.len())?;
+        let output = self.output(format)?;
+
+        let mirrors = if self.mirror.is_empty() {
+            match env.raw("DOCKER_PULL_MIRRORS") {
+                Some(v) => Mirror::parse_list(&v.to_string_lossy())
+                    .map_err(|e| UsageError(format!("DOCKER_PULL_MIRRORS: {e}")))?,
+                None => Vec::new(),
             }
+        } else {
+            self.mirror
+                .iter()
+                .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
+                .collect::<Result<_, _>>()?
+        };
+        let mut warnings = Vec::new();
+        let credentials = self.credentials(stdin, &env, &images, &mut warnings)?;
+        let transport = self.transport(&env, &mut warnings)?;
+        let cache_max = env.size("DOCKER_PULL_CACHE_MAX")?;
+        let chunking = chunking(&env)?;
+        let password_on_command_line =
+            self.password.is_some() && env.raw("DOCKER_PULL_PASSWORD").is_none();
+
+        Ok(Settings {
+            images,
+            platform,
+            platform_explicit,
+            platform_all,
+            output,
+            format,
+            jobs: usize::from(self.jobs),
+            credentials,
+            credential_locations: credential_locations(&env),
+            mirrors,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
+            },
+            transport,
+            tag,
+            log_file: self.log_file.clone(),
+            debug: self.debug,
+            quiet: self.quiet,
+            json: self.json,
+            password_on_command_line,
+            cache_max,
+            sync: self.sync,
+            chunking,
+            warnings,
+        })
+    }
+
+    /// `--tag NAME:TAG`, for one image only.
+    fn tag(&self, images: usize) -> Result<Option<Reference>, UsageError> {
+        match &self.tag {
+            None => Ok(None),
+            Some(_) if images > 1 => Err(UsageError(
+                "--tag names one image, but several were given".into(),
+            )),
             Some(t) => {
                 let r = Reference::parse(t, DOCKER_HUB)
                     .map_err(|e| UsageError(format!("invalid --tag: {e}")))?;
@@ -358,36 +537,46 @@ impl Cli {
                         "invalid --tag: give NAME:TAG, without a digest".into(),
                     ));
                 }
-                Some(r)
+                Ok(Some(r))
             }
-        };
+        }
+    }
 
+    /// Where archives go: `-o` as a `.tar`, a directory, or (`-f oci-dir`) a
+    /// layout directory.
+    fn output(&self, format: Format) -> Result<Output, UsageError> {
         let given_output = self.output.clone();
         let out_path = given_output.clone().unwrap_or_else(|| PathBuf::from("."));
         let is_tar = out_path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
-        let output = if self.format.is_dir() {
+        if format.is_dir() {
             match given_output {
-                None => {
-                    return Err(UsageError(
-                        "-f oci-dir writes an OCI layout directory: name it with -o DIR".into(),
-                    ));
-                }
-                Some(_) if is_tar => {
-                    return Err(UsageError(
-                        "-f oci-dir writes a directory, not a .tar: use -f oci for an OCI archive"
-                            .into(),
-                    ));
-                }
-                Some(dir) => Output::Layout(dir),
+                None => Err(UsageError(
+                    "-f oci-dir writes an OCI layout directory: name it with -o DIR".into(),
+                )),
+                Some(_) if is_tar => Err(UsageError(
+                    "-f oci-dir writes a directory, not a .tar: use -f oci for an OCI archive"
+                        .into(),
+                )),
+                Some(dir) => Ok(Output::Layout(dir)),
             }
         } else if is_tar {
-            Output::File(out_path)
+            Ok(Output::File(out_path))
         } else {
-            Output::Dir(out_path)
-        };
+            Ok(Output::Dir(out_path))
+        }
+    }
 
+    /// `-u` with `-p` or `--password-stdin` (or `DOCKER_PULL_USERNAME` and
+    /// `DOCKER_PULL_PASSWORD`), for the registry of the first image.
+    fn credentials(
+        &self,
+        stdin: &mut dyn Read,
+        env: &Env,
+        images: &[(String, Reference)],
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<GivenCredentials>, UsageError> {
         let password = if self.password_stdin {
             let mut s = String::new();
             stdin
@@ -403,21 +592,19 @@ impl Cli {
         } else {
             self.password.clone()
         };
-        let env_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        let env_password = env.value("DOCKER_PULL_PASSWORD");
         let source = if self.password_stdin {
             "-u/--password-stdin"
-        } else if env_set("DOCKER_PULL_PASSWORD")
-            && std::env::var("DOCKER_PULL_PASSWORD").ok() == self.password
+        } else if env_password.is_some()
+            && env_password.as_deref().and_then(|p| p.to_str()) == self.password.as_deref()
         {
             "DOCKER_PULL_USERNAME/DOCKER_PULL_PASSWORD"
         } else {
             "-u/-p"
         };
         let credentials = match (self.username.clone(), password) {
-            (Some(username), Some(password)) => {
-                Some(Credentials::password(&username, &password, source))
-            }
-            (None, None) => None,
+            (Some(username), Some(password)) => Credentials::password(&username, &password, source),
+            (None, None) => return Ok(None),
             (Some(_), None) => {
                 return Err(UsageError(
                     "a username needs a password: add --password-stdin (or -p)".into(),
@@ -429,62 +616,66 @@ impl Cli {
                 ));
             }
         };
+        // There is always a first image by now.
+        let registry = images
+            .first()
+            .map(|(_, r)| r.registry.clone())
+            .unwrap_or_default();
+        let mut others: Vec<&str> = Vec::new();
+        for (_, r) in images {
+            if !r.registry.eq_ignore_ascii_case(&registry) && !others.contains(&r.registry.as_str())
+            {
+                others.push(&r.registry);
+            }
+        }
+        if !others.is_empty() {
+            warnings.push(format!(
+                "the credentials from {source} are for {registry}, the first image's registry, only; images from {} use their stored credentials (docker login, podman login) or none",
+                others.join(", ")
+            ));
+        }
+        Ok(Some(GivenCredentials {
+            registry,
+            credentials,
+        }))
+    }
+
+    /// How to reach registries: the flags, the proxy variables (unless
+    /// `--proxy` is given; `NO_PROXY` counts with it too) and Docker's
+    /// `certs.d` directories.
+    fn transport(
+        &self,
+        env: &Env,
+        warnings: &mut Vec<String>,
+    ) -> Result<TransportOptions, UsageError> {
         if let Some(p) = &self.proxy {
-            crate::registry::transport::check_proxy_url(p)
+            transport::check_proxy_url(p)
                 .map_err(|e| UsageError(format!("invalid --proxy: {e}")))?;
         }
-        let mirrors = if self.mirror.is_empty() {
-            match std::env::var("DOCKER_PULL_MIRRORS") {
-                Ok(v) => Mirror::parse_list(&v)
-                    .map_err(|e| UsageError(format!("DOCKER_PULL_MIRRORS: {e}")))?,
-                Err(_) => Vec::new(),
-            }
-        } else {
-            self.mirror
-                .iter()
-                .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
-                .collect::<Result<_, _>>()?
+        let mut env_proxies = EnvProxies {
+            no_proxy: first_set(env, ["NO_PROXY", "no_proxy"]).map(|(_, v)| v),
+            ..EnvProxies::default()
         };
-        let cache_max = match std::env::var("DOCKER_PULL_CACHE_MAX") {
-            Ok(v) if !v.trim().is_empty() => Some(
-                parse_size(&v).map_err(|e| UsageError(format!("DOCKER_PULL_CACHE_MAX: {e}")))?,
-            ),
-            _ => None,
-        };
-        let password_on_command_line =
-            self.password.is_some() && std::env::var_os("DOCKER_PULL_PASSWORD").is_none();
-
-        Ok(Settings {
-            images,
-            platform,
-            platform_explicit,
-            platform_all,
-            output,
-            format: self.format,
-            jobs: usize::from(self.jobs),
-            credentials,
-            mirrors,
-            cache_dir: if self.no_cache {
-                None
-            } else {
-                Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
-            },
-            transport: TransportOptions {
-                insecure: self.insecure,
-                plain_http: self.plain_http,
-                ca_certs: self.ca_cert.clone(),
-                proxy: self.proxy.clone(),
-                timeout: Duration::from_secs(self.timeout),
-                retries: self.retries,
-            },
-            tag,
-            log_file: self.log_file.clone(),
-            debug: self.debug,
-            quiet: self.quiet,
-            json: self.json,
-            password_on_command_line,
-            cache_max,
-            sync: self.sync,
+        if self.proxy.is_none() {
+            let mut proxy = |names| {
+                let (name, value) = first_set(env, names)?;
+                transport::env_proxy_url(&value)
+                    .map_err(|e| warnings.push(format!("{name} is ignored: {e}")))
+                    .ok()
+            };
+            env_proxies.https = proxy(["HTTPS_PROXY", "https_proxy"]);
+            env_proxies.http = proxy(["HTTP_PROXY", "http_proxy"]);
+            env_proxies.all = proxy(["ALL_PROXY", "all_proxy"]);
+        }
+        Ok(TransportOptions {
+            insecure: self.insecure,
+            plain_http: self.plain_http,
+            ca_certs: self.ca_cert.clone(),
+            proxy: self.proxy.clone(),
+            env_proxies,
+            certs_d_roots: certs_d_roots(env),
+            timeout: Duration::from_secs(self.timeout),
+            retries: self.retries,
         })
     }
 }
@@ -519,6 +710,220 @@ mod tests {
             .into_settings(&mut std::io::empty())
     }
 
+    /// Settings from `args` with exactly the variables `vars` set.
+    fn settings_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Settings, UsageError> {
+        let mut argv = vec!["docker-pull"];
+        argv.extend_from_slice(args);
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_settings_with(&mut std::io::empty(), &|name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+    }
+
+    #[test]
+    fn chunking_from_the_environment() {
+        let c = settings_env(&["nginx"], &[]).unwrap().chunking;
+        assert_eq!(
+            (c.threshold, c.chunk_size),
+            (
+                Chunking::default().threshold,
+                Chunking::default().chunk_size
+            )
+        );
+        let c = settings_env(
+            &["nginx"],
+            &[
+                ("DOCKER_PULL_CHUNK_THRESHOLD", "100K"),
+                ("DOCKER_PULL_CHUNK_SIZE", "2M"),
+            ],
+        )
+        .unwrap()
+        .chunking;
+        assert_eq!((c.threshold, c.chunk_size), (100 << 10, 2 << 20));
+        // 0 turns chunking off; chunks are never smaller than 64 KiB; blank is unset.
+        let c = settings_env(
+            &["nginx"],
+            &[
+                ("DOCKER_PULL_CHUNK_THRESHOLD", "0"),
+                ("DOCKER_PULL_CHUNK_SIZE", "1K"),
+            ],
+        )
+        .unwrap()
+        .chunking;
+        assert_eq!((c.threshold, c.chunk_size), (u64::MAX, 64 << 10));
+        let c = settings_env(&["nginx"], &[("DOCKER_PULL_CHUNK_SIZE", " ")])
+            .unwrap()
+            .chunking;
+        assert_eq!(c.chunk_size, Chunking::default().chunk_size);
+        for name in ["DOCKER_PULL_CHUNK_THRESHOLD", "DOCKER_PULL_CHUNK_SIZE"] {
+            let e = settings_env(&["nginx"], &[(name, "lots")]).unwrap_err();
+            assert!(e.0.starts_with(name) && e.0.contains("\"lots\""), "{e}");
+        }
+    }
+
+    #[test]
+    fn credential_files_from_the_environment() {
+        let l = settings_env(&["nginx"], &[("HOME", "/h")])
+            .unwrap()
+            .credential_locations;
+        assert_eq!(
+            l,
+            Locations {
+                docker_config: Some("/h/.docker/config.json".into()),
+                auth_files: vec!["/h/.config/containers/auth.json".into()],
+            }
+        );
+        let l = settings_env(
+            &["nginx"],
+            &[
+                ("HOME", "/h"),
+                ("DOCKER_CONFIG", "/d"),
+                ("REGISTRY_AUTH_FILE", "/r/auth.json"),
+                ("XDG_RUNTIME_DIR", "/run/user/1"),
+                ("XDG_CONFIG_HOME", "/c"),
+            ],
+        )
+        .unwrap()
+        .credential_locations;
+        assert_eq!(
+            l,
+            Locations {
+                docker_config: Some("/d/config.json".into()),
+                auth_files: vec![
+                    "/r/auth.json".into(),
+                    "/run/user/1/containers/auth.json".into(),
+                    "/c/containers/auth.json".into(),
+                ],
+            }
+        );
+        // Empty variables count as unset; without HOME nothing is guessed.
+        let l = settings_env(&["nginx"], &[("DOCKER_CONFIG", ""), ("HOME", "")])
+            .unwrap()
+            .credential_locations;
+        assert_eq!(l, Locations::default());
+    }
+
+    #[test]
+    fn proxies_from_the_environment() {
+        let t = settings_env(&["nginx"], &[]).unwrap().transport;
+        assert_eq!(t.env_proxies, EnvProxies::default());
+        let s = settings_env(
+            &["nginx"],
+            &[
+                ("HTTPS_PROXY", "http://upper:1"),
+                ("https_proxy", "http://lower:1"),
+                // An empty upper-case variable does not hide the lower-case one.
+                ("HTTP_PROXY", ""),
+                ("http_proxy", "proxy.corp:3128"),
+                ("all_proxy", "socks5h://any:1080"),
+                ("NO_PROXY", " "),
+                ("no_proxy", "localhost,.internal"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.transport.env_proxies,
+            EnvProxies {
+                https: Some("http://upper:1".into()),
+                http: Some("http://proxy.corp:3128".into()),
+                all: Some("socks5h://any:1080".into()),
+                no_proxy: Some("localhost,.internal".into()),
+            }
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+        // --proxy replaces the proxy variables; NO_PROXY still counts.
+        let s = settings_env(
+            &["nginx", "--proxy", "http://flag:3128"],
+            &[("HTTPS_PROXY", "ftp://x"), ("NO_PROXY", "r.internal")],
+        )
+        .unwrap();
+        assert_eq!(s.transport.proxy.as_deref(), Some("http://flag:3128"));
+        assert_eq!(
+            s.transport.env_proxies,
+            EnvProxies {
+                no_proxy: Some("r.internal".into()),
+                ..EnvProxies::default()
+            }
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+        // A value the client cannot use is left out, with a warning that
+        // names the variable and never the password.
+        let s = settings_env(
+            &["nginx"],
+            &[
+                ("ALL_PROXY", "socks://u:hunter22@127.0.0.1:1080/"),
+                ("HTTP_PROXY", "http://ok:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.transport.env_proxies.all, None);
+        assert_eq!(s.transport.env_proxies.http.as_deref(), Some("http://ok:1"));
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].starts_with("ALL_PROXY is ignored"),
+            "{:?}",
+            s.warnings
+        );
+        assert!(!s.warnings[0].contains("hunter22"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn certs_d_directories_from_the_environment() {
+        let roots = |vars: &[(&str, &str)]| {
+            settings_env(&["nginx"], vars)
+                .unwrap()
+                .transport
+                .certs_d_roots
+        };
+        let etc = PathBuf::from("/etc/docker/certs.d");
+        assert_eq!(
+            roots(&[("HOME", "/h")]),
+            [PathBuf::from("/h/.config/docker/certs.d"), etc.clone()]
+        );
+        assert_eq!(
+            roots(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/c")]),
+            [PathBuf::from("/c/docker/certs.d"), etc.clone()]
+        );
+        assert_eq!(roots(&[]), [etc]);
+    }
+
+    #[test]
+    fn given_credentials_are_for_the_first_images_registry() {
+        let s = settings(&[
+            "-u",
+            "me",
+            "-p",
+            "pw",
+            "ghcr.io/o/a",
+            "nginx",
+            "GHCR.io/o/b",
+        ])
+        .unwrap();
+        let given = s.credentials.unwrap();
+        assert_eq!(given.registry, "ghcr.io");
+        assert!(given.for_registry("ghcr.io").is_some());
+        assert!(given.for_registry("docker.io").is_none());
+        assert!(given.for_registry("ghcr.io:443").is_none());
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("for ghcr.io,") && s.warnings[0].contains("from docker.io use"),
+            "{:?}",
+            s.warnings
+        );
+        // One registry: nothing to warn about.
+        let s = settings(&["-u", "me", "-p", "pw", "ghcr.io/o/a", "ghcr.io/o/b"]).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = settings(&["nginx", "ghcr.io/o/a"]).unwrap();
+        assert!(s.credentials.is_none() && s.warnings.is_empty());
+    }
+
     #[test]
     fn images_file_syntax() {
         let text =
@@ -543,6 +948,29 @@ mod tests {
         assert!(settings(&["nginx", "-f", "oci-dir", "-o", "x.tar"]).is_err());
         let s = settings(&["nginx", "-f", "synology", "-o", "x.tar"]).unwrap();
         assert_eq!(s.format, Format::Legacy);
+    }
+
+    #[test]
+    fn format_values() {
+        use clap::ValueEnum;
+        for (given, format) in [
+            ("docker", Format::Docker),
+            ("legacy", Format::Legacy),
+            ("synology", Format::Legacy),
+            ("oci", Format::Oci),
+        ] {
+            let s = settings(&["nginx", "-f", given]).unwrap();
+            assert_eq!(s.format, format, "{given}");
+        }
+        let s = settings(&["nginx", "--format", "oci-dir", "-o", "layout"]).unwrap();
+        assert_eq!(s.format, Format::OciDir);
+        assert_eq!(settings(&["nginx"]).unwrap().format, Format::Docker);
+        assert!(Cli::try_parse_from(["docker-pull", "nginx", "-f", "tar"]).is_err());
+        // The flag's names are the names reports and --json give the format.
+        for arg in FormatArg::value_variants() {
+            let name = arg.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name, Format::from(*arg).to_string());
+        }
     }
 
     #[test]
@@ -582,27 +1010,6 @@ mod tests {
         assert!(settings(&["a", "--proxy", "not a url"]).is_err());
         assert!(settings(&["a", "--proxy", "socks5h://u:p@127.0.0.1:1080"]).is_ok());
         assert!(Cli::try_parse_from(["docker-pull", "a", "-j", "0"]).is_err());
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("2W"), Ok(Duration::from_secs(1_209_600)));
-        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
-        for bad in ["", "d", "7y", "-1d", "1.5h", "99999999999999999999w"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("500M"), Ok(500 << 20));
-        assert_eq!(parse_size("10G"), Ok(10 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1.5k"), Ok(1536));
-        assert_eq!(parse_size("3 MB"), Ok(3 << 20));
-        for bad in ["", "G", "10X", "1e99T", "-5M"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -653,7 +1060,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(["docker-pull", "a", "-u", "me", "--password-stdin"]).unwrap();
         let s = cli.into_settings(&mut &b"s3cret\n"[..]).unwrap();
-        let c = s.credentials.unwrap();
+        let given = s.credentials.unwrap();
+        assert_eq!(given.registry, "docker.io");
+        let c = given.credentials;
         assert_eq!(
             c.secret,
             crate::registry::auth::Secret::Password("s3cret".into())

@@ -3,9 +3,10 @@
 //! and the containers `auth.json` files.
 //!
 //! Lookup order for a registry: the Docker config (its credential helper for
-//! the registry, else its `credsStore`, else its `auths` entry), then
-//! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` and
-//! `$XDG_CONFIG_HOME/containers/auth.json`. Secrets are never logged.
+//! the registry, else its `credsStore`, else its `auths` entry), then the
+//! containers auth files in order. Which files those are ([`Locations`]) is
+//! resolved from the environment with the other settings (`crate::cli`);
+//! this module never reads the environment. Secrets are never logged.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -65,43 +66,14 @@ struct Loaded {
     docker: bool,
 }
 
-/// Where to look for credentials files.
-#[derive(Debug, Clone, Default)]
+/// Where to look for credentials files (resolved by the caller: see
+/// `crate::cli` for the environment variables that say where they are).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Locations {
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
     pub docker_config: Option<PathBuf>,
     /// Containers auth files, in order.
     pub auth_files: Vec<PathBuf>,
-}
-
-impl Locations {
-    /// The files this process's environment points at.
-    pub fn from_env() -> Locations {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let home = var("HOME").map(PathBuf::from);
-        let docker_config = var("DOCKER_CONFIG")
-            .map(|d| PathBuf::from(d).join("config.json"))
-            .or_else(|| home.as_ref().map(|h| h.join(".docker/config.json")));
-        let mut auth_files = Vec::new();
-        if let Some(f) = var("REGISTRY_AUTH_FILE") {
-            auth_files.push(PathBuf::from(f));
-        }
-        if let Some(d) = var("XDG_RUNTIME_DIR") {
-            auth_files.push(PathBuf::from(d).join("containers/auth.json"));
-        }
-        match var("XDG_CONFIG_HOME") {
-            Some(d) => auth_files.push(PathBuf::from(d).join("containers/auth.json")),
-            None => {
-                if let Some(h) = &home {
-                    auth_files.push(h.join(".config/containers/auth.json"));
-                }
-            }
-        }
-        Locations {
-            docker_config,
-            auth_files,
-        }
-    }
 }
 
 /// The credentials files of a run, read once.

@@ -46,6 +46,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     if settings.password_on_command_line {
         tracing::warn!(
             "a password given with -p is visible to other users of this machine; use --password-stdin"

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::archive::{self, AllPlatforms, ArchiveImage};
 use crate::cache::Cache;
 use crate::cli::{Output, Settings};
-use crate::credentials::{CredentialStore, Locations};
+use crate::credentials::CredentialStore;
 use crate::error::PullError;
 use crate::events::{Event, Observer};
 use crate::fetch::{self, Fetcher};
@@ -100,10 +100,10 @@ impl<'a> Puller<'a> {
             view,
             http,
             tls_clients: HashMap::new(),
-            store: CredentialStore::load(&Locations::from_env()),
+            store: CredentialStore::load(&settings.credential_locations),
             found: HashMap::new(),
             registries: Vec::new(),
-            chunking: fetch::Chunking::from_env(),
+            chunking: settings.chunking,
             connections: Arc::new(tokio::sync::Semaphore::new(settings.jobs.max(1))),
         })
     }
@@ -114,10 +114,10 @@ impl<'a> Puller<'a> {
         if let Some(c) = self.tls_clients.get(&source.registry) {
             return Ok(c.clone());
         }
-        let roots = transport::certs_d_roots();
+        let roots = &self.settings.transport.certs_d_roots;
         let mut tls = None;
         for name in [&source.registry, &source.host] {
-            tls = transport::registry_tls(&roots, name)
+            tls = transport::registry_tls(roots, name)
                 .map_err(|e| PullError::Setup(format!("registry {}: {e}", source.registry)))?;
             if tls.is_some() {
                 break;
@@ -135,10 +135,12 @@ impl<'a> Puller<'a> {
     }
 
     /// The credentials for a source: those given on the command line or in
-    /// the environment for the registries images name, else stored ones.
+    /// the environment when it is the registry they were given for (never a
+    /// mirror), else stored ones.
     fn credentials_for(&mut self, source: &Source) -> Option<Credentials> {
         if !source.mirror
-            && let Some(c) = &self.settings.credentials
+            && let Some(c) = (self.settings.credentials.as_ref())
+                .and_then(|given| given.for_registry(&source.registry))
         {
             return Some(c.clone());
         }

@@ -22,14 +22,13 @@ use crate::registry::Manifest;
 use crate::resolve::Descriptor;
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// `docker load` of every engine since 1.10, and an OCI image layout too.
     Docker,
     /// The Docker 1.10-era layout with uncompressed layers, for old engines
     /// (Synology DSM's Docker 18.09 and 20.10).
-    #[value(alias = "synology")]
     Legacy,
     /// An OCI image layout in a tar (oci-archive).
     Oci,

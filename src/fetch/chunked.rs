@@ -42,27 +42,6 @@ impl Default for Chunking {
     }
 }
 
-impl Chunking {
-    /// The defaults, tuned by `DOCKER_PULL_CHUNK_THRESHOLD` and
-    /// `DOCKER_PULL_CHUNK_SIZE` (sizes such as `64M`; a threshold of `0`
-    /// turns chunking off).
-    pub fn from_env() -> Chunking {
-        let mut c = Chunking::default();
-        let size = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| crate::cli::parse_size(&v).ok())
-        };
-        if let Some(t) = size("DOCKER_PULL_CHUNK_THRESHOLD") {
-            c.threshold = if t == 0 { u64::MAX } else { t };
-        }
-        if let Some(s) = size("DOCKER_PULL_CHUNK_SIZE") {
-            c.chunk_size = s.max(64 << 10);
-        }
-        c
-    }
-}
-
 /// The file recording how much of a partial download is verified.
 pub fn prefix_path(data: &Path) -> PathBuf {
     data.with_extension("prefix")

@@ -18,4 +18,4 @@ pub use auth::Credentials;
 pub use body::{BlobBody, Piece, Span};
 pub use client::{Manifest, Registry};
 pub use error::RegistryError;
-pub use transport::TransportOptions;
+pub use transport::{EnvProxies, TransportOptions};

@@ -2,6 +2,11 @@
 //! extra CA files, Docker's per-registry `certs.d` directories, `--insecure`),
 //! proxies (`--proxy` and the `*_PROXY` environment), timeouts, and turning
 //! transport failures into [`RegistryError`]s that name the registry.
+//!
+//! It never reads the environment: the proxy variables and the `certs.d`
+//! directories arrive resolved in [`TransportOptions`], and the client uses
+//! exactly those (reqwest's own environment lookup is off), so what messages
+//! say about proxies is what the connections do.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +22,12 @@ pub struct TransportOptions {
     pub plain_http: bool,
     /// Extra trusted CA certificates (PEM files).
     pub ca_certs: Vec<PathBuf>,
-    /// Proxy URL for every request (else the environment's).
+    /// Proxy URL for every request (`--proxy`; else `env_proxies`).
     pub proxy: Option<String>,
+    /// The proxy variables of the environment, resolved once.
+    pub env_proxies: EnvProxies,
+    /// Docker's `certs.d` directories, in order (see [`registry_tls`]).
+    pub certs_d_roots: Vec<PathBuf>,
     /// A response that sends nothing for this long is abandoned.
     pub timeout: Duration,
     /// Attempts per request.
@@ -32,9 +41,54 @@ impl Default for TransportOptions {
             plain_http: false,
             ca_certs: Vec::new(),
             proxy: None,
+            env_proxies: EnvProxies::default(),
+            certs_d_roots: Vec::new(),
             timeout: Duration::from_secs(30),
             retries: 5,
         }
+    }
+}
+
+/// The proxies the environment names (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`, as the caller read them), used when `--proxy` is
+/// not given. URLs are as [`env_proxy_url`] accepts them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvProxies {
+    /// For `https://` requests.
+    pub https: Option<String>,
+    /// For `http://` requests.
+    pub http: Option<String>,
+    /// For requests the two above do not cover.
+    pub all: Option<String>,
+    /// Hosts reached directly, with `--proxy` too (see [`no_proxy_matches`]).
+    pub no_proxy: Option<String>,
+}
+
+impl EnvProxies {
+    /// The proxy for a request to `scheme://...`, before `NO_PROXY` is asked.
+    fn for_scheme(&self, scheme: &str) -> Option<&String> {
+        let specific = if scheme == "https" {
+            self.https.as_ref()
+        } else {
+            self.http.as_ref()
+        };
+        specific.or(self.all.as_ref())
+    }
+
+    fn urls(&self) -> impl Iterator<Item = &String> {
+        [&self.https, &self.http, &self.all].into_iter().flatten()
+    }
+}
+
+impl std::fmt::Debug for EnvProxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |u: &Option<String>| u.as_deref().map(redact_url);
+        f.debug_struct("EnvProxies")
+            .field("https", &shown(&self.https))
+            .field("http", &shown(&self.http))
+            .field("all", &shown(&self.all))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
     }
 }
 
@@ -90,24 +144,11 @@ impl std::fmt::Debug for RegistryTls {
     }
 }
 
-/// Where Docker keeps per-registry certificates: the user's
-/// `$XDG_CONFIG_HOME/docker/certs.d` (rootless Docker), then
-/// `/etc/docker/certs.d`.
-pub fn certs_d_roots() -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
-    if let Some(x) = var("XDG_CONFIG_HOME") {
-        roots.push(PathBuf::from(x).join("docker/certs.d"));
-    } else if let Some(h) = var("HOME") {
-        roots.push(PathBuf::from(h).join(".config/docker/certs.d"));
-    }
-    roots.push(PathBuf::from("/etc/docker/certs.d"));
-    roots
-}
-
-/// Reads `ROOT/<registry>/` for every root that has it: `*.crt` files are
-/// trusted roots for that registry, a `*.cert` with the `*.key` of the same
-/// name is a client certificate. `None` when no directory exists.
+/// Reads `ROOT/<registry>/` for every root that has it (Docker keeps them in
+/// the user's `~/.config/docker/certs.d` for rootless Docker, and in
+/// `/etc/docker/certs.d`): `*.crt` files are trusted roots for that registry,
+/// a `*.cert` with the `*.key` of the same name is a client certificate.
+/// `None` when no directory exists.
 pub fn registry_tls(
     roots: &[PathBuf],
     registry: &str,
@@ -217,6 +258,9 @@ pub fn build_client_with(
     }
     let build = |redirects: reqwest::redirect::Policy| {
         let mut b = reqwest::Client::builder()
+            // No proxy from the environment or the system behind our back:
+            // only the ones `proxies` adds below.
+            .no_proxy()
             .user_agent(concat!("docker-pull/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
             .read_timeout(opts.timeout)
@@ -232,14 +276,7 @@ pub fn build_client_with(
         if !certs.is_empty() {
             b = b.tls_certs_merge(certs.clone());
         }
-        if let Some(url) = &opts.proxy {
-            let shown = redact_url(url);
-            let proxy = reqwest::Proxy::all(url)
-                .map_err(|e| TransportError::Proxy {
-                    url: shown.clone(),
-                    detail: redact_text(&e.to_string(), url),
-                })?
-                .no_proxy(reqwest::NoProxy::from_env());
+        for proxy in proxies(opts)? {
             b = b.proxy(proxy);
         }
         b.build()
@@ -249,6 +286,69 @@ pub fn build_client_with(
         registry: build(reqwest::redirect::Policy::limited(10))?,
         token: build(reqwest::redirect::Policy::none())?,
     })
+}
+
+/// The client's proxies, in the order reqwest tries them: `--proxy` alone,
+/// else the environment's for https, for http, then for all requests; each
+/// skips the `NO_PROXY` hosts. (The builder must also have reqwest's own
+/// environment lookup turned off.)
+fn proxies(opts: &TransportOptions) -> Result<Vec<reqwest::Proxy>, TransportError> {
+    type Make = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+    let (https, http, all): (Make, Make, Make) = (
+        |u| reqwest::Proxy::https(u),
+        |u| reqwest::Proxy::http(u),
+        |u| reqwest::Proxy::all(u),
+    );
+    let env = &opts.env_proxies;
+    let wanted = match &opts.proxy {
+        Some(url) => vec![(all, url)],
+        None => [(https, &env.https), (http, &env.http), (all, &env.all)]
+            .into_iter()
+            .filter_map(|(make, url)| url.as_ref().map(|u| (make, u)))
+            .collect(),
+    };
+    wanted
+        .into_iter()
+        .map(|(make, url)| {
+            let proxy = make(url).map_err(|e| TransportError::Proxy {
+                url: redact_url(url),
+                detail: redact_text(&e.to_string(), url),
+            })?;
+            let no_proxy = env
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            Ok(proxy.no_proxy(no_proxy))
+        })
+        .collect()
+}
+
+/// A proxy variable's value as a URL the client can use, as curl and Go read
+/// them: without a scheme it is `http://`; the scheme must be http, https,
+/// socks4, socks4a, socks5 or socks5h, and there must be a host. The error
+/// never shows the password.
+pub fn env_proxy_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let url = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let parsed =
+        url::Url::parse(&url).map_err(|e| format!("{:?} is not a URL ({e})", redact_url(&url)))?;
+    if !matches!(
+        parsed.scheme(),
+        "http" | "https" | "socks4" | "socks4a" | "socks5" | "socks5h"
+    ) {
+        return Err(format!(
+            "{:?}: the scheme must be http, https, socks4, socks4a, socks5 or socks5h",
+            redact_url(&url)
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{:?} names no host", redact_url(&url)));
+    }
+    Ok(url)
 }
 
 /// Checks a proxy URL as `--proxy` takes it: a URL with an http, https,
@@ -307,22 +407,10 @@ fn redact_text(text: &str, url: &str) -> String {
 /// The proxy a request to `scheme://...` goes through, for messages
 /// (password masked): `--proxy`, else the environment's.
 pub fn proxy_for(opts: &TransportOptions, scheme: &str) -> Option<String> {
-    if let Some(p) = &opts.proxy {
-        return Some(redact_url(p));
+    match &opts.proxy {
+        Some(p) => Some(redact_url(p)),
+        None => opts.env_proxies.for_scheme(scheme).map(|p| redact_url(p)),
     }
-    let get = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-    };
-    let specific = if scheme == "https" {
-        get(&["HTTPS_PROXY", "https_proxy"])
-    } else {
-        get(&["HTTP_PROXY", "http_proxy"])
-    };
-    specific
-        .or_else(|| get(&["ALL_PROXY", "all_proxy"]))
-        .map(|p| redact_url(&p))
 }
 
 /// The error and all its causes, joined. Request URLs carry no secrets:
@@ -420,22 +508,9 @@ fn has_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The passwords of the proxies in use, raw and percent-decoded.
 fn proxy_passwords(opts: &TransportOptions) -> Vec<String> {
-    let mut urls: Vec<String> = opts.proxy.iter().cloned().collect();
-    for name in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        if let Ok(v) = std::env::var(name) {
-            urls.push(v);
-        }
-    }
     let mut out = Vec::new();
-    for u in urls {
-        if let Ok(parsed) = url::Url::parse(&u)
+    for u in opts.proxy.iter().chain(opts.env_proxies.urls()) {
+        if let Ok(parsed) = url::Url::parse(u)
             && let Some(p) = parsed.password()
         {
             let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
@@ -456,10 +531,8 @@ fn proxy_passwords(opts: &TransportOptions) -> Vec<String> {
 /// `NO_PROXY`; `None` for a direct connection.
 pub fn proxy_for_url(opts: &TransportOptions, url: &url::Url) -> Option<String> {
     let host = url.host_str()?;
-    let no_proxy = std::env::var("NO_PROXY")
-        .or_else(|_| std::env::var("no_proxy"))
-        .unwrap_or_default();
-    if no_proxy_matches(&no_proxy, host) {
+    let no_proxy = opts.env_proxies.no_proxy.as_deref().unwrap_or_default();
+    if no_proxy_matches(no_proxy, host) {
         return None;
     }
     proxy_for(opts, url.scheme())
@@ -566,8 +639,7 @@ mod tests {
     #[test]
     fn certificate_failures_are_told_from_other_tls_failures_by_type() {
         use std::io::{Error, ErrorKind};
-        let nested =
-            |e: rustls::Error| Error::new(ErrorKind::Other, Error::new(ErrorKind::InvalidData, e));
+        let nested = |e: rustls::Error| Error::other(Error::new(ErrorKind::InvalidData, e));
         let bad_cert = nested(rustls::Error::InvalidCertificate(
             rustls::CertificateError::UnknownIssuer,
         ));
@@ -579,6 +651,104 @@ mod tests {
         assert!(!has_certificate_error(&not_tls));
         let text_only = Error::other("invalid peer certificate: UnknownIssuer");
         assert!(!has_certificate_error(&text_only));
+    }
+
+    #[test]
+    fn environment_proxy_values() {
+        assert_eq!(
+            env_proxy_url("proxy.corp:3128").as_deref(),
+            Ok("http://proxy.corp:3128")
+        );
+        assert_eq!(
+            env_proxy_url(" http://10.0.0.1:3128 ").as_deref(),
+            Ok("http://10.0.0.1:3128")
+        );
+        for ok in ["https://p:1", "socks4a://p", "socks5h://u:p@p:1080"] {
+            assert!(env_proxy_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "socks://u:hunter22@p:1080/",
+            "ftp://u:hunter22@p",
+            "http://",
+        ] {
+            let e = env_proxy_url(bad).unwrap_err();
+            assert!(!e.contains("hunter22"), "{e}");
+        }
+    }
+
+    fn with_env(env: EnvProxies) -> TransportOptions {
+        TransportOptions {
+            env_proxies: env,
+            ..TransportOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_proxy_of_a_request() {
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let opts = with_env(EnvProxies {
+            https: Some("http://u:hunter22@secure:1".into()),
+            http: Some("http://plain:2".into()),
+            all: Some("socks5://any:3".into()),
+            no_proxy: Some("internal.example,10.0.0.0/8".into()),
+        });
+        assert_eq!(
+            proxy_for_url(&opts, &url("https://r.io/v2/")).as_deref(),
+            Some("http://u:***@secure:1/")
+        );
+        assert_eq!(
+            proxy_for_url(&opts, &url("http://r.io/v2/")).as_deref(),
+            Some("http://plain:2/")
+        );
+        assert_eq!(
+            proxy_for_url(&opts, &url("https://internal.example/")),
+            None
+        );
+        assert_eq!(proxy_for_url(&opts, &url("http://10.1.2.3:5000/")), None);
+        assert!(proxy_passwords(&opts).contains(&"hunter22".to_string()));
+        assert!(!format!("{:?}", opts.env_proxies).contains("hunter22"));
+
+        // ALL_PROXY covers what the others do not.
+        let only_all = with_env(EnvProxies {
+            all: Some("socks5://any:3".into()),
+            ..EnvProxies::default()
+        });
+        assert_eq!(
+            proxy_for(&only_all, "https").as_deref(),
+            Some("socks5://any:3")
+        );
+        // --proxy beats the environment, and NO_PROXY still applies to it.
+        let flag = TransportOptions {
+            proxy: Some("http://flag:4".into()),
+            ..opts.clone()
+        };
+        assert_eq!(
+            proxy_for_url(&flag, &url("https://r.io/")).as_deref(),
+            Some("http://flag:4/")
+        );
+        assert_eq!(
+            proxy_for_url(&flag, &url("https://internal.example/")),
+            None
+        );
+        assert_eq!(proxy_for(&TransportOptions::default(), "https"), None);
+    }
+
+    #[test]
+    fn the_client_takes_the_resolved_proxies() {
+        let opts = with_env(EnvProxies {
+            https: Some("http://secure:1".into()),
+            http: Some("http://plain:2".into()),
+            all: Some("socks5h://any:3".into()),
+            no_proxy: Some("internal.example".into()),
+        });
+        assert_eq!(proxies(&opts).unwrap().len(), 3);
+        assert!(build_client(&opts).is_ok());
+        let flag = TransportOptions {
+            proxy: Some("http://flag:4".into()),
+            ..opts
+        };
+        assert_eq!(proxies(&flag).unwrap().len(), 1, "--proxy alone");
+        assert!(proxies(&TransportOptions::default()).unwrap().is_empty());
     }
 
     #[test]

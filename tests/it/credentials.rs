@@ -917,3 +917,124 @@ fn no_secret_reaches_the_output_or_the_log() {
         assert_nothing_leaked(run, log, &secrets);
     }
 }
+
+// --- credentials given with -u belong to one registry -------------------------------------------
+
+/// A registry that hands out tokens to anyone, holding `public/app:v1`.
+fn public_registry() -> (FakeRegistry, Image) {
+    let registry = FakeRegistry::start(Config::with_auth(Auth::bearer_anonymous()));
+    let image = small_image(Flavor::Docker, "public");
+    registry.push_image("public/app", "v1", &image);
+    (registry, image)
+}
+
+/// Asserts that `registry` never saw Basic credentials, nor `PASS` at its token endpoint.
+#[track_caller]
+fn assert_no_credentials_reached(registry: &FakeRegistry) {
+    let basic: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.auth_scheme.as_deref() == Some("Basic"))
+        .collect();
+    assert!(basic.is_empty(), "Basic credentials were sent: {basic:#?}");
+    let log = registry.token_log();
+    assert!(!log.is_empty(), "no token was asked for");
+    for r in &log {
+        assert_eq!(r.auth, TokenAuth::Anonymous, "token request {r:#?}");
+    }
+}
+
+#[test]
+fn given_credentials_never_reach_the_other_registry_of_an_images_file() {
+    let (private, private_image) = registry(Config::with_auth(Auth::basic(USER, PASS)));
+    let (public, public_image) = public_registry();
+    let work = Work::new();
+    let list = work.path("images.txt");
+    work.write_file(
+        &list,
+        &format!(
+            "{}\n{}\n",
+            private.reference(REPO, "v1"),
+            public.reference("public/app", "v1")
+        ),
+    );
+
+    let run = work.pull_env(
+        &[
+            "-u",
+            USER,
+            "--password-stdin",
+            "-i",
+            list.to_str().expect("utf-8"),
+        ],
+        &[],
+        &[],
+        Some(&format!("{PASS}\n")),
+    );
+    run.success();
+    run.assert_not_leaked(PASS);
+    assert_default_archive(&work, &private, &private_image, REPO, "v1");
+    assert_default_archive(&work, &public, &public_image, "public/app", "v1");
+    assert!(
+        private
+            .requests()
+            .iter()
+            .any(|r| r.auth_scheme.as_deref() == Some("Basic") && r.status == 200),
+        "the private registry should get the credentials: {:#?}",
+        private.requests()
+    );
+    assert_no_credentials_reached(&public);
+    assert!(
+        run.stderr.contains(&format!(
+            "are for {}, the first image's registry, only",
+            private.addr()
+        )) && run.stderr.contains(&public.addr()),
+        "the run should say which registry the credentials are for: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn other_registries_use_their_stored_credentials() {
+    // The first image is on the command line, the second in the images file; the second's
+    // registry wants other credentials, which the docker config holds.
+    const OTHER_USER: &str = "bob";
+    const OTHER_PASS: &str = "0ther-Pa55-z9";
+    let (first, first_image) = registry(Config::with_auth(Auth::basic(USER, PASS)));
+    let (second, second_image) = registry(Config::with_auth(Auth::basic(OTHER_USER, OTHER_PASS)));
+    let work = Work::new();
+    work.write_json(
+        &work.docker_config(),
+        &auths_with_auth(&second.addr(), OTHER_USER, OTHER_PASS),
+    );
+    let list = work.path("images.txt");
+    work.write_file(&list, &format!("{}\n", second.reference(REPO, "v1")));
+
+    let run = work.pull_env(
+        &[
+            "-q",
+            &first.reference(REPO, "v1"),
+            "-i",
+            list.to_str().expect("utf-8"),
+        ],
+        &[
+            ("DOCKER_PULL_USERNAME", USER),
+            ("DOCKER_PULL_PASSWORD", PASS),
+        ],
+        &[],
+        None,
+    );
+    run.success();
+    run.assert_not_leaked(PASS);
+    run.assert_not_leaked(OTHER_PASS);
+    assert_default_archive(&work, &first, &first_image, REPO, "v1");
+    assert_default_archive(&work, &second, &second_image, REPO, "v1");
+    assert!(
+        second
+            .requests()
+            .iter()
+            .all(|r| r.status != 401 || r.auth_scheme.is_none()),
+        "the second registry rejected credentials: {:#?}",
+        second.requests()
+    );
+}

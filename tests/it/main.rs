@@ -26,5 +26,6 @@ mod proxy;
 mod pull;
 mod refs;
 mod resume;
+mod settings;
 mod streaming;
 mod tokens;

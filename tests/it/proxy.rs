@@ -407,3 +407,65 @@ fn an_invalid_proxy_url_is_a_usage_error() {
     }
     assert!(registry.requests().is_empty());
 }
+
+#[test]
+fn an_empty_upper_case_variable_does_not_hide_the_lower_case_one() {
+    // What messages said and where connections went used to differ here: the messages
+    // skipped the empty HTTP_PROXY, the HTTP client stopped at it and went direct.
+    let (registry, image) = registry();
+    let proxy = HttpProxy::start();
+    let work = Work::new();
+
+    let run = pull(
+        &work,
+        &registry,
+        &["--plain-http"],
+        &[("HTTP_PROXY", ""), ("http_proxy", &proxy.url())],
+    );
+    assert_all_through(&run, &work, &registry, &image, &proxy);
+}
+
+#[test]
+fn the_proxy_flag_beats_the_environment() {
+    let (registry, image) = registry();
+    let flag = HttpProxy::start();
+    let env = HttpProxy::start();
+    let work = Work::new();
+
+    let run = pull(
+        &work,
+        &registry,
+        &["--plain-http", "--proxy", &flag.url()],
+        &[("HTTP_PROXY", &env.url()), ("ALL_PROXY", &env.url())],
+    );
+    assert_all_through(&run, &work, &registry, &image, &flag);
+    assert_eq!(env.connections(), 0, "{:#?}", env.requests());
+}
+
+#[test]
+fn an_unusable_proxy_variable_is_ignored_with_a_warning() {
+    // Desktop proxy settings export values such as `socks://host:port/`, which the HTTP client
+    // cannot use: the pull goes direct, and says so instead of naming the proxy in messages.
+    let (registry, image) = registry();
+    let work = Work::new();
+    let reference = registry.reference(REPO, TAG);
+    let unusable = format!(
+        "socks://{PROXY_USER}:{PROXY_PASS}@127.0.0.1:{}/",
+        closed_port()
+    );
+
+    let run = work.pull_env(
+        &["--retries", "1", "--plain-http", &reference],
+        &[("all_proxy", &unusable)],
+        &[],
+        None,
+    );
+    run.success();
+    run.assert_not_leaked(PROXY_PASS);
+    assert_default_archive(&work, &registry, &image, REPO, TAG);
+    assert!(
+        run.stderr.contains("warning: all_proxy is ignored"),
+        "the unusable all_proxy should be reported: {}",
+        run.stderr
+    );
+}
