@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::archive::Format;
+use crate::credentials::GivenCredentials;
 use crate::credentials::Locations;
 use crate::fetch::Chunking;
 use crate::mirror::Mirror;
@@ -281,26 +282,6 @@ pub struct Settings {
     pub chunking: Chunking,
     /// Settings that were left out, and why (shown once logging is set up).
     pub warnings: Vec<String>,
-}
-
-/// Credentials given with `-u` and `-p` / `--password-stdin`, or
-/// `DOCKER_PULL_USERNAME` / `DOCKER_PULL_PASSWORD`, and the one registry they
-/// are for: that of the first image (on the command line, else in the images
-/// file). Other registries, and mirrors, never get them.
-#[derive(Debug, Clone)]
-pub struct GivenCredentials {
-    /// `docker.io`, `host[:port]`.
-    pub registry: String,
-    pub credentials: Credentials,
-}
-
-impl GivenCredentials {
-    /// The credentials, when `registry` is the one they were given for.
-    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
-        self.registry
-            .eq_ignore_ascii_case(registry)
-            .then_some(&self.credentials)
-    }
 }
 
 /// A usage error: exit code 2.

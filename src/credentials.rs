@@ -394,6 +394,26 @@ fn wait_with_timeout(
     })
 }
 
+/// Credentials given with `-u` and `-p` / `--password-stdin`, or
+/// `DOCKER_PULL_USERNAME` / `DOCKER_PULL_PASSWORD`, and the one registry they
+/// are for: that of the first image (on the command line, else in the images
+/// file). Other registries, and mirrors, never get them.
+#[derive(Debug, Clone)]
+pub struct GivenCredentials {
+    /// `docker.io`, `host[:port]`.
+    pub registry: String,
+    pub credentials: Credentials,
+}
+
+impl GivenCredentials {
+    /// The credentials, when `registry` is the one they were given for.
+    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
+        self.registry
+            .eq_ignore_ascii_case(registry)
+            .then_some(&self.credentials)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,11 +99,11 @@ async fn run(settings: Settings) -> u8 {
     } else {
         Mode::Plain
     };
-    let view = Arc::new(View::new(mode));
+    let view: Arc<dyn docker_pull::events::Observer> = Arc::new(View::new(mode));
     let json = settings.json;
 
     let outcome = {
-        let mut puller = match Puller::new(&settings, Arc::clone(&cache), Arc::clone(&view)) {
+        let mut puller = match Puller::new(&settings, Arc::clone(&cache), view) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -1,0 +1,380 @@
+//! One image's pipeline: its sources in order (mirrors, then the origin),
+//! resolve the reference to the wanted platform (or every platform), fetch
+//! the config and confirm the platform, then the layers, writing the
+//! archive while they arrive where the format allows; and the image's
+//! report. Events go to the run's observer.
+//!
+//! It writes only the streamed archive of a single image; bundles and
+//! layouts are the run's (`pull.rs`) to write once every image is in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::warn;
+
+use crate::archive::{self, AllPlatforms, ArchiveImage};
+use crate::cache::Cache;
+use crate::cli::Settings;
+use crate::error::PullError;
+use crate::events::{Event, Observer};
+use crate::fetch::{self, Fetched, Fetcher};
+use crate::mirror::{self, Source};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::registry::Registry;
+use crate::report::ImageReport;
+use crate::resolve::{self, Descriptor, Resolved};
+use crate::session::Session;
+
+/// One image fetched and ready to archive.
+pub struct Pulled {
+    pub archive: ArchiveImage,
+    pub platform: Platform,
+    pub report: ImageReport,
+    /// The archive, when it was written while the image downloaded.
+    pub written: Option<PathBuf>,
+}
+
+/// Where an image's archive goes, as far as the pipeline needs to know.
+#[derive(Clone)]
+pub enum Target {
+    /// Into an archive written after the pull (bundles, layouts).
+    Later,
+    /// Into this file, holding only this image.
+    File(PathBuf),
+    /// Into a file of this directory named after the image and platform.
+    DirOf(PathBuf),
+}
+
+impl Target {
+    pub fn path(&self, archive: &ArchiveImage, platform: &Platform) -> Option<PathBuf> {
+        match self {
+            Target::Later => None,
+            Target::File(path) => Some(path.clone()),
+            Target::DirOf(dir) => {
+                Some(dir.join(archive.name_reference().archive_file_name(platform)))
+            }
+        }
+    }
+}
+
+/// What one image is pulled with.
+pub struct Pipeline<'a> {
+    pub settings: &'a Settings,
+    pub cache: Arc<Cache>,
+    pub observer: Arc<dyn Observer>,
+    /// Connections downloading blob data at once, across images: `-j`.
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
+/// The blobs fetched for one image, and where its archive went.
+struct Fetch {
+    config: Fetched,
+    layers: Vec<Fetched>,
+    platform: Platform,
+    archive: ArchiveImage,
+    written: Option<PathBuf>,
+}
+
+impl Pipeline<'_> {
+    /// Pulls one image from its mirrors in order, then its origin: a mirror
+    /// that fails for any reason but a local one (disk, interruption) hands
+    /// over to the next.
+    pub async fn pull(
+        &self,
+        session: &mut Session,
+        given: &str,
+        reference: &Reference,
+        rename: Option<Reference>,
+        target: &Target,
+    ) -> Result<Pulled, PullError> {
+        let sources = mirror::sources(reference, &self.settings.mirrors);
+        let mut sources = sources.iter().peekable();
+        while let Some(source) = sources.next() {
+            let image = reference.to_string();
+            let registry = session.registry(source).map_err(|e| match e {
+                PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
+                other => other,
+            })?;
+            let result = self
+                .pull_from(&registry, given, reference, rename.clone(), source, target)
+                .await;
+            match (result, sources.peek()) {
+                (Err(e), Some(next)) if source.mirror && !is_local_failure(&e) => {
+                    warn!(
+                        "mirror {} failed for {}: {e}; trying {}",
+                        source.label, reference, next.label
+                    );
+                }
+                (result, _) => return result,
+            }
+        }
+        unreachable!("an image always has its origin as a source")
+    }
+
+    async fn pull_from(
+        &self,
+        registry: &Arc<Registry>,
+        given: &str,
+        reference: &Reference,
+        rename: Option<Reference>,
+        source: &Source,
+        target: &Target,
+    ) -> Result<Pulled, PullError> {
+        let s = self.settings;
+        // The reference as this source knows it (a mirror may add a prefix).
+        let remote = Reference {
+            repository: source.repository.clone(),
+            ..reference.clone()
+        };
+        if s.platform_all {
+            return self
+                .pull_all_from(registry, given, reference, &remote, rename, source)
+                .await;
+        }
+        let image = reference.to_string();
+        let resolved = resolve::resolve(registry, &remote, &s.platform).await?;
+        let fetcher = self.fetcher(registry, &image, source);
+        let layers = distinct(&resolved.layers);
+        self.observer.event(Event::ImageStarted {
+            image: image.clone(),
+            platform: resolved.platform.to_string(),
+            bytes: layers.iter().map(|d| d.size).sum::<u64>() + resolved.config.size,
+            blobs: layers.len() + 1,
+        });
+        let outcome = self
+            .fetch_image(&fetcher, &resolved, reference, rename, target)
+            .await;
+        self.observer.event(Event::ImageDone);
+        let fetch = outcome?;
+        let layers = self.report(given, &image, source, &fetch.layers);
+        let report = ImageReport {
+            digest: resolved.digest.to_string(),
+            manifest_digest: resolved.manifest.digest.to_string(),
+            image_id: resolved.config.digest.to_string(),
+            platform: fetch.platform.to_string(),
+            layers: resolved.layers.len(),
+            bytes_downloaded: layers.bytes_downloaded + fetch.config.downloaded,
+            ..layers
+        };
+        Ok(Pulled {
+            archive: fetch.archive,
+            platform: fetch.platform,
+            report,
+            written: fetch.written,
+        })
+    }
+
+    /// The config first (it confirms the platform before layers are
+    /// fetched), then the layers, into the archive as they arrive when the
+    /// target and format allow.
+    async fn fetch_image(
+        &self,
+        fetcher: &Fetcher,
+        resolved: &Resolved,
+        reference: &Reference,
+        rename: Option<Reference>,
+        target: &Target,
+    ) -> Result<Fetch, PullError> {
+        let s = self.settings;
+        let config = fetcher.fetch_one(&resolved.config).await?;
+        let config_bytes = fetch::read_small_blob(&self.cache, &resolved.config)?;
+        let platform = resolve::check_config(
+            &fetcher.image,
+            fetcher.registry.name(),
+            &config_bytes,
+            resolved,
+            &s.platform,
+            s.platform_explicit,
+        )?;
+        let archive = ArchiveImage {
+            reference: reference.clone(),
+            rename,
+            manifest: resolved.manifest.clone(),
+            manifest_media_type: resolved.manifest_media_type.clone(),
+            config: resolved.config.clone(),
+            layers: resolved.layers.clone(),
+            all: None,
+        };
+        let path = target.path(&archive, &platform);
+        let stream = match &path {
+            Some(path) => {
+                archive::Stream::start(s.format, path, &archive, Arc::clone(&self.cache), s.sync)?
+            }
+            None => None,
+        };
+        let Some(mut stream) = stream else {
+            let layers = fetcher.fetch_all(&resolved.layers).await?;
+            return Ok(Fetch {
+                config,
+                layers,
+                platform,
+                archive,
+                written: None,
+            });
+        };
+        stream.ready(&resolved.config.digest);
+        let fetched = {
+            let notify = stream.notifier();
+            let ready = move |f: &Fetched| notify(&f.digest);
+            tokio::select! {
+                fetched = fetcher.fetch_all_then(&resolved.layers, &ready) => fetched,
+                e = stream.failed() => Err(e),
+            }
+        };
+        let layers = match fetched {
+            Ok(layers) => layers,
+            Err(e) => {
+                stream.abort().await;
+                return Err(e);
+            }
+        };
+        if let Some(path) = &path {
+            self.observer
+                .event(Event::Note(format!("Writing {}", path.display())));
+        }
+        stream.finish().await?;
+        Ok(Fetch {
+            config,
+            layers,
+            platform,
+            archive,
+            written: path,
+        })
+    }
+
+    fn fetcher(&self, registry: &Arc<Registry>, image: &str, source: &Source) -> Fetcher {
+        Fetcher {
+            registry: Arc::clone(registry),
+            cache: Arc::clone(&self.cache),
+            observer: Arc::clone(&self.observer),
+            concurrency: self.settings.jobs,
+            image: image.to_string(),
+            repository: source.repository.clone(),
+            chunking: self.settings.chunking,
+            connections: Arc::clone(&self.connections),
+        }
+    }
+
+    /// The report's fields that come from the blobs fetched; the caller
+    /// fills in what the manifests say.
+    fn report(
+        &self,
+        given: &str,
+        image: &str,
+        source: &Source,
+        fetched: &[Fetched],
+    ) -> ImageReport {
+        let from_cache = fetched.iter().filter(|f| f.from_cache);
+        ImageReport {
+            image: given.to_string(),
+            resolved: image.to_string(),
+            digest: String::new(),
+            manifest_digest: String::new(),
+            image_id: String::new(),
+            platform: String::new(),
+            format: self.settings.format.to_string(),
+            output: String::new(),
+            layers: 0,
+            bytes_downloaded: fetched.iter().map(|f| f.downloaded).sum(),
+            bytes_from_cache: from_cache.clone().map(|f| f.size).sum(),
+            cache_hits: from_cache.count(),
+            seconds: 0.0,
+            distinct_layers: fetched.len(),
+            source: source.label.clone(),
+        }
+    }
+
+    /// `--platform all`: the index and every image in it.
+    async fn pull_all_from(
+        &self,
+        registry: &Arc<Registry>,
+        given: &str,
+        reference: &Reference,
+        remote: &Reference,
+        rename: Option<Reference>,
+        source: &Source,
+    ) -> Result<Pulled, PullError> {
+        let image = reference.to_string();
+        let resolved = resolve::resolve_all(registry, remote).await?;
+        let fetcher = self.fetcher(registry, &image, source);
+        let all: Vec<Descriptor> = resolved
+            .members
+            .iter()
+            .flat_map(|m| std::iter::once(m.config.clone()).chain(m.layers.iter().cloned()))
+            .collect();
+        let blobs: Vec<Descriptor> = distinct(&all).into_iter().cloned().collect();
+        self.observer.event(Event::ImageStarted {
+            image: image.clone(),
+            platform: "all platforms".into(),
+            bytes: blobs.iter().map(|d| d.size).sum(),
+            blobs: blobs.len(),
+        });
+        let outcome = fetcher.fetch_all(&blobs).await;
+        self.observer.event(Event::ImageDone);
+        let fetched = outcome?;
+        let first =
+            resolved
+                .members
+                .first()
+                .cloned()
+                .ok_or_else(|| PullError::InvalidManifest {
+                    image: image.clone(),
+                    registry: registry.name().to_string(),
+                    what: "index".into(),
+                    detail: "it lists no image".into(),
+                })?;
+        let report = ImageReport {
+            digest: resolved.digest.to_string(),
+            manifest_digest: resolved
+                .index
+                .as_ref()
+                .map(|(m, _)| &m.digest)
+                .unwrap_or(&first.manifest.digest)
+                .to_string(),
+            image_id: first.config.digest.to_string(),
+            platform: "all".into(),
+            layers: resolved.members.iter().map(|m| m.layers.len()).sum(),
+            ..self.report(given, &image, source, &fetched)
+        };
+        let members = resolved.members;
+        let all = resolved
+            .index
+            .map(|(index, index_media_type)| AllPlatforms {
+                index,
+                index_media_type,
+                members,
+            });
+        Ok(Pulled {
+            archive: ArchiveImage {
+                reference: reference.clone(),
+                rename,
+                manifest: first.manifest,
+                manifest_media_type: first.media_type,
+                config: first.config,
+                layers: first.layers,
+                all,
+            },
+            platform: Platform {
+                os: "all".into(),
+                architecture: "all".into(),
+                variant: None,
+            },
+            report,
+            written: None,
+        })
+    }
+}
+
+fn distinct(ds: &[Descriptor]) -> Vec<&Descriptor> {
+    let mut seen = std::collections::HashSet::new();
+    ds.iter().filter(|d| seen.insert(&d.digest)).collect()
+}
+
+/// Failures no other registry would avoid.
+fn is_local_failure(e: &PullError) -> bool {
+    matches!(
+        e,
+        PullError::Io { .. } | PullError::Interrupted | PullError::Setup(_)
+    )
+}
