@@ -34,13 +34,19 @@ pub enum ManifestKind {
     Schema1,
 }
 
+/// A manifest whose media type (or shape) is none we know; holds what it
+/// declared, `(none)` when it declared nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported media type {0}")]
+pub struct UnknownKind(pub String);
+
 /// Classifies a manifest by its declared media type (the `mediaType` field, or
 /// else the `Content-Type` header), falling back to its shape for documents that
 /// declare neither (OCI allows leaving `mediaType` out).
 pub fn classify(
     content_type: Option<&str>,
     body: &serde_json::Value,
-) -> Result<ManifestKind, String> {
+) -> Result<ManifestKind, UnknownKind> {
     let declared = body
         .get("mediaType")
         .and_then(|v| v.as_str())
@@ -54,7 +60,7 @@ pub fn classify(
             if body.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
                 Ok(ManifestKind::Schema1)
             } else {
-                Err(other.to_string())
+                Err(UnknownKind(other.to_string()))
             }
         }
         None => {
@@ -65,7 +71,7 @@ pub fn classify(
             } else if body.get("layers").is_some() && body.get("config").is_some() {
                 Ok(ManifestKind::Image)
             } else {
-                Err("(none)".to_string())
+                Err(UnknownKind("(none)".to_string()))
             }
         }
     }

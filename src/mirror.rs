@@ -17,10 +17,21 @@ pub struct Mirror {
     pub prefix: Option<String>,
 }
 
+/// Why a mirror cannot be used as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid mirror {given:?}: {why}")]
+pub struct MirrorError {
+    pub given: String,
+    pub why: &'static str,
+}
+
 impl Mirror {
     /// Parses `[http://|https://]host[:port][/prefix]`.
-    pub fn parse(s: &str) -> Result<Mirror, String> {
-        let bad = |why: &str| format!("invalid mirror {s:?}: {why}");
+    pub fn parse(s: &str) -> Result<Mirror, MirrorError> {
+        let bad = |why: &'static str| MirrorError {
+            given: s.to_string(),
+            why,
+        };
         let t = s.trim();
         let (scheme, rest) = match t.split_once("://") {
             Some((sch, rest)) => match sch.to_ascii_lowercase().as_str() {
@@ -59,7 +70,7 @@ impl Mirror {
     }
 
     /// Parses `DOCKER_PULL_MIRRORS`: comma- or space-separated mirrors.
-    pub fn parse_list(s: &str) -> Result<Vec<Mirror>, String> {
+    pub fn parse_list(s: &str) -> Result<Vec<Mirror>, MirrorError> {
         s.split([',', ' ', '\t', '\n'])
             .filter(|p| !p.trim().is_empty())
             .map(Mirror::parse)

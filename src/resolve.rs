@@ -420,7 +420,7 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, Decod
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| decode_error("manifest", e))?;
     let kind = media_type::classify(content_type, &value)
-        .map_err(|m| decode_error("manifest", format!("unknown manifest media type {m:?}")))?;
+        .map_err(|m| decode_error("manifest", format!("unknown manifest media type {:?}", m.0)))?;
     let declared_type = value
         .get("mediaType")
         .and_then(|v| v.as_str())

@@ -323,49 +323,66 @@ fn proxies(opts: &TransportOptions) -> Result<Vec<reqwest::Proxy>, TransportErro
         .collect()
 }
 
+/// Why a proxy URL cannot be used. Messages never show its password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyUrlError {
+    #[error("{url:?} is not a URL ({detail})")]
+    NotAUrl { url: String, detail: String },
+    #[error("{url:?}: the scheme must be {allowed}")]
+    Scheme { url: String, allowed: &'static str },
+    #[error("{url:?} names no host")]
+    NoHost { url: String },
+}
+
+/// Checks that `url` parses, has one of `schemes` and a host.
+fn checked_proxy_url(
+    url: &str,
+    schemes: &[&str],
+    allowed: &'static str,
+) -> Result<(), ProxyUrlError> {
+    let shown = || redact_url(url);
+    let parsed = url::Url::parse(url).map_err(|e| ProxyUrlError::NotAUrl {
+        url: shown(),
+        detail: e.to_string(),
+    })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(ProxyUrlError::Scheme {
+            url: shown(),
+            allowed,
+        });
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ProxyUrlError::NoHost { url: shown() });
+    }
+    Ok(())
+}
+
 /// A proxy variable's value as a URL the client can use, as curl and Go read
 /// them: without a scheme it is `http://`; the scheme must be http, https,
-/// socks4, socks4a, socks5 or socks5h, and there must be a host. The error
-/// never shows the password.
-pub fn env_proxy_url(value: &str) -> Result<String, String> {
+/// socks4, socks4a, socks5 or socks5h, and there must be a host.
+pub fn env_proxy_url(value: &str) -> Result<String, ProxyUrlError> {
     let value = value.trim();
     let url = if value.contains("://") {
         value.to_string()
     } else {
         format!("http://{value}")
     };
-    let parsed =
-        url::Url::parse(&url).map_err(|e| format!("{:?} is not a URL ({e})", redact_url(&url)))?;
-    if !matches!(
-        parsed.scheme(),
-        "http" | "https" | "socks4" | "socks4a" | "socks5" | "socks5h"
-    ) {
-        return Err(format!(
-            "{:?}: the scheme must be http, https, socks4, socks4a, socks5 or socks5h",
-            redact_url(&url)
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{:?} names no host", redact_url(&url)));
-    }
+    checked_proxy_url(
+        &url,
+        &["http", "https", "socks4", "socks4a", "socks5", "socks5h"],
+        "http, https, socks4, socks4a, socks5 or socks5h",
+    )?;
     Ok(url)
 }
 
 /// Checks a proxy URL as `--proxy` takes it: a URL with an http, https,
 /// socks5 or socks5h scheme and a host.
-pub fn check_proxy_url(url: &str) -> Result<(), String> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| format!("{:?} is not a URL ({e})", redact_url(url)))?;
-    if !matches!(parsed.scheme(), "http" | "https" | "socks5" | "socks5h") {
-        return Err(format!(
-            "{:?}: the scheme must be http, https, socks5 or socks5h",
-            redact_url(url)
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{:?} names no host", redact_url(url)));
-    }
-    Ok(())
+pub fn check_proxy_url(url: &str) -> Result<(), ProxyUrlError> {
+    checked_proxy_url(
+        url,
+        &["http", "https", "socks5", "socks5h"],
+        "http, https, socks5 or socks5h",
+    )
 }
 
 /// A URL without the password of its user info, for messages.
@@ -621,7 +638,9 @@ mod tests {
         assert!(check_proxy_url("http://proxy:3128").is_ok());
         assert!(check_proxy_url("socks5h://u:p@proxy:1080").is_ok());
         assert!(check_proxy_url("ftp://proxy").is_err());
-        let e = check_proxy_url("gopher://u:hunter22@proxy").unwrap_err();
+        let e = check_proxy_url("gopher://u:hunter22@proxy")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter22"), "{e}");
         assert_eq!(
             redact_url("http://u:hunter22@proxy:3128"),
@@ -671,7 +690,7 @@ mod tests {
             "ftp://u:hunter22@p",
             "http://",
         ] {
-            let e = env_proxy_url(bad).unwrap_err();
+            let e = env_proxy_url(bad).unwrap_err().to_string();
             assert!(!e.contains("hunter22"), "{e}");
         }
     }
