@@ -11,6 +11,10 @@ use serde_json::Value;
 
 use crate::support::image::{Blob, Image};
 
+/// The only variables a child inherits from the test process; everything else (docker
+/// configs, proxies, `DOCKER_PULL_*`, `RUST_LOG`, ...) is what each test sets.
+const INHERITED: &[&str] = &["PATH", "TMPDIR", "LANG", "LC_ALL"];
+
 /// How long one run of the binary may take before the test kills it and fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -249,6 +253,14 @@ impl Work {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).expect("creating a fake HOME");
         let mut command = Command::new(env!("CARGO_BIN_EXE_docker-pull"));
+        // Nothing of the developer's or CI's environment but what a process
+        // needs to run: the child sees only the variables set here.
+        command.env_clear();
+        for (key, value) in std::env::vars_os() {
+            if INHERITED.iter().any(|k| key == *k) {
+                command.env(key, value);
+            }
+        }
         command
             .args(args)
             .current_dir(self.dir.path())
@@ -257,24 +269,7 @@ impl Work {
             .env("XDG_CACHE_HOME", home.join(".cache"))
             .env("XDG_RUNTIME_DIR", home.join("run"))
             .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env_remove("RUST_BACKTRACE");
-        for var in [
-            "DOCKER_PULL_USERNAME",
-            "DOCKER_PULL_PASSWORD",
-            "DOCKER_PULL_CACHE",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
-            command.env_remove(var);
-        }
+            .env("NO_COLOR", "1");
         for (key, value) in env {
             command.env(key, value);
         }
