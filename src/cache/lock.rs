@@ -1,0 +1,53 @@
+//! The download lock of one blob, `ingest/<hex>.lock`: an exclusive OS file
+//! lock held by the one process that may write `ingest/<hex>.data` and commit
+//! it. Owns taking and releasing that lock; it must not touch the data file
+//! or the stored blobs.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+/// An exclusive claim on downloading one blob; released on drop.
+pub struct IngestLock {
+    file: File,
+}
+
+impl Drop for IngestLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Takes the lock at `path`, waiting while another process holds it.
+pub(super) fn lock(path: &Path) -> io::Result<IngestLock> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(IngestLock { file })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+
+    use crate::cache::Cache;
+    use crate::digest::Digest;
+
+    #[test]
+    fn lock_excludes_other_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let d = Digest::of(b"x");
+        let held = cache.lock_ingest(&d).unwrap();
+        let other = OpenOptions::new()
+            .write(true)
+            .open(cache.lock_path(&d))
+            .unwrap();
+        assert!(other.try_lock().is_err());
+        drop(held);
+        assert!(other.try_lock().is_ok());
+    }
+}

@@ -1,0 +1,305 @@
+//! Looking at and shrinking the store: every stored blob with its use
+//! (`cache ls`), counts (`cache stats`), eviction by age and size (`cache
+//! prune`) and emptying (`cache clear`). Never removes what a running pull
+//! holds or a download in progress; must not write blobs.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use super::{Cache, meta};
+
+/// One stored blob.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub hex: String,
+    pub size: u64,
+    /// When a pull last used it (its mtime).
+    pub last_used: SystemTime,
+    /// Pulls that found it in the cache.
+    pub hits: u64,
+    /// Images that used it (as far as recorded).
+    pub images: Vec<String>,
+}
+
+/// What `cache stats` reports.
+#[derive(Debug, Clone)]
+pub struct CacheStats {
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Cache hits over all blobs.
+    pub hits: u64,
+    pub partials: usize,
+    pub partial_bytes: u64,
+    pub oldest_use: Option<SystemTime>,
+}
+
+/// What a prune or clear removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub blobs: usize,
+    pub partials: usize,
+    pub freed: u64,
+    /// Blobs left alone because a running pull holds them.
+    pub in_use: usize,
+}
+
+impl Cache {
+    /// Every stored blob, least recently used first.
+    pub fn entries(&self) -> io::Result<Vec<CacheEntry>> {
+        let dir = self.root.join("blobs").join("sha256");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only names that are digests: anything else is not ours.
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) if m.is_file() => m,
+                _ => continue,
+            };
+            let info = meta::read(&self.meta_path(&name));
+            out.push(CacheEntry {
+                size: meta.len(),
+                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                hits: info.hits,
+                images: info.images,
+                hex: name,
+            });
+        }
+        out.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.hex.cmp(&b.hex)));
+        Ok(out)
+    }
+
+    /// Partial downloads: `(bytes, whether a process is downloading it now)`.
+    fn partials(&self) -> io::Result<Vec<(PathBuf, u64, SystemTime, bool)>> {
+        let dir = self.root.join("ingest");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("data") {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            let busy = match File::options()
+                .write(true)
+                .open(path.with_extension("lock"))
+            {
+                Ok(f) => match f.try_lock() {
+                    Ok(()) => {
+                        let _ = f.unlock();
+                        false
+                    }
+                    Err(_) => true,
+                },
+                Err(_) => false,
+            };
+            out.push((
+                path,
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                busy,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Counts and bytes of stored blobs and partial downloads.
+    pub fn stats(&self) -> io::Result<CacheStats> {
+        let entries = self.entries()?;
+        let partials = self.partials()?;
+        Ok(CacheStats {
+            blobs: entries.len(),
+            bytes: entries.iter().map(|e| e.size).sum(),
+            hits: entries.iter().map(|e| e.hits).sum(),
+            partials: partials.len(),
+            partial_bytes: partials.iter().map(|p| p.1).sum(),
+            oldest_use: entries.first().map(|e| e.last_used),
+        })
+    }
+
+    /// Evicts blobs unused for longer than `older_than` (and partial
+    /// downloads as old that no process is working on), then the least
+    /// recently used until at most `max_size` bytes are stored.
+    pub fn prune(
+        &self,
+        older_than: Option<Duration>,
+        max_size: Option<u64>,
+    ) -> io::Result<PruneOutcome> {
+        let now = SystemTime::now();
+        let mut out = PruneOutcome::default();
+        let mut entries = self.entries()?;
+        let old = |t: SystemTime| {
+            older_than.is_some_and(|age| now.duration_since(t).is_ok_and(|d| d > age))
+        };
+        let mut kept = Vec::with_capacity(entries.len());
+        for e in entries.drain(..) {
+            if old(e.last_used) {
+                self.remove_entry(&e, &mut out)?;
+            } else {
+                kept.push(e);
+            }
+        }
+        if let Some(max) = max_size {
+            let mut total: u64 = kept.iter().map(|e| e.size).sum();
+            for e in &kept {
+                if total <= max {
+                    break;
+                }
+                self.remove_entry(e, &mut out)?;
+                total -= e.size;
+            }
+        }
+        if older_than.is_some() {
+            for (path, size, modified, busy) in self.partials()? {
+                if !busy && old(modified) && fs::remove_file(&path).is_ok() {
+                    let _ = fs::remove_file(path.with_extension("lock"));
+                    out.partials += 1;
+                    out.freed += size;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a blob unless a running pull holds it.
+    fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<()> {
+        let path = self.root.join("blobs").join("sha256").join(&e.hex);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        if file.try_lock().is_err() {
+            out.in_use += 1;
+            return Ok(());
+        }
+        let removed = fs::remove_file(&path);
+        let _ = file.unlock();
+        match removed {
+            Ok(()) => {
+                let _ = fs::remove_file(self.meta_path(&e.hex));
+                out.blobs += 1;
+                out.freed += e.size;
+                Ok(())
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Empties the cache but for downloads in progress in other processes.
+    pub fn clear(&self) -> io::Result<PruneOutcome> {
+        let mut out = PruneOutcome::default();
+        for e in self.entries()? {
+            self.remove_entry(&e, &mut out)?;
+        }
+        for (path, size, _, busy) in self.partials()? {
+            if !busy && fs::remove_file(&path).is_ok() {
+                let _ = fs::remove_file(path.with_extension("lock"));
+                out.partials += 1;
+                out.freed += size;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, OpenOptions};
+    use std::time::{Duration, SystemTime};
+
+    use crate::cache::Cache;
+    use crate::digest::Digest;
+
+    fn stored(cache: &Cache, data: &[u8], age: Duration) -> Digest {
+        let d = Digest::of(data);
+        let path = cache.blob_path(&d);
+        fs::write(&path, data).unwrap();
+        let f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        d
+    }
+
+    #[test]
+    fn prune_by_age_and_size_lru_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let old = stored(&cache, &[1u8; 100], day * 10);
+        let mid = stored(&cache, &[2u8; 100], day * 2);
+        let new = stored(&cache, &[3u8; 100], day / 24);
+        fs::write(dir.path().join("blobs/sha256/not-a-digest"), b"x").unwrap();
+        let stats = cache.stats().unwrap();
+        assert_eq!((stats.blobs, stats.bytes), (3, 300));
+        let order: Vec<String> = cache
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.hex)
+            .collect();
+        assert_eq!(order, [old.hex(), mid.hex(), new.hex()]);
+
+        let out = cache.prune(Some(day * 5), None).unwrap();
+        assert_eq!((out.blobs, out.freed), (1, 100));
+        assert!(!cache.blob_path(&old).exists());
+        // Touching makes the middle one the newest; a size cap then drops the other.
+        cache.touch(&mid);
+        let out = cache.prune(None, Some(150)).unwrap();
+        assert_eq!(out.blobs, 1);
+        assert!(cache.blob_path(&mid).exists());
+        assert!(!cache.blob_path(&new).exists());
+        assert!(dir.path().join("blobs/sha256/not-a-digest").exists());
+    }
+
+    #[test]
+    fn prune_spares_blobs_a_running_pull_holds_and_records_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let used = stored(&cache, b"used", Duration::from_secs(86_400));
+        let idle = stored(&cache, b"idle", Duration::from_secs(86_400));
+        let other = Cache::open(dir.path()).unwrap();
+        other.record_use(&used, "r/a:1", true);
+        other.record_use(&used, "r/b:1", false);
+        let out = cache.prune(None, Some(0)).unwrap();
+        assert_eq!((out.blobs, out.in_use), (1, 1));
+        assert!(cache.blob_path(&used).exists());
+        assert!(!cache.blob_path(&idle).exists());
+        let e = &cache.entries().unwrap()[0];
+        assert_eq!(
+            (e.hits, e.images.clone()),
+            (1, vec!["r/a:1".to_string(), "r/b:1".into()])
+        );
+        drop(other);
+        assert_eq!(cache.prune(None, Some(0)).unwrap().blobs, 1);
+        assert!(
+            !dir.path()
+                .join("meta")
+                .join(format!("{}.json", used.hex()))
+                .exists()
+        );
+    }
+
+    #[test]
+    fn clear_spares_downloads_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        stored(&cache, b"blob", Duration::ZERO);
+        let busy = Digest::of(b"busy");
+        let idle = Digest::of(b"idle");
+        fs::write(cache.ingest_path(&busy), b"bu").unwrap();
+        fs::write(cache.ingest_path(&idle), b"id").unwrap();
+        let lock = cache.lock_ingest(&busy).unwrap();
+        let out = cache.clear().unwrap();
+        assert_eq!((out.blobs, out.partials), (1, 1));
+        assert!(cache.ingest_path(&busy).exists());
+        assert!(!cache.ingest_path(&idle).exists());
+        drop(lock);
+        assert_eq!(cache.stats().unwrap().blobs, 0);
+    }
+}
