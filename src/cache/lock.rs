@@ -3,9 +3,11 @@
 //! it. Owns taking and releasing that lock; it must not touch the data file
 //! or the stored blobs.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::Path;
+
+use super::fsx;
 
 /// An exclusive claim on downloading one blob; released on drop.
 pub struct IngestLock {
@@ -20,11 +22,7 @@ impl Drop for IngestLock {
 
 /// Takes the lock at `path`, waiting while another process holds it.
 pub(super) fn lock(path: &Path) -> io::Result<IngestLock> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
+    let file = fsx::open_nofollow_rw(path)?;
     file.lock()?;
     Ok(IngestLock { file })
 }
@@ -49,5 +47,20 @@ mod tests {
         assert!(other.try_lock().is_err());
         drop(held);
         assert!(other.try_lock().is_ok());
+    }
+
+    #[test]
+    fn a_link_planted_at_a_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let d = Digest::of(b"x");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"victim").unwrap();
+        std::os::unix::fs::symlink(&victim, cache.lock_path(&d)).unwrap();
+        let err = cache.lock_ingest(&d).err().expect("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // Nobody can take the victim's lock through the link meanwhile.
+        let f = std::fs::File::open(&victim).unwrap();
+        assert!(f.try_lock().is_ok());
     }
 }

@@ -15,20 +15,27 @@
 //! layout is used and removed at the end. Listing, statistics and eviction
 //! live in prune.rs.
 //!
+//! No symbolic link is ever followed: every file the cache opens or creates
+//! is opened with `O_NOFOLLOW` (fsx.rs), a link planted at a blob's name is
+//! no blob, and records are replaced through random temporary names created
+//! exclusively beside them, never through a predictable name.
+//!
 //! This module owns the files below the cache directory and nothing else: it
 //! never talks to the network and knows no archive format.
 
+pub mod fsx;
 mod lock;
 mod meta;
 mod prune;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::digest::Digest;
 
+pub use fsx::{open_nofollow_read, open_nofollow_rw, open_nofollow_write};
 pub use lock::IngestLock;
 pub use prune::{CacheEntry, CacheStats, PruneOutcome};
 
@@ -109,7 +116,7 @@ impl Cache {
         if held.contains_key(digest) {
             return;
         }
-        if let Ok(f) = File::open(self.blob_path(digest))
+        if let Ok(f) = fsx::open_nofollow_read(&self.blob_path(digest))
             && f.lock_shared().is_ok()
         {
             held.insert(digest.clone(), f);
@@ -136,9 +143,17 @@ impl Cache {
             .join(format!("{}.lock", digest.hex()))
     }
 
-    /// Whether a verified blob of `size` bytes is stored.
+    /// Whether a verified blob of `size` bytes is stored (a regular file:
+    /// a link there is no blob).
     pub fn contains(&self, digest: &Digest, size: u64) -> bool {
-        fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+        fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// The partial download of `digest` for the holder of its lock: created
+    /// (owner only) if missing, read and write, its content kept, never
+    /// through a link.
+    pub fn open_ingest(&self, digest: &Digest) -> io::Result<File> {
+        fsx::open_nofollow_rw(&self.ingest_path(digest))
     }
 
     /// Takes the download lock for `digest`, waiting while another process
@@ -159,7 +174,7 @@ impl Cache {
     /// Marks a stored blob as used now (its mtime), for least-recently-used
     /// pruning. Best effort: a read-only cache still works.
     pub fn touch(&self, digest: &Digest) {
-        if let Ok(f) = OpenOptions::new().append(true).open(self.blob_path(digest)) {
+        if let Ok(f) = fsx::open_nofollow_write(&self.blob_path(digest)) {
             let _ = f.set_modified(SystemTime::now());
         }
     }
@@ -197,6 +212,21 @@ mod tests {
         cache.evict(&d).unwrap();
         assert!(!cache.contains(&d, 5));
         cache.evict(&d).unwrap();
+    }
+
+    #[test]
+    fn a_link_at_a_blob_is_no_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let d = Digest::of(b"hello");
+        let theirs = dir.path().join("theirs");
+        fs::write(&theirs, b"hello").unwrap();
+        std::os::unix::fs::symlink(&theirs, cache.blob_path(&d)).unwrap();
+        assert!(!cache.contains(&d, 5));
+        // Nor is it held, touched or written through when recorded.
+        cache.record_use(&d, "r/a:1", true);
+        assert!(cache.held.lock().unwrap().is_empty());
+        assert_eq!(fs::read(&theirs).unwrap(), b"hello");
     }
 
     #[test]

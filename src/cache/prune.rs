@@ -3,12 +3,12 @@
 //! prune`) and emptying (`cache clear`). Never removes what a running pull
 //! holds or a download in progress; must not write blobs.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::{Cache, meta};
+use super::{Cache, fsx, meta};
 
 /// One stored blob.
 #[derive(Debug, Clone)]
@@ -85,10 +85,7 @@ impl Cache {
                 continue;
             }
             let meta = entry.metadata()?;
-            let busy = match File::options()
-                .write(true)
-                .open(path.with_extension("lock"))
-            {
+            let busy = match fsx::open_nofollow_read(&path.with_extension("lock")) {
                 Ok(f) => match f.try_lock() {
                     Ok(()) => {
                         let _ = f.unlock();
@@ -169,7 +166,7 @@ impl Cache {
     /// Removes a blob unless a running pull holds it.
     fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<()> {
         let path = self.root.join("blobs").join("sha256").join(&e.hex);
-        let file = match File::open(&path) {
+        let file = match fsx::open_nofollow_read(&path) {
             Ok(f) => f,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(err) => return Err(err),

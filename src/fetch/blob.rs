@@ -65,12 +65,7 @@ impl Partial {
         super::chunked::trim_to_recorded_prefix(&path)
             .map_err(|e| PullError::io("reading", &path, e))?;
         let io = |e| PullError::io("reading", &path, e);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
+        let mut file = crate::cache::open_nofollow_rw(&path)
             .map_err(|e| PullError::io("opening", &path, e))?;
         let len = file.metadata().map_err(io)?.len();
         let mut hasher = Hasher::new();

@@ -7,7 +7,7 @@
 //! stream.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{Event, Fetcher};
+use crate::cache::{open_nofollow_read, open_nofollow_write};
 use crate::digest::Hasher;
 use crate::error::PullError;
 use crate::registry::retry;
@@ -82,7 +83,7 @@ pub fn trim_to_recorded_prefix(data: &Path) -> std::io::Result<()> {
     if let Ok(meta) = std::fs::metadata(data)
         && meta.len() > prefix
     {
-        OpenOptions::new().write(true).open(data)?.set_len(prefix)?;
+        open_nofollow_write(data)?.set_len(prefix)?;
     }
     std::fs::remove_file(record)
 }
@@ -205,7 +206,7 @@ pub async fn download(
     // here: what a later run may keep.
     let mut written_to = start;
     let mut written: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut reader = File::open(path).map_err(|e| PullError::io("reading", path, e))?;
+    let mut reader = open_nofollow_read(path).map_err(|e| PullError::io("reading", path, e))?;
     let record = prefix_path(path);
     let mut workers_result = None;
     loop {
@@ -268,9 +269,7 @@ pub async fn download(
             // Back to the first `start` bytes, whatever arrived since.
             *hasher = before;
             let _ = std::fs::remove_file(&record);
-            OpenOptions::new()
-                .write(true)
-                .open(path)
+            open_nofollow_write(path)
                 .and_then(|file| file.set_len(start))
                 .map_err(|e| PullError::io("writing", path, e))?;
             Ok(Outcome::NoRanges)
@@ -328,10 +327,7 @@ async fn fetch_chunk(
     mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
     shared: &Shared,
 ) -> Result<u64, WorkerError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|err| PullError::io("writing", path, err))?;
+    let mut file = open_nofollow_write(path).map_err(|err| PullError::io("writing", path, err))?;
     let mut at = s;
     let mut received = 0u64;
     let mut failures = 0u32;

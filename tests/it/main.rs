@@ -20,6 +20,7 @@ mod interrupt;
 mod json;
 mod manifest;
 mod mirrors;
+mod neighbour;
 mod platform;
 mod proxy;
 mod pull;

@@ -1,0 +1,106 @@
+//! A hostile neighbour on a shared machine: symbolic links planted in the cache or in an
+//! `oci-dir` layout never redirect a write or a read, cache directories belong to the user
+//! who runs the pull, and a pull of very many blobs does not run out of file descriptors.
+
+use std::os::unix::fs::symlink;
+
+use crate::common::{Work, assert_cache_sound, assert_default_archive};
+use crate::support::image::{Flavor, random_image};
+use crate::support::registry::FakeRegistry;
+
+const VICTIM: &[u8] = b"a file the neighbour wants overwritten\n";
+
+/// A file outside the cache that a planted link points at.
+fn victim(work: &Work) -> std::path::PathBuf {
+    let path = work.path("victim");
+    std::fs::write(&path, VICTIM).expect("writing the victim file");
+    path
+}
+
+#[track_caller]
+fn assert_untouched(victim: &std::path::Path) {
+    assert_eq!(
+        std::fs::read(victim).expect("reading the victim file"),
+        VICTIM,
+        "{} was written through a planted link",
+        victim.display()
+    );
+}
+
+#[track_caller]
+fn assert_no_link_in_blobs(work: &Work) {
+    let dir = work.cache().join("blobs/sha256");
+    for entry in std::fs::read_dir(&dir).expect("listing the cache") {
+        let entry = entry.expect("a cache entry");
+        let kind = entry.file_type().expect("its type");
+        assert!(
+            kind.is_file(),
+            "{} is not a regular file ({kind:?})",
+            entry.path().display()
+        );
+    }
+}
+
+#[test]
+fn a_link_planted_at_a_partial_download_is_not_written_through() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 20_000, 301);
+    registry.push_image("app", "v1", &image);
+    let work = Work::new();
+    let victim = victim(&work);
+    let ingest = work.cache().join("ingest");
+    std::fs::create_dir_all(&ingest).unwrap();
+    let planted = ingest.join(format!("{}.data", image.layers[0].hex()));
+    symlink(&victim, &planted).unwrap();
+
+    let run = work.pull(&["-q", &registry.reference("app", "v1")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(&planted.display().to_string()) && run.stderr.contains("symbolic link"),
+        "the message names the link: {}",
+        run.stderr
+    );
+    assert_untouched(&victim);
+    assert_no_link_in_blobs(&work);
+
+    // `cache clear` removes the link; the next pull is complete.
+    work.run(&[
+        "cache",
+        "clear",
+        "--cache-dir",
+        work.cache().to_str().unwrap(),
+    ])
+    .success();
+    work.pull(&["-q", &registry.reference("app", "v1")])
+        .success();
+    assert_default_archive(&work, &registry, &image, "app", "v1");
+    assert_untouched(&victim);
+    assert_no_link_in_blobs(&work);
+    assert_cache_sound(&work.cache());
+}
+
+#[test]
+fn a_link_planted_at_a_stored_blob_is_not_taken_for_the_blob() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 20_000, 302);
+    registry.push_image("app", "v1", &image);
+    let work = Work::new();
+    // The link points at a file with the blob's content, which its owner can change at will.
+    let layer = &image.layers[0];
+    let theirs = work.path("theirs");
+    std::fs::write(&theirs, &layer.data).unwrap();
+    let blobs = work.cache().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    symlink(&theirs, blobs.join(layer.hex())).unwrap();
+
+    work.pull(&["-q", &registry.reference("app", "v1")])
+        .success();
+    assert_default_archive(&work, &registry, &image, "app", "v1");
+    assert_eq!(
+        registry.blob_gets(&layer.digest),
+        1,
+        "the layer behind the link is downloaded"
+    );
+    assert_no_link_in_blobs(&work);
+    assert_eq!(std::fs::read(&theirs).unwrap(), layer.data);
+}
