@@ -34,7 +34,10 @@ pub fn run(command: Command) -> u8 {
                     }
                     _ => Ok(()),
                 },
-                Err(e) => Err(format!("cannot open the cache in {}: {e}", dir.display())),
+                Err(e) => Err(format!(
+                    "cannot open the cache in {}: {e}; choose another with --cache-dir",
+                    dir.display()
+                )),
             }
         }
     };

@@ -9,13 +9,90 @@
 //! create a file under a predictable temporary name nor open a path in a way
 //! that follows a link planted there.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Files the cache creates: owner only.
 pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Directories the cache creates: owner only.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// The user this process acts as.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Makes sure `path` is a directory of this user that nobody else can
+/// write into: created (owner only, parents too) if missing; an existing
+/// one must belong to this user and is tightened to owner only. A symbolic
+/// link is refused, unless `own_link` and both the link and the directory
+/// it names belong to this user (a cache directory the user moved
+/// elsewhere and linked back).
+pub fn private_dir(path: &Path, own_link: bool) -> io::Result<()> {
+    if let Err(e) = DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(path)
+        && fs::symlink_metadata(path).is_err()
+    {
+        return Err(e);
+    }
+    let mut meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        if !own_link {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link, which a cache directory never is",
+                    path.display()
+                ),
+            ));
+        }
+        owned(path, &meta)?;
+        meta = fs::metadata(path)?;
+    }
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory", path.display()),
+        ));
+    }
+    owned(path, &meta)?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0
+        && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode & PRIVATE_DIR))
+        && mode & 0o022 != 0
+    {
+        // Readable by others is a pity; writable by others is refused.
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{} can be written by other users and cannot be made private: {e}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn owned(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    let me = euid();
+    if meta.uid() == me {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} belongs to another user (uid {}, you are uid {me}), who could plant links in it",
+            path.display(),
+            meta.uid()
+        ),
+    ))
+}
 
 /// `O_NOFOLLOW`: fail on a link rather than follow it. `O_NONBLOCK`: a FIFO
 /// planted at the path fails the regular-file check instead of blocking the
@@ -208,6 +285,32 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert!(open_nofollow_read(&fifo).is_err());
         assert!(open_nofollow_rw(&fifo).is_err());
+    }
+
+    #[test]
+    fn private_dirs_are_created_tightened_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o777;
+        let new = dir.path().join("a/b");
+        private_dir(&new, false).unwrap();
+        assert_eq!((mode(&new), mode(&dir.path().join("a"))), (0o700, 0o700));
+
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o775)).unwrap();
+        private_dir(&open, false).unwrap();
+        assert_eq!(mode(&open), 0o700);
+
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let err = private_dir(&file, false).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let err = private_dir(&link, false).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        private_dir(&link, true).unwrap();
     }
 
     #[test]

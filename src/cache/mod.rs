@@ -15,6 +15,13 @@
 //! layout is used and removed at the end. Listing, statistics and eviction
 //! live in prune.rs.
 //!
+//! The cache is private to the user who runs the pull: its directories are
+//! created owner only (0700) and its files 0600; an existing directory that
+//! belongs to another user is refused (whoever owns it could plant links in
+//! it), one left readable by others by an earlier version is tightened, and
+//! only the root may be a link, of the user's own to a directory of the
+//! user's own.
+//!
 //! No symbolic link is ever followed: every file the cache opens or creates
 //! is opened with `O_NOFOLLOW` (fsx.rs), a link planted at a blob's name is
 //! no blob, and records are replaced through random temporary names created
@@ -77,10 +84,15 @@ impl Cache {
         Ok(cache)
     }
 
+    /// Creates the cache's directories, or checks existing ones: each is
+    /// this user's own and private (see [`fsx::private_dir`]); only the root
+    /// may be a link, and only one of the user's own.
     fn create_layout(&self) -> io::Result<()> {
-        fs::create_dir_all(self.root.join("blobs").join("sha256"))?;
-        fs::create_dir_all(self.root.join("meta"))?;
-        fs::create_dir_all(self.root.join("ingest"))
+        fsx::private_dir(&self.root, true)?;
+        for sub in ["blobs", "blobs/sha256", "meta", "ingest"] {
+            fsx::private_dir(&self.root.join(sub), false)?;
+        }
+        Ok(())
     }
 
     fn meta_path(&self, hex: &str) -> PathBuf {
@@ -227,6 +239,105 @@ mod tests {
         cache.record_use(&d, "r/a:1", true);
         assert!(cache.held.lock().unwrap().is_empty());
         assert_eq!(fs::read(&theirs).unwrap(), b"hello");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn directories_are_private_and_files_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        let cache = Cache::open(&root).unwrap();
+        for sub in ["", "blobs", "blobs/sha256", "meta", "ingest"] {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub}/");
+        }
+        let d = Digest::of(b"x");
+        let lock = cache.lock_ingest(&d).unwrap();
+        assert_eq!(mode(&cache.lock_path(&d)), 0o600);
+        io::Write::write_all(&mut cache.open_ingest(&d).unwrap(), b"x").unwrap();
+        assert_eq!(mode(&cache.ingest_path(&d)), 0o600);
+        cache.commit(&d, &lock).unwrap();
+        assert_eq!(mode(&cache.blob_path(&d)), 0o600);
+        cache.record_use(&d, "r/a:1", false);
+        assert_eq!(mode(&cache.meta_path(d.hex())), 0o600);
+    }
+
+    #[test]
+    fn an_earlier_cache_open_to_others_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        let d = Digest::of(b"kept");
+        fs::write(root.join("blobs/sha256").join(d.hex()), b"kept").unwrap();
+        for sub in ["", "blobs", "blobs/sha256"] {
+            fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let cache = Cache::open(&root).unwrap();
+        for sub in ["", "blobs", "blobs/sha256", "meta", "ingest"] {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub}/");
+        }
+        assert!(cache.contains(&d, 4), "its blobs are kept");
+    }
+
+    #[test]
+    fn a_cache_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        if fsx::euid() != 0 {
+            // Only root can give a directory away; `/` belongs to root.
+            let err = Cache::open(Path::new("/")).err().expect("refused");
+            assert!(err.to_string().contains("belongs to another user"), "{err}");
+            return;
+        }
+        for (i, sub) in ["", "blobs", "blobs/sha256", "meta", "ingest"]
+            .iter()
+            .enumerate()
+        {
+            let root = dir.path().join(format!("c{i}"));
+            drop(Cache::open(&root).unwrap());
+            let theirs = if sub.is_empty() {
+                root.clone()
+            } else {
+                root.join(sub)
+            };
+            std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+            let err = Cache::open(&root).err().expect("refused").to_string();
+            assert!(
+                err.contains(&format!("{} belongs to another user", theirs.display())),
+                "{sub}/: {err}"
+            );
+        }
+        // A link of another user in place of the cache directory.
+        let mine = dir.path().join("mine");
+        drop(Cache::open(&mine).unwrap());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(4242), None).unwrap();
+        let err = Cache::open(&link).err().expect("refused").to_string();
+        assert!(err.contains("belongs to another user"), "{err}");
+    }
+
+    #[test]
+    fn links_in_place_of_cache_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        for sub in ["blobs", "meta", "ingest"] {
+            let root = dir.path().join(format!("c-{sub}"));
+            fs::create_dir(&root).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, root.join(sub)).unwrap();
+            let err = Cache::open(&root).err().expect("refused").to_string();
+            assert!(err.contains("symbolic link"), "{sub}: {err}");
+        }
+        // The user's own link to the user's own directory is fine.
+        let moved = dir.path().join("moved");
+        drop(Cache::open(&moved).unwrap());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&moved, &link).unwrap();
+        Cache::open(&link).unwrap();
     }
 
     #[test]

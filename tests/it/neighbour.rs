@@ -104,3 +104,79 @@ fn a_link_planted_at_a_stored_blob_is_not_taken_for_the_blob() {
     assert_no_link_in_blobs(&work);
     assert_eq!(std::fs::read(&theirs).unwrap(), layer.data);
 }
+
+/// A directory that belongs to another user: made with `chown` when the tests run as root,
+/// else `/` (root's).
+fn foreign_dir(work: &Work) -> std::path::PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return "/".into();
+    }
+    let dir = work.cache();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(4242), Some(4242)).unwrap();
+    dir
+}
+
+#[test]
+fn a_cache_directory_of_another_user_is_refused() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 5_000, 303);
+    registry.push_image("app", "v1", &image);
+    let work = Work::new();
+    let theirs = foreign_dir(&work);
+    let theirs = theirs.to_str().unwrap();
+    let out = work.out();
+    let pull = work.run(&[
+        "-q",
+        "--cache-dir",
+        theirs,
+        "-o",
+        out.to_str().unwrap(),
+        &registry.reference("app", "v1"),
+    ]);
+    let stats = work.run(&["cache", "stats", "--cache-dir", theirs]);
+    for run in [pull, stats] {
+        run.expect_code(1);
+        assert!(
+            run.stderr
+                .contains(&format!("{theirs} belongs to another user"))
+                && run.stderr.contains("--cache-dir"),
+            "the message names the directory and the way out: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(registry.total_blob_gets(), 0);
+    work.assert_no_output();
+}
+
+#[test]
+fn cache_directories_are_private_and_an_earlier_open_cache_is_tightened() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 5_000, 304);
+    registry.push_image("app", "v1", &image);
+    let work = Work::new();
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o777;
+    // A cache as earlier versions left it: readable by everyone.
+    std::fs::create_dir_all(work.cache().join("blobs/sha256")).unwrap();
+    for dir in ["", "blobs", "blobs/sha256"] {
+        std::fs::set_permissions(
+            work.cache().join(dir),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    work.pull(&["-q", &registry.reference("app", "v1")])
+        .success();
+    for dir in ["", "blobs", "blobs/sha256", "meta", "ingest"] {
+        assert_eq!(mode(&work.cache().join(dir)), 0o700, "cache/{dir}");
+    }
+    for dir in ["blobs/sha256", "meta"] {
+        for entry in std::fs::read_dir(work.cache().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    assert_default_archive(&work, &registry, &image, "app", "v1");
+}
