@@ -1,17 +1,37 @@
 //! The download lock of one blob, `ingest/<hex>.lock`: an exclusive OS file
-//! lock held by the one process that may write `ingest/<hex>.data` and commit
-//! it. Owns taking and releasing that lock; it must not touch the data file
-//! or the stored blobs.
+//! lock (`flock`) held by the one process that may write `ingest/<hex>.*`
+//! and commit the blob. Owns taking, checking and releasing that lock; it
+//! must not touch the data file or the stored blobs.
+//!
+//! The protocol is lock-then-verify: after `flock` succeeds, the path must
+//! still name the locked file (same device and inode); if it does not, the
+//! file was removed while this process waited and the lock is worthless, so
+//! it is dropped and taken again on whatever file the path names now. Only
+//! the holder of a lock removes its file ([`IngestLock::remove`]), so once a
+//! lock is verified nobody can pull its name away, and removing the lock
+//! file after a commit (or in a prune) never lets two processes hold it.
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::fsx;
 
 /// An exclusive claim on downloading one blob; released on drop.
 pub struct IngestLock {
     file: File,
+    path: PathBuf,
+}
+
+impl IngestLock {
+    /// Removes the lock file; the lock stays held until dropped. Whoever
+    /// waited on the removed file notices and locks the path's new file.
+    pub(super) fn remove(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Drop for IngestLock {
@@ -22,9 +42,31 @@ impl Drop for IngestLock {
 
 /// Takes the lock at `path`, waiting while another process holds it.
 pub(super) fn lock(path: &Path) -> io::Result<IngestLock> {
-    let file = fsx::open_nofollow_rw(path)?;
-    file.lock()?;
-    Ok(IngestLock { file })
+    loop {
+        let file = fsx::open_nofollow_rw(path)?;
+        file.lock()?;
+        if fsx::same_file(&file, path)? {
+            return Ok(IngestLock {
+                file,
+                path: path.to_path_buf(),
+            });
+        }
+    }
+}
+
+/// Whether a process holds the lock at `path` now. Creates nothing: no
+/// lock file, nobody downloading.
+pub(super) fn is_held(path: &Path) -> bool {
+    match fsx::open_nofollow_read(path) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => {
+                let _ = f.unlock();
+                false
+            }
+            Err(_) => true,
+        },
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -47,6 +89,54 @@ mod tests {
         assert!(other.try_lock().is_err());
         drop(held);
         assert!(other.try_lock().is_ok());
+    }
+
+    /// A waits on the lock file B holds; B commits, which removes the file,
+    /// and C takes the lock with a new file. When B lets go, A must not
+    /// believe it holds the lock while C does.
+    #[test]
+    fn two_lockers_cannot_both_hold_the_lock_across_a_commit() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, mpsc};
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(dir.path()).unwrap());
+        let d = Digest::of(b"blob");
+        let b = cache.lock_ingest(&d).unwrap();
+        let a_holds = Arc::new(AtomicBool::new(false));
+        let (release_a, a_may_go) = mpsc::channel::<()>();
+        let a = {
+            let (cache, d, a_holds) = (Arc::clone(&cache), d.clone(), Arc::clone(&a_holds));
+            std::thread::spawn(move || {
+                let lock = cache.lock_ingest(&d).unwrap();
+                a_holds.store(true, Ordering::SeqCst);
+                a_may_go.recv().unwrap();
+                drop(lock);
+            })
+        };
+        // A is now waiting on B's lock file.
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(cache.ingest_path(&d), b"blob").unwrap();
+        cache.commit(&d, &b).unwrap();
+        let c = cache.lock_ingest(&d).unwrap();
+        drop(b);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !a_holds.load(Ordering::SeqCst),
+            "A took a lock on a removed file while C holds the lock"
+        );
+        drop(c);
+        let started = std::time::Instant::now();
+        while !a_holds.load(Ordering::SeqCst) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "A never got it"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        release_a.send(()).unwrap();
+        a.join().unwrap();
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!
 //! A blob is written only by the holder of its lock, so processes sharing the
 //! cache never download the same blob twice at once, and no reader ever sees a
-//! half-written blob. With `--no-cache` a temporary directory with the same
+//! half-written blob. Locks are lock-then-verify (lock.rs): a lock taken on a
+//! lock file that was removed meanwhile is dropped and taken again, so the
+//! holder may remove the lock file when it commits. With `--no-cache` a temporary directory with the same
 //! layout is used and removed at the end. Listing, statistics and eviction
 //! live in prune.rs.
 //!
@@ -174,12 +176,13 @@ impl Cache {
         lock::lock(&self.lock_path(digest))
     }
 
-    /// Moves a verified download into the store. The lock file goes too:
-    /// whoever takes a lock from now on finds the blob stored.
-    pub fn commit(&self, digest: &Digest, _lock: &IngestLock) -> io::Result<PathBuf> {
+    /// Moves a verified download into the store. The lock file goes too
+    /// (safe while held, see lock.rs): whoever takes the lock from now on
+    /// finds the blob stored.
+    pub fn commit(&self, digest: &Digest, lock: &IngestLock) -> io::Result<PathBuf> {
         let target = self.blob_path(digest);
         fs::rename(self.ingest_path(digest), &target)?;
-        let _ = fs::remove_file(self.lock_path(digest));
+        let _ = lock.remove();
         Ok(target)
     }
 

@@ -8,7 +8,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::{Cache, fsx, meta};
+use super::{Cache, fsx, lock, meta};
 
 /// One stored blob.
 #[derive(Debug, Clone)]
@@ -85,16 +85,7 @@ impl Cache {
                 continue;
             }
             let meta = entry.metadata()?;
-            let busy = match fsx::open_nofollow_read(&path.with_extension("lock")) {
-                Ok(f) => match f.try_lock() {
-                    Ok(()) => {
-                        let _ = f.unlock();
-                        false
-                    }
-                    Err(_) => true,
-                },
-                Err(_) => false,
-            };
+            let busy = lock::is_held(&path.with_extension("lock"));
             out.push((
                 path,
                 meta.len(),
