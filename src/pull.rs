@@ -223,6 +223,8 @@ impl<'a> Puller<'a> {
                             }
                         };
                         pulled.report.output = display_path(&path);
+                        self.cache
+                            .release(pulled.archive.blobs().iter().map(|d| &d.digest));
                         Ok::<_, PullError>(pulled)
                     }
                     .await;
@@ -264,6 +266,10 @@ impl<'a> Puller<'a> {
                     let archives: Vec<ArchiveImage> =
                         all.iter().map(|p| p.archive.clone()).collect();
                     self.write_archive(&path, &archives).await?;
+                }
+                for p in &all {
+                    self.cache
+                        .release(p.archive.blobs().iter().map(|d| &d.digest));
                 }
                 for mut p in all {
                     p.report.output = display_path(&path);

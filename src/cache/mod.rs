@@ -33,6 +33,7 @@
 //! never talks to the network and knows no archive format.
 
 pub mod fsx;
+mod held;
 mod lock;
 mod meta;
 mod prune;
@@ -40,7 +41,6 @@ mod prune;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use crate::digest::Digest;
 
@@ -101,42 +101,6 @@ impl Cache {
         self.root.join("meta").join(format!("{hex}.json"))
     }
 
-    /// Notes that `image` used a stored blob (`hit`: found in the cache, not
-    /// downloaded now), marks it used now, and holds it with a shared lock
-    /// for the rest of this process so no prune removes it meanwhile.
-    /// Best effort: statistics never fail a pull.
-    pub fn record_use(&self, digest: &Digest, image: &str, hit: bool) {
-        self.touch(digest);
-        self.hold(digest);
-        if !hit {
-            self.fresh
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(digest.clone());
-        }
-        meta::note_use(&self.meta_path(digest.hex()), image, hit);
-    }
-
-    /// Whether this process downloaded and verified `digest` itself.
-    pub fn is_fresh(&self, digest: &Digest) -> bool {
-        self.fresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(digest)
-    }
-
-    fn hold(&self, digest: &Digest) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if held.contains_key(digest) {
-            return;
-        }
-        if let Ok(f) = fsx::open_nofollow_read(&self.blob_path(digest))
-            && f.lock_shared().is_ok()
-        {
-            held.insert(digest.clone(), f);
-        }
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -184,14 +148,6 @@ impl Cache {
         fs::rename(self.ingest_path(digest), &target)?;
         let _ = lock.remove();
         Ok(target)
-    }
-
-    /// Marks a stored blob as used now (its mtime), for least-recently-used
-    /// pruning. Best effort: a read-only cache still works.
-    pub fn touch(&self, digest: &Digest) {
-        if let Ok(f) = fsx::open_nofollow_write(&self.blob_path(digest)) {
-            let _ = f.set_modified(SystemTime::now());
-        }
     }
 
     /// Removes a stored blob found damaged.
