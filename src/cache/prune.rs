@@ -45,6 +45,16 @@ pub struct PruneOutcome {
     pub in_use: usize,
 }
 
+/// What became of a blob [`Cache::remove_entry`] was asked to remove.
+#[derive(Debug, PartialEq, Eq)]
+enum Removal {
+    Removed,
+    /// Someone else removed it first.
+    Gone,
+    /// A running pull holds it: it stays.
+    InUse,
+}
+
 impl Cache {
     /// Every stored blob, least recently used first.
     pub fn entries(&self) -> io::Result<Vec<CacheEntry>> {
@@ -112,7 +122,8 @@ impl Cache {
 
     /// Evicts blobs unused for longer than `older_than` (and partial
     /// downloads as old that no process is working on), then the least
-    /// recently used until at most `max_size` bytes are stored.
+    /// recently used until at most `max_size` bytes are stored. Blobs a
+    /// running pull holds stay, and still count against `max_size`.
     pub fn prune(
         &self,
         older_than: Option<Duration>,
@@ -120,26 +131,28 @@ impl Cache {
     ) -> io::Result<PruneOutcome> {
         let now = SystemTime::now();
         let mut out = PruneOutcome::default();
-        let mut entries = self.entries()?;
         let old = |t: SystemTime| {
             older_than.is_some_and(|age| now.duration_since(t).is_ok_and(|d| d > age))
         };
-        let mut kept = Vec::with_capacity(entries.len());
-        for e in entries.drain(..) {
-            if old(e.last_used) {
-                self.remove_entry(&e, &mut out)?;
-            } else {
+        let mut kept = Vec::new();
+        // Bytes that stay whatever happens: old blobs a pull holds.
+        let mut staying = 0;
+        for e in self.entries()? {
+            if !old(e.last_used) {
                 kept.push(e);
+            } else if self.remove_entry(&e, &mut out)? == Removal::InUse {
+                staying += e.size;
             }
         }
         if let Some(max) = max_size {
-            let mut total: u64 = kept.iter().map(|e| e.size).sum();
+            let mut total: u64 = staying + kept.iter().map(|e| e.size).sum::<u64>();
             for e in &kept {
                 if total <= max {
                     break;
                 }
-                self.remove_entry(e, &mut out)?;
-                total -= e.size;
+                if self.remove_entry(e, &mut out)? != Removal::InUse {
+                    total -= e.size;
+                }
             }
         }
         if older_than.is_some() {
@@ -155,16 +168,20 @@ impl Cache {
     }
 
     /// Removes a blob unless a running pull holds it.
-    fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<()> {
+    fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<Removal> {
         let path = self.root.join("blobs").join("sha256").join(&e.hex);
         let file = match fsx::open_nofollow_read(&path) {
             Ok(f) => f,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
             Err(err) => return Err(err),
         };
         if file.try_lock().is_err() {
             out.in_use += 1;
-            return Ok(());
+            return Ok(Removal::InUse);
+        }
+        // The file locked must be the one removed.
+        if !fsx::same_file(&file, &path)? {
+            return Ok(Removal::Gone);
         }
         let removed = fs::remove_file(&path);
         let _ = file.unlock();
@@ -173,9 +190,9 @@ impl Cache {
                 let _ = fs::remove_file(self.meta_path(&e.hex));
                 out.blobs += 1;
                 out.freed += e.size;
-                Ok(())
+                Ok(Removal::Removed)
             }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Removal::Gone),
             Err(err) => Err(err),
         }
     }
@@ -271,6 +288,40 @@ mod tests {
                 .join(format!("{}.json", used.hex()))
                 .exists()
         );
+    }
+
+    #[test]
+    fn max_size_goes_on_past_blobs_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let set_age = |d: &Digest, age: Duration| {
+            let f = OpenOptions::new()
+                .append(true)
+                .open(cache.blob_path(d))
+                .unwrap();
+            f.set_modified(SystemTime::now() - age).unwrap();
+        };
+        let pull = Cache::open(dir.path()).unwrap();
+        let used = stored(&cache, &[1u8; 100], day * 3);
+        pull.record_use(&used, "r/a:1", true);
+        set_age(&used, day * 3);
+        let b = stored(&cache, &[2u8; 100], day * 2);
+        let c = stored(&cache, &[3u8; 100], day);
+        // The least recently used is in use: the next ones go instead.
+        let out = cache.prune(None, Some(150)).unwrap();
+        assert_eq!((out.blobs, out.in_use, out.freed), (2, 1, 200));
+        assert!(!cache.blob_path(&b).exists() && !cache.blob_path(&c).exists());
+        assert!(cache.blob_path(&used).exists());
+
+        // An old blob in use still counts against the size.
+        let old = stored(&cache, &[4u8; 100], day * 30);
+        pull.record_use(&old, "r/a:1", true);
+        set_age(&old, day * 30);
+        let new = stored(&cache, &[5u8; 100], Duration::ZERO);
+        let out = cache.prune(Some(day * 7), Some(200)).unwrap();
+        assert_eq!((out.blobs, out.in_use), (1, 2), "{out:?}");
+        assert!(!cache.blob_path(&new).exists());
     }
 
     #[test]
