@@ -130,6 +130,13 @@ fn report_removal(out: &mut dyn Write, p: &PruneOutcome) -> std::io::Result<()> 
         p.partials,
         human_bytes(p.freed)
     )?;
+    if p.leftovers > 0 {
+        writeln!(
+            out,
+            "Removed {} files that interrupted runs left behind",
+            p.leftovers
+        )?;
+    }
     if p.in_use > 0 {
         writeln!(out, "Kept {} blobs that a running pull is using", p.in_use)?;
     }

@@ -54,18 +54,22 @@ pub(super) fn lock(path: &Path) -> io::Result<IngestLock> {
     }
 }
 
-/// Whether a process holds the lock at `path` now. Creates nothing: no
-/// lock file, nobody downloading.
-pub(super) fn is_held(path: &Path) -> bool {
-    match fsx::open_nofollow_read(path) {
-        Ok(f) => match f.try_lock() {
-            Ok(()) => {
-                let _ = f.unlock();
-                false
-            }
-            Err(_) => true,
-        },
-        Err(_) => false,
+/// Takes the lock at `path` if nobody holds it (creating the lock file if
+/// missing); `None` when another process holds it.
+pub(super) fn try_lock(path: &Path) -> io::Result<Option<IngestLock>> {
+    loop {
+        let file = fsx::open_nofollow_rw(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if fsx::same_file(&file, path)? {
+            return Ok(Some(IngestLock {
+                file,
+                path: path.to_path_buf(),
+            }));
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! prune`) and emptying (`cache clear`). Never removes what a running pull
 //! holds or a download in progress; must not write blobs.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{Cache, fsx, lock, meta};
@@ -43,6 +44,9 @@ pub struct PruneOutcome {
     pub freed: u64,
     /// Blobs left alone because a running pull holds them.
     pub in_use: usize,
+    /// Files interrupted runs left: temporary files, lock files nobody
+    /// holds, records of partial downloads that are gone.
+    pub leftovers: usize,
 }
 
 /// What became of a blob [`Cache::remove_entry`] was asked to remove.
@@ -64,7 +68,7 @@ impl Cache {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             // Only names that are digests: anything else is not ours.
-            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_hex(&name) {
                 continue;
             }
             let meta = match entry.metadata() {
@@ -84,24 +88,17 @@ impl Cache {
         Ok(out)
     }
 
-    /// Partial downloads: `(bytes, whether a process is downloading it now)`.
-    fn partials(&self) -> io::Result<Vec<(PathBuf, u64, SystemTime, bool)>> {
-        let dir = self.root.join("ingest");
+    /// The sizes of the partial downloads.
+    fn partials(&self) -> io::Result<Vec<u64>> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir)? {
+        for entry in fs::read_dir(self.root.join("ingest"))? {
             let entry = entry?;
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("data") {
-                continue;
+            if entry.file_name().to_string_lossy().ends_with(".data")
+                && let Ok(meta) = entry.metadata()
+                && meta.is_file()
+            {
+                out.push(meta.len());
             }
-            let meta = entry.metadata()?;
-            let busy = lock::is_held(&path.with_extension("lock"));
-            out.push((
-                path,
-                meta.len(),
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                busy,
-            ));
         }
         Ok(out)
     }
@@ -115,7 +112,7 @@ impl Cache {
             bytes: entries.iter().map(|e| e.size).sum(),
             hits: entries.iter().map(|e| e.hits).sum(),
             partials: partials.len(),
-            partial_bytes: partials.iter().map(|p| p.1).sum(),
+            partial_bytes: partials.iter().sum(),
             oldest_use: entries.first().map(|e| e.last_used),
         })
     }
@@ -155,15 +152,8 @@ impl Cache {
                 }
             }
         }
-        if older_than.is_some() {
-            for (path, size, modified, busy) in self.partials()? {
-                if !busy && old(modified) && fs::remove_file(&path).is_ok() {
-                    let _ = fs::remove_file(path.with_extension("lock"));
-                    out.partials += 1;
-                    out.freed += size;
-                }
-            }
-        }
+        self.sweep_ingest(&old, &mut out)?;
+        self.sweep_temporary(now, &mut out)?;
         Ok(out)
     }
 
@@ -197,21 +187,124 @@ impl Cache {
         }
     }
 
-    /// Empties the cache but for downloads in progress in other processes.
+    /// Empties the cache but for what running pulls hold and downloads in
+    /// progress in other processes.
     pub fn clear(&self) -> io::Result<PruneOutcome> {
         let mut out = PruneOutcome::default();
         for e in self.entries()? {
             self.remove_entry(&e, &mut out)?;
         }
-        for (path, size, _, busy) in self.partials()? {
-            if !busy && fs::remove_file(&path).is_ok() {
-                let _ = fs::remove_file(path.with_extension("lock"));
-                out.partials += 1;
-                out.freed += size;
-            }
-        }
+        self.sweep_ingest(&|_| true, &mut out)?;
+        self.sweep_temporary(SystemTime::now(), &mut out)?;
         Ok(out)
     }
+
+    /// Goes over `ingest/`: for each blob no process is downloading, removes
+    /// the partial download if `drop_partial` says so for its mtime, and the
+    /// lock file and whatever else is left of it. Stale temporary files go
+    /// too.
+    fn sweep_ingest(
+        &self,
+        drop_partial: &dyn Fn(SystemTime) -> bool,
+        out: &mut PruneOutcome,
+    ) -> io::Result<()> {
+        let dir = self.root.join("ingest");
+        let mut downloads: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for entry in fs::read_dir(&dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            match name.split_once('.') {
+                Some((hex, kind)) if is_hex(hex) && matches!(kind, "data" | "lock" | "prefix") => {
+                    downloads
+                        .entry(hex.to_string())
+                        .or_default()
+                        .push(kind.to_string());
+                }
+                _ => remove_stale(&dir.join(&name), SystemTime::now(), out),
+            }
+        }
+        for (hex, kinds) in downloads {
+            let has = |kind: &str| kinds.iter().any(|k| k == kind);
+            self.sweep_download(&dir, &hex, has("data"), has("lock"), drop_partial, out)?;
+        }
+        Ok(())
+    }
+
+    /// One blob's files in `ingest/`, under its lock (so never while a
+    /// process downloads it).
+    fn sweep_download(
+        &self,
+        dir: &Path,
+        hex: &str,
+        had_data: bool,
+        had_lock: bool,
+        drop_partial: &dyn Fn(SystemTime) -> bool,
+        out: &mut PruneOutcome,
+    ) -> io::Result<()> {
+        let lock_path = dir.join(format!("{hex}.lock"));
+        // A link is never a lock anybody holds (locks refuse links).
+        if fs::symlink_metadata(&lock_path).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&lock_path)?;
+        }
+        let Some(lock) = lock::try_lock(&lock_path)? else {
+            return Ok(());
+        };
+        let data = dir.join(format!("{hex}.data"));
+        let mut data_left = false;
+        if let Ok(meta) = fs::symlink_metadata(&data) {
+            if drop_partial(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)) {
+                fs::remove_file(&data)?;
+                out.partials += 1;
+                out.freed += meta.len();
+            } else {
+                data_left = true;
+            }
+        }
+        if !data_left && fs::remove_file(dir.join(format!("{hex}.prefix"))).is_ok() && !had_data {
+            out.leftovers += 1;
+        }
+        lock.remove()?;
+        if had_lock && (data_left || !had_data) {
+            out.leftovers += 1;
+        }
+        Ok(())
+    }
+
+    /// Temporary files in `meta/` that no run has written to for an hour:
+    /// left by a run that stopped between writing and renaming.
+    fn sweep_temporary(&self, now: SystemTime, out: &mut PruneOutcome) -> io::Result<()> {
+        let dir = self.root.join("meta");
+        for entry in fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            if name.to_string_lossy().ends_with(".tmp") {
+                remove_stale(&dir.join(name), now, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a temporary file goes unchanged before it counts as left behind
+/// (writing one takes moments).
+const STALE: Duration = Duration::from_secs(3600);
+
+/// Removes a temporary file (`*.tmp`, `*.partial`) unchanged for [`STALE`].
+fn remove_stale(path: &Path, now: SystemTime, out: &mut PruneOutcome) {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if !(name.ends_with(".tmp") || name.ends_with(".partial")) {
+        return;
+    }
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if now.duration_since(modified).is_ok_and(|d| d > STALE) && fs::remove_file(path).is_ok() {
+        out.leftovers += 1;
+        out.freed += meta.len();
+    }
+}
+
+fn is_hex(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -322,6 +415,70 @@ mod tests {
         let out = cache.prune(Some(day * 7), Some(200)).unwrap();
         assert_eq!((out.blobs, out.in_use), (1, 2), "{out:?}");
         assert!(!cache.blob_path(&new).exists());
+    }
+
+    /// Sets a file's mtime `age` ago.
+    fn age(path: &std::path::Path, age: Duration) {
+        let f = OpenOptions::new().append(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[test]
+    fn prune_and_clear_remove_what_interrupted_runs_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let hour = Duration::from_secs(3600);
+        let (meta, ingest) = (dir.path().join("meta"), dir.path().join("ingest"));
+        let hex = |n: u8| Digest::of(&[n]).hex().to_string();
+        let file = |path: std::path::PathBuf, old: bool| {
+            fs::write(&path, b"left").unwrap();
+            if old {
+                age(&path, hour * 2);
+            }
+            path
+        };
+        // Temporary files of records: as earlier versions named them, and as now.
+        let stale = [
+            file(meta.join(format!("{}.4242.tmp", hex(1))), true),
+            file(meta.join(format!(".{}.json.Ab12Cd.tmp", hex(2))), true),
+            file(ingest.join(format!(".{}.x1y2.partial", hex(3))), true),
+        ];
+        let recent = file(meta.join(format!(".{}.json.Zz99Yy.tmp", hex(4))), false);
+        // Lock files nobody holds, and a verified-prefix record without its data.
+        let orphans = [
+            file(ingest.join(format!("{}.lock", hex(5))), false),
+            file(ingest.join(format!("{}.prefix", hex(6))), false),
+        ];
+        // A download in progress keeps everything; an idle recent one its data.
+        let busy = Digest::of(b"busy");
+        let lock = cache.lock_ingest(&busy).unwrap();
+        let busy_data = file(cache.ingest_path(&busy), true);
+        let idle = Digest::of(b"idle");
+        let idle_data = file(cache.ingest_path(&idle), false);
+        let idle_lock = file(cache.lock_path(&idle), false);
+
+        let out = cache.prune(None, Some(u64::MAX)).unwrap();
+        assert_eq!(
+            (out.leftovers, out.partials, out.blobs),
+            (6, 0, 0),
+            "{out:?}"
+        );
+        for path in stale.iter().chain(&orphans).chain([&idle_lock]) {
+            assert!(!path.exists(), "{} stays", path.display());
+        }
+        for path in [&recent, &busy_data, &cache.lock_path(&busy), &idle_data] {
+            assert!(path.exists(), "{} is gone", path.display());
+        }
+
+        let out = cache.clear().unwrap();
+        assert_eq!((out.partials, out.leftovers), (1, 0), "{out:?}");
+        assert!(!idle_data.exists() && !cache.lock_path(&idle).exists());
+        assert!(busy_data.exists() && recent.exists());
+        drop(lock);
+        let out = cache.clear().unwrap();
+        assert_eq!(out.partials, 1, "{out:?}");
+        let left: Vec<_> = fs::read_dir(&ingest).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
