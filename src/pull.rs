@@ -360,7 +360,7 @@ impl<'a> Puller<'a> {
         // The config first: it confirms the platform before layers are fetched.
         let fetching = async {
             let config = fetcher.fetch_one(&resolved.config).await?;
-            let config_bytes = fetch::read_small_blob(&self.cache, &resolved.config)?;
+            let config_bytes = archive::read_config(&self.cache, &resolved.config)?;
             let platform = resolve::check_config(
                 &image,
                 registry.name(),

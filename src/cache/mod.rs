@@ -37,6 +37,7 @@ mod held;
 mod lock;
 mod meta;
 mod prune;
+mod verify;
 
 use std::fs::{self, File};
 use std::io;
@@ -47,6 +48,7 @@ use crate::digest::Digest;
 pub use fsx::{open_nofollow_read, open_nofollow_rw, open_nofollow_write};
 pub use lock::IngestLock;
 pub use prune::{CacheEntry, CacheStats, PruneOutcome};
+pub use verify::hash_file;
 
 pub struct Cache {
     root: PathBuf,

@@ -13,7 +13,7 @@ use reqwest::header::CONTENT_RANGE;
 use tracing::{debug, warn};
 
 use super::{Event, Fetched, Fetcher, LOW_SPEED_BYTES, SpeedWatch};
-use crate::cache::{Cache, IngestLock};
+use crate::cache::IngestLock;
 use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
 use crate::registry::RegistryError;
@@ -349,23 +349,6 @@ pub(super) fn content_range_starts_at(header: &str, offset: u64) -> bool {
         .and_then(|r| r.split_once('-'))
         .and_then(|(start, _)| start.trim().parse::<u64>().ok())
         == Some(offset)
-}
-
-/// Reads a small verified blob (a config) from the cache, checking its digest.
-pub fn read_small_blob(cache: &Cache, d: &Descriptor) -> Result<Vec<u8>, PullError> {
-    let path = cache.blob_path(&d.digest);
-    let bytes = std::fs::read(&path).map_err(|e| PullError::io("reading", &path, e))?;
-    if Digest::of(&bytes) != d.digest {
-        let _ = cache.evict(&d.digest);
-        return Err(PullError::io(
-            "reading",
-            &path,
-            std::io::Error::other(
-                "the cached blob is damaged and was removed; run again to download it",
-            ),
-        ));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::error::PullError;
 use crate::registry::Registry;
 use crate::resolve::Descriptor;
 
-pub use blob::read_small_blob;
 pub use chunked::Chunking;
 
 /// What the fetcher tells the progress view.
