@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::ArchiveImage;
 use super::docker::{OCI_LAYOUT, blob_name, index_entry_value, to_json};
-use crate::cache::Cache;
+use crate::cache::{Cache, fsx, hash_file};
 use crate::digest::Digest;
 use crate::error::PullError;
 use crate::media_type;
@@ -60,7 +60,7 @@ pub fn write(dir: &Path, images: &[ArchiveImage], cache: &Cache) -> Result<(), P
         for m in image.manifests() {
             if done.insert(m.digest.clone()) {
                 let path = dir.join(blob_name(&m.digest));
-                if !matches!(fs::metadata(&path), Ok(meta) if meta.len() == m.bytes.len() as u64) {
+                if !matches!(fsx::read_nofollow(&path), Ok(Some(b)) if b == m.bytes) {
                     write_atomic(&path, &m.bytes)?;
                 }
             }
@@ -92,25 +92,31 @@ pub fn write(dir: &Path, images: &[ArchiveImage], cache: &Cache) -> Result<(), P
 }
 
 /// Puts a cached blob into the layout: a hard link when possible, else a
-/// copy. A blob already there with the right size is kept.
+/// copy. The cached blob is checked first (hashed, unless this process
+/// verified it); a damaged one is evicted and fails the layout. A blob
+/// already in the layout with the right size is kept if it is the cache's
+/// own file or hashes right, and replaced otherwise.
 fn link_blob(dir: &Path, cache: &Cache, digest: &Digest, size: u64) -> Result<(), PullError> {
     let target = dir.join(blob_name(digest));
-    if matches!(fs::metadata(&target), Ok(m) if m.len() == size) {
+    let src = cache.blob_path(digest);
+    let present = fs::symlink_metadata(&target)
+        .ok()
+        .filter(|m| m.is_file() && m.len() == size);
+    let cache_file = fs::symlink_metadata(&src).ok();
+    if let Some(m) = &present
+        && !cache_file.as_ref().is_some_and(|c| same_inode(m, c))
+        && hashes_to(&target, digest)
+    {
         return Ok(());
     }
-    let src = cache.blob_path(digest);
-    let len = fs::metadata(&src)
-        .map_err(|e| PullError::io("reading", &src, e))?
-        .len();
-    if len != size {
-        let _ = cache.evict(digest);
-        return Err(PullError::io(
-            "reading",
-            &src,
-            io::Error::other(format!(
-                "the cached blob is damaged ({len} bytes, expected {size}) and was removed; run the pull again to download it"
-            )),
-        ));
+    let file = cache
+        .open_verified(digest, size)
+        .map_err(|e| PullError::io("reading", &src, e))?;
+    let verified = file
+        .metadata()
+        .map_err(|e| PullError::io("reading", &src, e))?;
+    if present.as_ref().is_some_and(|m| same_inode(m, &verified)) {
+        return Ok(());
     }
     let temp = temp_name(&target);
     let _ = fs::remove_file(&temp);
@@ -121,6 +127,18 @@ fn link_blob(dir: &Path, cache: &Cache, digest: &Digest, size: u64) -> Result<()
         let _ = fs::remove_file(&temp);
         PullError::io("writing", &target, e)
     })
+}
+
+fn same_inode(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+/// Whether the file at `path` (not followed if a link) hashes to `digest`.
+fn hashes_to(path: &Path, digest: &Digest) -> bool {
+    fsx::open_nofollow_read(path)
+        .and_then(|f| hash_file(&f))
+        .is_ok_and(|(actual, _)| &actual == digest)
 }
 
 fn temp_name(path: &Path) -> PathBuf {

@@ -18,6 +18,7 @@ mod formats;
 mod hostile;
 mod interrupt;
 mod json;
+mod layout;
 mod manifest;
 mod mirrors;
 mod neighbour;
