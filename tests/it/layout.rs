@@ -2,6 +2,7 @@
 //! the layout, a damaged blob in the layout is replaced, links planted in the layout redirect
 //! nothing, and pulls writing one layout at once keep every image's entry in `index.json`.
 
+use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use serde_json::Value;
@@ -107,4 +108,85 @@ fn a_damaged_blob_in_the_layout_is_replaced() {
 
     into_layout(&work, &dir, &[&reference]).success();
     assert_blobs_sound(&dir);
+}
+
+const VICTIM: &[u8] = b"a file the neighbour wants overwritten\n";
+
+#[test]
+fn links_planted_in_a_layout_redirect_nothing() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Oci, 1, 10_000, 403);
+    registry.push_image("app", "v1", &image);
+    let reference = registry.reference("app", "v1");
+    let work = Work::new();
+    let dir = work.path("layout");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let victim = work.path("victim");
+    std::fs::write(&victim, VICTIM).unwrap();
+    // A file with the layer's bytes, which its owner can change at will.
+    let theirs = work.path("theirs");
+    std::fs::write(&theirs, &image.layers[0].data).unwrap();
+    symlink(&victim, dir.join("oci-layout")).unwrap();
+    let planted_blob = dir.join("blobs/sha256").join(image.layers[0].hex());
+    symlink(&theirs, &planted_blob).unwrap();
+
+    into_layout(&work, &dir, &[&reference]).success();
+    assert_eq!(std::fs::read(&victim).unwrap(), VICTIM);
+    assert_eq!(std::fs::read(&theirs).unwrap(), image.layers[0].data);
+    for path in [dir.join("oci-layout"), planted_blob] {
+        assert!(
+            std::fs::symlink_metadata(&path).unwrap().is_file(),
+            "{} is still a link",
+            path.display()
+        );
+    }
+    assert_blobs_sound(&dir);
+    assert_eq!(ref_names(&dir), [reference]);
+}
+
+#[test]
+fn a_link_at_index_json_is_not_read_through() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Oci, 1, 10_000, 404);
+    registry.push_image("app", "v1", &image);
+    let work = Work::new();
+    let dir = work.path("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let theirs = work.path("their-index.json");
+    let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+    std::fs::write(&theirs, index).unwrap();
+    symlink(&theirs, dir.join("index.json")).unwrap();
+
+    let run = into_layout(&work, &dir, &[&registry.reference("app", "v1")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("index.json") && run.stderr.contains("symbolic link"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&theirs).unwrap(), index);
+}
+
+#[test]
+fn a_link_in_place_of_the_blobs_directory_is_refused() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Oci, 1, 10_000, 405);
+    registry.push_image("app", "v1", &image);
+    let work = Work::new();
+    let dir = work.path("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let elsewhere = work.path("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("sha256")).unwrap();
+    symlink(&elsewhere, dir.join("blobs")).unwrap();
+
+    let run = into_layout(&work, &dir, &[&registry.reference("app", "v1")]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("blobs"), "{}", run.stderr);
+    let written: Vec<_> = std::fs::read_dir(elsewhere.join("sha256"))
+        .unwrap()
+        .collect();
+    assert!(
+        written.is_empty(),
+        "blobs written through the link: {written:?}"
+    );
 }
