@@ -9,8 +9,11 @@
 //! random temporary name created exclusively beside it (a link at the name
 //! is replaced, never written through), `index.json` is read without
 //! following a link (one there fails the pull rather than be merged), and
-//! `blobs/` and `blobs/sha256/` must be directories, not links. Must not
-//! read blobs but through the cache.
+//! `blobs/` and `blobs/sha256/` must be directories, not links. Writers
+//! take turns: each holds an exclusive lock on the layout directory itself
+//! (so no lock file appears in the layout) from its read of `index.json` to
+//! the rename of the new one, so two pulls into one layout keep each
+//! other's entries. Must not read blobs but through the cache.
 
 use std::collections::HashSet;
 use std::fs;
@@ -30,6 +33,9 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub fn write(dir: &Path, images: &[ArchiveImage], cache: &Cache) -> Result<(), PullError> {
     fs::create_dir_all(dir).map_err(|e| PullError::io("creating", dir, e))?;
+    // One writer at a time: another process between our read of index.json
+    // and our rename of it would lose its entries, or we ours.
+    let _lock = fsx::lock_dir(dir).map_err(|e| PullError::io("locking", dir, e))?;
     for sub in ["blobs", "blobs/sha256"] {
         real_dir(&dir.join(sub))?;
     }

@@ -226,6 +226,30 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Takes an exclusive lock (`flock`) on the directory `path` itself,
+/// waiting while another process holds it; released when the returned
+/// handle is dropped. A link at `path` is refused: the lock must be on the
+/// directory written into.
+pub fn lock_dir(path: &Path) -> io::Result<File> {
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            // ELOOP, or ENOTDIR for a link to a directory with O_DIRECTORY.
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                io::Error::new(
+                    e.kind(),
+                    "it is a symbolic link; give the directory it points to",
+                )
+            } else {
+                e
+            }
+        })?;
+    dir.lock()?;
+    Ok(dir)
+}
+
 /// Whether `path` names (without following a link) the file open as `file`.
 /// A missing path names nothing.
 pub fn same_file(file: &File, path: &Path) -> io::Result<bool> {
@@ -311,6 +335,20 @@ mod tests {
         let err = private_dir(&link, false).unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
         private_dir(&link, true).unwrap();
+    }
+
+    #[test]
+    fn directory_locks_exclude_each_other_and_refuse_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let other = File::open(dir.path()).unwrap();
+        assert!(other.try_lock().is_err());
+        drop(held);
+        assert!(other.try_lock().is_ok());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = lock_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
     }
 
     #[test]

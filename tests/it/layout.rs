@@ -190,3 +190,58 @@ fn a_link_in_place_of_the_blobs_directory_is_refused() {
         "blobs written through the link: {written:?}"
     );
 }
+
+#[test]
+fn pulls_writing_one_layout_at_once_keep_every_entry() {
+    const ROUNDS: usize = 10;
+    const PER_PULL: usize = 3;
+    let registry = FakeRegistry::anonymous();
+    let mut expected = Vec::new();
+    let mut seed = 500;
+    let mut next = |side: &str, round: usize| -> Vec<String> {
+        (0..PER_PULL)
+            .map(|i| {
+                seed += 1;
+                let tag = format!("{side}{round}-{i}");
+                registry.push_image("app", &tag, &random_image(Flavor::Oci, 1, 2_000, seed));
+                registry.reference("app", &tag)
+            })
+            .collect()
+    };
+    let work = Work::new();
+    let dir = work.path("layout");
+    for round in 0..ROUNDS {
+        let pulls: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|side| {
+                let references = next(side, round);
+                expected.extend(references.iter().cloned());
+                let mut args = vec![
+                    "-q".to_string(),
+                    "--cache-dir".into(),
+                    work.cache().to_str().unwrap().into(),
+                    "-f".into(),
+                    "oci-dir".into(),
+                    "-o".into(),
+                    dir.to_str().unwrap().into(),
+                ];
+                args.extend(references);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                work.spawn_with(&args, &[], None)
+            })
+            .collect();
+        for pull in pulls {
+            pull.wait().success();
+        }
+    }
+    let names = ref_names(&dir);
+    let lost: Vec<&String> = expected.iter().filter(|r| !names.contains(r)).collect();
+    assert!(
+        lost.is_empty(),
+        "index.json lost {} of {} entries: {lost:?}",
+        lost.len(),
+        expected.len()
+    );
+    assert_eq!(names.len(), expected.len(), "{names:?}");
+    assert_blobs_sound(&dir);
+}
