@@ -208,10 +208,9 @@ fn init_logging(settings: &Settings) -> Result<(), String> {
         .with_filter(stderr_filter);
     let file_layer = match &settings.log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            // Owner only (it records registries, images and paths), and
+            // never through a link someone planted at the path.
+            let file = docker_pull::cache::fsx::open_nofollow_append(path)
                 .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
             Some(
                 tracing_subscriber::fmt::layer()

@@ -123,24 +123,46 @@ pub fn open_nofollow_rw(path: &Path) -> io::Result<File> {
     )
 }
 
-/// Opens a regular file for appending, creating it (owner only) if missing.
+/// Opens a file for appending, creating it (owner only) if missing: a
+/// regular file, or a character device such as `/dev/null` or a terminal
+/// (which only root can create), never a FIFO or socket another user made.
 pub fn open_nofollow_append(path: &Path) -> io::Result<File> {
-    open(
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(PRIVATE_FILE),
-        path,
-    )
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(PRIVATE_FILE)
+        .custom_flags(FLAGS)
+        .open(path)
+        .map_err(explain)?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || std::os::unix::fs::FileTypeExt::is_char_device(&kind)) {
+        return Err(not_regular());
+    }
+    blocking(file)
 }
 
 fn open(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
     let file = options.custom_flags(FLAGS).open(path).map_err(explain)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is not a regular file",
-        ));
+        return Err(not_regular());
+    }
+    blocking(file)
+}
+
+fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "it is not a regular file")
+}
+
+/// Clears `O_NONBLOCK` again: it was for the open only.
+fn blocking(file: File) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns through `file`.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(file)
 }
@@ -309,6 +331,9 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert!(open_nofollow_read(&fifo).is_err());
         assert!(open_nofollow_rw(&fifo).is_err());
+        assert!(open_nofollow_append(&fifo).is_err());
+        // A device only root can make is fine for appending (a log file).
+        open_nofollow_append(Path::new("/dev/null")).unwrap();
     }
 
     #[test]

@@ -180,3 +180,32 @@ fn cache_directories_are_private_and_an_earlier_open_cache_is_tightened() {
     }
     assert_default_archive(&work, &registry, &image, "app", "v1");
 }
+
+#[test]
+fn the_log_file_is_private_and_never_written_through_a_link() {
+    use std::os::unix::fs::MetadataExt;
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 5_000, 305);
+    registry.push_image("app", "v1", &image);
+    let reference = registry.reference("app", "v1");
+    let work = Work::new();
+    let victim = victim(&work);
+    let planted = work.path("pull.log");
+    symlink(&victim, &planted).unwrap();
+    let run = work.pull(&["-q", "--log-file", planted.to_str().unwrap(), &reference]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(&planted.display().to_string()) && run.stderr.contains("symbolic link"),
+        "{}",
+        run.stderr
+    );
+    assert_untouched(&victim);
+    assert_eq!(registry.total_blob_gets(), 0, "nothing is pulled");
+
+    let log = work.path("own.log");
+    work.pull(&["-q", "--log-file", log.to_str().unwrap(), &reference])
+        .success();
+    let meta = std::fs::symlink_metadata(&log).unwrap();
+    assert!(meta.len() > 0, "the log holds the run");
+    assert_eq!(meta.mode() & 0o777, 0o600, "readable by its owner only");
+}
