@@ -1,36 +1,58 @@
-//! The content-addressed blob store shared by every image and every process.
+//! The content-addressed blob store shared by every image and every process
+//! of one user.
 //!
 //! On disk, below the cache directory:
 //!
 //! ```text
-//! blobs/sha256/<hex>     verified blobs only, each entered by an atomic rename
-//! meta/<hex>.json        what is known of a blob's use: hits, images (meta.rs)
-//! ingest/<hex>.data      a partial download, kept across runs and resumed
-//! ingest/<hex>.lock      held (OS file lock) by the process downloading <hex> (lock.rs)
+//! blobs/sha256/<hex>      verified blobs only, each entered by an atomic rename
+//! meta/<hex>.json         what is known of a blob's use: hits, images (meta.rs)
+//! ingest/<hex>.data       a partial download, kept across runs and resumed
+//! ingest/<hex>.prefix     how much of a chunked partial download is written without gaps
+//! ingest/<hex>.lock       held (flock) by the process downloading <hex> (lock.rs)
+//! meta/.<hex>.json.*.tmp  a record being replaced (random name, renamed at once)
 //! ```
 //!
-//! A blob is written only by the holder of its lock, so processes sharing the
-//! cache never download the same blob twice at once, and no reader ever sees a
-//! half-written blob. Locks are lock-then-verify (lock.rs): a lock taken on a
-//! lock file that was removed meanwhile is dropped and taken again, so the
-//! holder may remove the lock file when it commits. With `--no-cache` a temporary directory with the same
-//! layout is used and removed at the end. Listing, statistics and eviction
-//! live in prune.rs.
+//! Where each part lives: directories and safe opens in fsx.rs, the download
+//! lock in lock.rs, use records in meta.rs, blobs held by running pulls in
+//! held.rs, verified reads in verify.rs, listing, statistics, prune and
+//! clear in prune.rs. This module owns the files below the cache directory
+//! and nothing else: it never talks to the network and knows no archive
+//! format. With `--no-cache` a temporary directory with the same layout is
+//! used and removed at the end.
 //!
-//! The cache is private to the user who runs the pull: its directories are
-//! created owner only (0700) and its files 0600; an existing directory that
-//! belongs to another user is refused (whoever owns it could plant links in
-//! it), one left readable by others by an earlier version is tightened, and
-//! only the root may be a link, of the user's own to a directory of the
-//! user's own.
+//! # Safety rules
 //!
-//! No symbolic link is ever followed: every file the cache opens or creates
-//! is opened with `O_NOFOLLOW` (fsx.rs), a link planted at a blob's name is
-//! no blob, and records are replaced through random temporary names created
-//! exclusively beside them, never through a predictable name.
+//! The cache must stay sound with a hostile user on the same machine.
 //!
-//! This module owns the files below the cache directory and nothing else: it
-//! never talks to the network and knows no archive format.
+//! - **Private.** Its directories are created owner only (0700) and its
+//!   files 0600. An existing directory (the root, `blobs/`, `meta/`,
+//!   `ingest/`) that belongs to another user is refused with an error naming
+//!   it, since whoever owns it could plant links in it; one that an earlier
+//!   version left readable by others is tightened. Only the root may be a
+//!   link, and only the user's own to a directory of the user's own.
+//! - **No links followed.** Every file the cache opens or creates is opened
+//!   with `O_NOFOLLOW`, and only as a regular file ([`fsx`]). A link at a
+//!   blob's name is no blob ([`Cache::contains`] is false, the blob is
+//!   downloaded and the link replaced). Files are replaced by a rename from
+//!   a random temporary name created exclusively beside them, never through
+//!   a predictable name.
+//! - **Verified reads.** Code outside the cache gets a blob only through
+//!   [`Cache::open_blob`], [`Cache::open_verified`] (size and digest
+//!   checked, unless this process verified the blob itself) and
+//!   [`Cache::read_verified`] (bounded, for configs). A blob found damaged is
+//!   evicted and the error says to run the pull again.
+//!
+//! # Lock protocol
+//!
+//! A blob is written only by the holder of its download lock, so processes
+//! sharing the cache never download it twice at once and no reader sees a
+//! half-written blob. Locks are lock-then-verify: after `flock` succeeds, the
+//! lock file's path must still name the locked inode, else the lock is
+//! dropped and taken again. Only a lock's holder removes its file (a commit,
+//! or a prune of what an interrupted run left), which is then safe. Blobs a
+//! pull uses are held with a shared `flock` on the blob file until
+//! [`Cache::release`]; a prune takes an exclusive one (try-lock) before it
+//! removes a blob, so it never removes one in use.
 
 pub mod fsx;
 mod held;
