@@ -1,6 +1,6 @@
-//! A hostile neighbour on a shared machine: symbolic links planted in the cache or in an
-//! `oci-dir` layout never redirect a write or a read, cache directories belong to the user
-//! who runs the pull, and a pull of very many blobs does not run out of file descriptors.
+//! A hostile neighbour on a shared machine: symbolic links planted in the cache or at the log
+//! file never redirect a write or a read, and the cache's directories belong to the user who runs
+//! the pull and are private (links planted in an `oci-dir` layout: `layout.rs`).
 
 use std::os::unix::fs::symlink;
 
