@@ -675,13 +675,30 @@ pub fn default_cache_dir() -> PathBuf {
     use etcetera::BaseStrategy;
     match etcetera::choose_base_strategy() {
         Ok(s) => s.cache_dir().join("docker-pull"),
-        Err(_) => std::env::temp_dir().join("docker-pull-cache"),
+        Err(_) => homeless_cache_dir(),
     }
+}
+
+/// Without a home directory: one per user in the temporary directory, never
+/// a fixed name that another user could create first (the cache refuses a
+/// directory that is not the user's own, and makes its own private).
+fn homeless_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("docker-pull-cache-{}", crate::cache::fsx::euid()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_home_the_cache_is_per_user() {
+        let dir = homeless_cache_dir();
+        assert_eq!(dir.parent(), Some(std::env::temp_dir().as_path()));
+        assert_eq!(
+            dir.file_name().unwrap().to_string_lossy(),
+            format!("docker-pull-cache-{}", crate::cache::fsx::euid())
+        );
+    }
 
     fn settings(args: &[&str]) -> Result<Settings, UsageError> {
         let mut argv = vec!["docker-pull"];

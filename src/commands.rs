@@ -34,7 +34,10 @@ pub fn run(command: Command) -> u8 {
                     }
                     _ => Ok(()),
                 },
-                Err(e) => Err(format!("cannot open the cache in {}: {e}", dir.display())),
+                Err(e) => Err(format!(
+                    "cannot open the cache in {}: {e}; choose another with --cache-dir",
+                    dir.display()
+                )),
             }
         }
     };
@@ -127,6 +130,13 @@ fn report_removal(out: &mut dyn Write, p: &PruneOutcome) -> std::io::Result<()> 
         p.partials,
         human_bytes(p.freed)
     )?;
+    if p.leftovers > 0 {
+        writeln!(
+            out,
+            "Removed {} files that interrupted runs left behind",
+            p.leftovers
+        )?;
+    }
     if p.in_use > 0 {
         writeln!(out, "Kept {} blobs that a running pull is using", p.in_use)?;
     }

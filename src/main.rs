@@ -23,6 +23,7 @@ use docker_pull::report;
 mod commands;
 
 fn main() -> ExitCode {
+    raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -173,6 +174,26 @@ async fn run(settings: Settings) -> u8 {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: a pull keeps one
+/// file open per blob in use (so no prune elsewhere removes it) plus the
+/// downloads and connections, and the usual soft limit of 1024 is below what
+/// an image with a thousand layers needs. Best effort.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            // macOS refuses RLIM_INFINITY here; the soft limit then stays.
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Logs go to stderr (warnings, or everything with `--debug`) and, with
 /// `--log-file`, in full to that file.
 fn init_logging(settings: &Settings) -> Result<(), String> {
@@ -190,10 +211,9 @@ fn init_logging(settings: &Settings) -> Result<(), String> {
         .with_filter(stderr_filter);
     let file_layer = match &settings.log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            // Owner only (it records registries, images and paths), and
+            // never through a link someone planted at the path.
+            let file = docker_pull::cache::fsx::open_nofollow_append(path)
                 .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
             Some(
                 tracing_subscriber::fmt::layer()

@@ -17,7 +17,7 @@ use crate::cache::Cache;
 use crate::cli::Settings;
 use crate::error::PullError;
 use crate::events::{Event, Observer};
-use crate::fetch::{self, Fetched, Fetcher};
+use crate::fetch::{Fetched, Fetcher};
 use crate::mirror::{self, Source};
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -178,7 +178,7 @@ impl Pipeline<'_> {
     ) -> Result<Fetch, PullError> {
         let s = self.settings;
         let config = fetcher.fetch_one(&resolved.config).await?;
-        let config_bytes = fetch::read_small_blob(&self.cache, &resolved.config)?;
+        let config_bytes = archive::read_config(&self.cache, &resolved.config)?;
         let platform = resolve::check_config(
             &fetcher.image,
             fetcher.registry.name(),

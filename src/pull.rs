@@ -142,6 +142,9 @@ impl<'a> Puller<'a> {
             }
         };
         pulled.report.output = path.display().to_string();
+        self.pipeline
+            .cache
+            .release(pulled.archive.blobs().iter().map(|d| &d.digest));
         Ok(pulled)
     }
 
@@ -175,6 +178,11 @@ impl<'a> Puller<'a> {
         if all.iter().any(|p| p.written.is_none()) {
             let archives: Vec<ArchiveImage> = all.iter().map(|p| p.archive.clone()).collect();
             self.write_archive(path, &archives).await?;
+        }
+        for p in &all {
+            self.pipeline
+                .cache
+                .release(p.archive.blobs().iter().map(|d| &d.digest));
         }
         let mut reports = Vec::new();
         for mut p in all {

@@ -477,6 +477,23 @@ mod tests {
     }
 
     #[test]
+    fn a_link_in_place_of_a_cached_blob_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let img = image(&cache, "nginx", &[b"layer"]);
+        // A file with the right bytes elsewhere, which its owner can change at will.
+        let theirs = dir.path().join("theirs");
+        std::fs::write(&theirs, b"layer").unwrap();
+        let blob = cache.blob_path(&img.layers[0].digest);
+        std::fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink(&theirs, &blob).unwrap();
+        let out = dir.path().join("x.tar");
+        let err = archive::write(Format::Docker, &out, &[img], &cache, false).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(!out.exists());
+    }
+
+    #[test]
     fn identical_input_gives_identical_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(&dir.path().join("c")).unwrap();

@@ -20,7 +20,6 @@ use super::tar_out::TarOut;
 use crate::cache::Cache;
 use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
-use crate::fetch::read_small_blob;
 use crate::media_type::{Compression, layer_compression};
 
 /// A layer's place in the legacy layout.
@@ -46,7 +45,7 @@ pub fn write(
 
     for image in images {
         let image_name = image.reference.to_string();
-        let config_bytes = read_small_blob(cache, &image.config)?;
+        let config_bytes = super::read_config(cache, &image.config)?;
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(image, format!("the image config is not JSON: {e}")))?;
         let diff_ids = diff_ids(&config).map_err(|e| invalid(image, e))?;
@@ -215,7 +214,6 @@ fn write_layer(
     scratch_dir: &Path,
     image: &str,
 ) -> Result<(), PullError> {
-    let src = cache.blob_path(&layer.digest);
     let scratch = tempfile::Builder::new()
         .prefix(".docker-pull-layer.")
         .tempfile_in(scratch_dir)
@@ -223,7 +221,7 @@ fn write_layer(
     let scratch_path = scratch.path().to_path_buf();
     // Removed on Ctrl-C like a partial archive; otherwise when `scratch` drops.
     super::track(&scratch_path);
-    let result = fill_and_append(tar, name, layer, diff_id, &scratch, image, &src);
+    let result = fill_and_append(tar, name, layer, diff_id, &scratch, image, cache);
     super::untrack(&scratch_path);
     result
 }
@@ -235,10 +233,13 @@ fn fill_and_append(
     diff_id: &str,
     scratch: &tempfile::NamedTempFile,
     image: &str,
-    src: &Path,
+    cache: &Cache,
 ) -> Result<(), PullError> {
     let scratch_path = scratch.path().to_path_buf();
-    let file = File::open(src).map_err(|e| PullError::io("reading", src, e))?;
+    let src = &cache.blob_path(&layer.digest);
+    let file = cache
+        .open_blob(&layer.digest)
+        .map_err(|e| PullError::io("reading", src, e))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let compression = match layer_compression(&layer.media_type) {
         Some(c) => c,

@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::cache::Cache;
-use crate::digest::{Digest, Hasher};
+use crate::cache::{Cache, hash_file};
+use crate::digest::Digest;
 use crate::error::PullError;
 
 const BUFFER: usize = 1 << 20;
@@ -108,17 +108,10 @@ pub(super) fn copy_blob_at(
     size: u64,
 ) -> Result<(), PullError> {
     let src = cache.blob_path(digest);
-    let damaged = |detail: String| {
-        let _ = cache.evict(digest);
-        PullError::io(
-            "reading",
-            &src,
-            io::Error::other(format!(
-                "the cached blob is damaged ({detail}) and was removed; run the pull again to download it"
-            )),
-        )
-    };
-    let mut file = File::open(&src).map_err(|e| PullError::io("reading", &src, e))?;
+    let damaged = |detail: String| PullError::io("reading", &src, cache.damaged(digest, &detail));
+    let file = cache
+        .open_blob(digest)
+        .map_err(|e| PullError::io("reading", &src, e))?;
     let len = file
         .metadata()
         .map_err(|e| PullError::io("reading", &src, e))?
@@ -131,11 +124,12 @@ pub(super) fn copy_blob_at(
     let fresh = cache.is_fresh(digest);
     // The kernel copies it file to file (copy_file_range on Linux, a reflink
     // where the file system can). A blob this process did not verify a
-    // moment ago is hashed at the same time, on another core, from its own
-    // handle; a mismatch fails the archive, whose temporary file is removed.
+    // moment ago is hashed at the same time, on another core, from the same
+    // handle at offsets of its own; a mismatch fails the archive, whose
+    // temporary file is removed.
     let (copied, hashed) = std::thread::scope(|scope| {
-        let hashing = (!fresh).then(|| scope.spawn(|| hash_file(&src)));
-        let copied = io::copy(&mut file, out);
+        let hashing = (!fresh).then(|| scope.spawn(|| hash_file(&file)));
+        let copied = io::copy(&mut &file, out);
         (copied, hashing.map(|h| h.join()))
     });
     let copied = copied.map_err(err)?;
@@ -155,11 +149,4 @@ pub(super) fn copy_blob_at(
         return Err(damaged(format!("its content hashes to {actual}")));
     }
     Ok(())
-}
-
-/// The digest and length of a file's content.
-fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
-    let mut hasher = Hasher::new();
-    let len = hasher.update_from(File::open(path)?)?;
-    Ok((hasher.finish(), len))
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use super::{Event, Fetched, Fetcher};
-use crate::cache::{Cache, IngestLock};
+use crate::cache::IngestLock;
 use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
 use crate::registry::{Piece, Span};
@@ -61,15 +61,10 @@ impl Partial {
     /// Opens the partial download for appending and hashes what it holds. A
     /// partial longer than the blob is discarded.
     fn open(path: PathBuf, size: u64) -> Result<Partial, PullError> {
-        super::chunked::trim_to_recorded_prefix(&path)
+        crate::cache::ingest::trim_to_recorded_prefix(&path)
             .map_err(|e| PullError::io("reading", &path, e))?;
         let io = |e| PullError::io("reading", &path, e);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
+        let mut file = crate::cache::open_nofollow_rw(&path)
             .map_err(|e| PullError::io("opening", &path, e))?;
         let len = file.metadata().map_err(io)?.len();
         let mut hasher = Hasher::new();
@@ -224,23 +219,6 @@ async fn stream_rest(f: &Fetcher, d: &Descriptor, partial: &mut Partial) -> Resu
         }
     }
     Ok(downloaded)
-}
-
-/// Reads a small verified blob (a config) from the cache, checking its digest.
-pub fn read_small_blob(cache: &Cache, d: &Descriptor) -> Result<Vec<u8>, PullError> {
-    let path = cache.blob_path(&d.digest);
-    let bytes = std::fs::read(&path).map_err(|e| PullError::io("reading", &path, e))?;
-    if Digest::of(&bytes) != d.digest {
-        let _ = cache.evict(&d.digest);
-        return Err(PullError::io(
-            "reading",
-            &path,
-            std::io::Error::other(
-                "the cached blob is damaged and was removed; run again to download it",
-            ),
-        ));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

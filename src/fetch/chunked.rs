@@ -7,15 +7,17 @@
 //! stream.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{Event, Fetcher};
+use crate::cache::ingest;
+use crate::cache::{open_nofollow_read, open_nofollow_write};
 use crate::digest::Hasher;
 use crate::error::PullError;
 use crate::registry::{Piece, RegistryError, Span};
@@ -40,27 +42,6 @@ impl Default for Chunking {
             max_streams: 4,
         }
     }
-}
-
-/// The file recording how much of a partial download is verified.
-pub fn prefix_path(data: &Path) -> PathBuf {
-    data.with_extension("prefix")
-}
-
-/// Cuts a partial download back to its recorded verified prefix (after a
-/// chunked download stopped with chunks beyond it), and forgets the record.
-pub fn trim_to_recorded_prefix(data: &Path) -> std::io::Result<()> {
-    let record = prefix_path(data);
-    let Ok(text) = std::fs::read_to_string(&record) else {
-        return Ok(());
-    };
-    let prefix: u64 = text.trim().parse().unwrap_or(0);
-    if let Ok(meta) = std::fs::metadata(data)
-        && meta.len() > prefix
-    {
-        OpenOptions::new().write(true).open(data)?.set_len(prefix)?;
-    }
-    std::fs::remove_file(record)
 }
 
 /// How a chunked download ended.
@@ -151,9 +132,7 @@ pub async fn download(
             // Back to the first `start` bytes, whatever arrived since.
             *hasher = before;
             prefix.forget();
-            OpenOptions::new()
-                .write(true)
-                .open(path)
+            open_nofollow_write(path)
                 .and_then(|file| file.set_len(start))
                 .map_err(|e| PullError::io("writing", path, e))?;
             Ok(Outcome::NoRanges)
@@ -218,7 +197,6 @@ async fn worker(
 /// far the file holds every chunk without a gap (what a later run keeps).
 struct Prefix<'a> {
     path: &'a Path,
-    record: PathBuf,
     reader: File,
     /// Finished chunks not yet hashed, by start.
     finished: BTreeMap<u64, u64>,
@@ -229,13 +207,11 @@ struct Prefix<'a> {
 
 impl<'a> Prefix<'a> {
     fn start(path: &'a Path, start: u64) -> Result<Prefix<'a>, PullError> {
-        let record = prefix_path(path);
-        std::fs::write(&record, start.to_string())
-            .map_err(|e| PullError::io("writing", &record, e))?;
-        let reader = File::open(path).map_err(|e| PullError::io("reading", path, e))?;
+        ingest::record_prefix(path, start)
+            .map_err(|e| PullError::io("writing", ingest::prefix_path(path), e))?;
+        let reader = open_nofollow_read(path).map_err(|e| PullError::io("reading", path, e))?;
         Ok(Prefix {
             path,
-            record,
             reader,
             finished: BTreeMap::new(),
             written: BTreeMap::new(),
@@ -292,15 +268,15 @@ impl<'a> Prefix<'a> {
             self.written_to = e;
         }
         if self.written_to > before {
-            std::fs::write(&self.record, self.written_to.to_string())
-                .map_err(|err| PullError::io("writing", &self.record, err))?;
+            ingest::record_prefix(self.path, self.written_to)
+                .map_err(|err| PullError::io("writing", ingest::prefix_path(self.path), err))?;
         }
         Ok(())
     }
 
     /// The download ended one way or the other: no record to keep.
     fn forget(&self) {
-        let _ = std::fs::remove_file(&self.record);
+        ingest::forget_prefix(self.path);
     }
 }
 
@@ -353,10 +329,7 @@ async fn fetch_chunk(
     shared: &Shared,
 ) -> Result<u64, WorkerError> {
     let write_err = |err| PullError::io("writing", path, err);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(write_err)?;
+    let mut file = open_nofollow_write(path).map_err(write_err)?;
     file.seek(SeekFrom::Start(s)).map_err(write_err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let _permit = match permit {

@@ -18,7 +18,6 @@ use crate::registry::{Registry, RegistryError};
 use crate::resolve::Descriptor;
 
 pub use crate::events::{Event, Observer, Silent};
-pub use blob::read_small_blob;
 pub use chunked::Chunking;
 
 /// How one blob was obtained.

@@ -6,7 +6,7 @@ use sha2::{Digest as _, Sha256};
 use crate::common::{
     Archive, Expected, Work, assert_docker_archive, cache_blobs, default_name, files_in,
 };
-use crate::support::image::{Flavor, ImageBuilder, random_image};
+use crate::support::image::{Flavor, ImageBuilder, many_layers_image, random_image};
 use crate::support::registry::FakeRegistry;
 
 #[test]
@@ -335,6 +335,75 @@ fn two_processes_share_one_cache() {
             hex::encode(Sha256::digest(&data)),
             name,
             "cached blob {name} is damaged"
+        );
+    }
+}
+
+/// The hard `RLIMIT_NOFILE` of this process.
+fn hard_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    limit.rlim_max
+}
+
+#[test]
+fn a_pull_of_very_many_blobs_raises_a_low_soft_fd_limit() {
+    let hard = hard_fd_limit().min(8192);
+    if hard < 2048 {
+        eprintln!("skipped: the hard open-file limit ({hard}) leaves no room above 1,200 layers");
+        return;
+    }
+    let registry = FakeRegistry::anonymous();
+    let image = many_layers_image(Flavor::Oci, 1200, 31);
+    registry.push_image("many", "v1", &image);
+    // The usual soft limit of a login shell, far below one held blob per layer.
+    let work = Work::new().with_fd_limit(256, hard);
+    work.pull(&["-q", &registry.reference("many", "v1")])
+        .success();
+    assert_docker_archive(
+        &Archive::open(
+            &work
+                .out()
+                .join(default_name(registry.port(), "many", "v1", "amd64")),
+        ),
+        &[Expected::tagged(&image, &registry.addr(), "many", "v1")],
+    );
+}
+
+#[test]
+fn blobs_are_let_go_once_their_image_is_written() {
+    let registry = FakeRegistry::anonymous();
+    let images: Vec<_> = (0..4)
+        .map(|i| {
+            let image = many_layers_image(Flavor::Docker, 120, 40 + i);
+            registry.push_image(&format!("img{i}"), "v1", &image);
+            image
+        })
+        .collect();
+    let references: Vec<String> = (0..4)
+        .map(|i| registry.reference(&format!("img{i}"), "v1"))
+        .collect();
+    // Room for one image's blobs at a time, not for all four: the limit cannot be raised.
+    let work = Work::new().with_fd_limit(256, 256);
+    let mut args = vec!["-q"];
+    args.extend(references.iter().map(String::as_str));
+    work.pull(&args).success();
+    for (i, image) in images.iter().enumerate() {
+        let repo = format!("img{i}");
+        assert_docker_archive(
+            &Archive::open(
+                &work
+                    .out()
+                    .join(default_name(registry.port(), &repo, "v1", "amd64")),
+            ),
+            &[Expected::tagged(image, &registry.addr(), &repo, "v1")],
         );
     }
 }

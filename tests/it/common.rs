@@ -118,6 +118,8 @@ pub struct Work {
     pub dir: tempfile::TempDir,
     /// How long one run may take before it is killed.
     pub timeout: Duration,
+    /// `RLIMIT_NOFILE` (soft, hard) for the runs, when set.
+    pub fd_limit: Option<(u64, u64)>,
 }
 
 impl Work {
@@ -128,12 +130,19 @@ impl Work {
                 .tempdir()
                 .expect("creating a temp dir"),
             timeout: RUN_TIMEOUT,
+            fd_limit: None,
         }
     }
 
     /// Kills runs that take longer than `timeout` (the run then reports `timed_out`).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Runs the binary with at most `soft` open files, which it may raise up to `hard`.
+    pub fn with_fd_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.fd_limit = Some((soft, hard));
         self
     }
 
@@ -275,6 +284,22 @@ impl Work {
         }
         for key in unset {
             command.env_remove(key);
+        }
+        if let Some((soft, hard)) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: the hook only calls setrlimit, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         command
             .stdin(if stdin.is_some() {
