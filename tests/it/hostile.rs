@@ -547,3 +547,124 @@ fn index_entry_size_u64_max_is_refused() {
     ]);
     assert_clean_failure(&work, &run, &["entry:v1"]);
 }
+
+/// `count` entries, all naming `image` for linux/amd64.
+fn index_repeating(image: &crate::support::image::Image, count: usize) -> Blob {
+    let entries: Vec<Value> = (0..count).map(|_| image.index_entry()).collect();
+    Blob::json(
+        OCI_INDEX,
+        &json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries }),
+    )
+}
+
+/// GETs of the manifest `digest` the registry saw.
+fn manifest_gets(registry: &FakeRegistry, digest: &str) -> usize {
+    registry
+        .manifest_requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/manifests/{digest}")))
+        .count()
+}
+
+#[test]
+fn index_listing_one_big_manifest_150_times_fetches_it_once() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "listed 150 times");
+    for blob in image.blobs() {
+        registry.put_blob("repeat", blob);
+    }
+    // A manifest just under the 4 MiB a manifest may have.
+    let mut manifest: Value = serde_json::from_slice(&image.manifest.data).unwrap();
+    manifest["annotations"] = json!({ "padding": "x".repeat(4_000_000) });
+    let manifest = Blob::json(OCI_MANIFEST, &manifest);
+    let image = crate::support::image::Image {
+        manifest: manifest.clone(),
+        ..image
+    };
+    registry.put_manifest("repeat", &manifest.digest, OCI_MANIFEST, &manifest.data);
+    let index = index_repeating(&image, 150);
+    registry.put_manifest("repeat", "v1", OCI_INDEX, &index.data);
+    let work = Work::new().with_timeout(Duration::from_secs(60));
+    let target = work.out().join("repeat.tar");
+
+    let run = work.pull_to(&[
+        "-q",
+        "--platform",
+        "all",
+        "-f",
+        "oci",
+        "-o",
+        target.to_str().unwrap(),
+        &registry.reference("repeat", "v1"),
+    ]);
+    run.success();
+    assert_eq!(
+        manifest_gets(&registry, &manifest.digest),
+        1,
+        "a manifest listed 150 times should be fetched once"
+    );
+    let archive = Archive::open(&target);
+    assert_eq!(
+        archive.blob(&index.digest),
+        &index.data[..],
+        "the index changed"
+    );
+    assert_eq!(archive.blob(&manifest.digest), &manifest.data[..]);
+    assert_eq!(archive.blob(&image.config.digest), &image.config.data[..]);
+}
+
+#[test]
+fn index_of_more_than_1024_manifests_is_refused() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "listed 1025 times");
+    registry.push_image("wide", &image.manifest.digest, &image);
+    let index = index_repeating(&image, 1025);
+    registry.put_manifest("wide", "v1", OCI_INDEX, &index.data);
+    let work = Work::new();
+    for args in [
+        vec!["-q", "--platform", "linux/amd64"],
+        vec!["-q", "--platform", "all", "-f", "oci"],
+    ] {
+        let reference = registry.reference("wide", "v1");
+        let mut args = args.clone();
+        args.push(&reference);
+        let run = work.pull(&args);
+        assert_clean_failure(
+            &work,
+            &run,
+            &["wide:v1", "invalid index", "1025 manifests", "1024"],
+        );
+    }
+    assert_eq!(manifest_gets(&registry, &image.manifest.digest), 0);
+    assert_eq!(registry.total_blob_gets(), 0);
+}
+
+#[test]
+fn config_over_64_mib_is_refused_before_it_is_downloaded() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "huge config");
+    for blob in image.blobs() {
+        registry.put_blob("bigconfig", blob);
+    }
+    let mut manifest: Value = serde_json::from_slice(&image.manifest.data).unwrap();
+    manifest["config"]["size"] = json!(300_000_000u64);
+    serve_manifest(&registry, "bigconfig", OCI_MANIFEST, &manifest);
+    let work = Work::new();
+    let run = pull_v1(&work, &registry, "bigconfig");
+    assert_clean_failure(
+        &work,
+        &run,
+        &[
+            "bigconfig:v1",
+            "config",
+            &image.config.digest,
+            "300000000 bytes",
+            "64 MiB",
+        ],
+    );
+    assert_eq!(
+        registry.blob_gets(&image.config.digest),
+        0,
+        "the oversized config was downloaded"
+    );
+}
