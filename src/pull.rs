@@ -280,12 +280,14 @@ impl<'a> Puller<'a> {
         self.view.message(&format!("Writing {}", path.display()));
         let cache = Arc::clone(&self.cache);
         let format = self.settings.format;
-        let sync = self.settings.sync;
+        let (sync, limit) = (self.settings.sync, self.settings.max_layer_size);
         let path: PathBuf = path.to_path_buf();
         let images = images.to_vec();
-        tokio::task::spawn_blocking(move || archive::write(format, &path, &images, &cache, sync))
-            .await
-            .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || {
+            archive::write(format, &path, &images, &cache, sync, limit)
+        })
+        .await
+        .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
     }
 
     /// Pulls one image from its mirrors in order, then its origin: a mirror

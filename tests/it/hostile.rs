@@ -14,7 +14,8 @@ use crate::common::{
     assert_docker_archive, default_name, tree,
 };
 use crate::support::image::{
-    Blob, Flavor, ImageBuilder, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, random_image, small_image,
+    Blob, Flavor, ImageBuilder, OCI_CONFIG, OCI_INDEX, OCI_LAYER_ZSTD, OCI_MANIFEST, random_image,
+    sha256_digest, small_image, zstd,
 };
 use crate::support::registry::FakeRegistry;
 
@@ -666,5 +667,46 @@ fn config_over_64_mib_is_refused_before_it_is_downloaded() {
         registry.blob_gets(&image.config.digest),
         0,
         "the oversized config was downloaded"
+    );
+}
+
+/// `frames` copies of one zstd frame of `frame_size` zero bytes: a layer of a few kilobytes
+/// that inflates to `frames * frame_size` bytes (a decoder reads on past the end of a frame, as
+/// it must for real layers).
+fn zstd_bomb(frame_size: usize, frames: usize) -> Blob {
+    Blob::new(OCI_LAYER_ZSTD, zstd(&vec![0u8; frame_size]).repeat(frames))
+}
+
+/// `-f legacy` of an image whose one layer is a zstd bomb of about 34 KB that inflates to
+/// 1 GiB: it must stop at the 64 MiB floor of the default ratio rule, long before the bomb is
+/// spent, naming the layer and the flag that lifts the limit, with nothing left behind.
+#[test]
+fn legacy_zstd_bomb_stops_early() {
+    let layer = zstd_bomb(64 << 20, 16);
+    assert!(layer.size() < 64 * 1024, "{} bytes", layer.size());
+    let registry = FakeRegistry::anonymous();
+    let image = ImageBuilder::new(Flavor::Oci)
+        .raw_layer(layer.clone(), sha256_digest(b"whatever the bomb claims"))
+        .build();
+    registry.push_image("bomb", "v1", &image);
+    let work = Work::new().with_timeout(Duration::from_secs(90));
+    let started = Instant::now();
+    let run = work.pull(&["-q", "-f", "legacy", &registry.reference("bomb", "v1")]);
+    run.assert_no_panic();
+    assert_clean_failure(
+        &work,
+        &run,
+        &[
+            "bomb:v1",
+            &format!("layer {}", layer.digest),
+            "more than 64.0 MiB",
+            "decompression bomb",
+            "--max-layer-size",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the bomb took {:?} to stop",
+        started.elapsed()
     );
 }
