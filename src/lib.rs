@@ -20,3 +20,4 @@ pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod resolve;
+pub mod text;

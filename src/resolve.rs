@@ -18,6 +18,7 @@ use crate::media_type::{self, ManifestKind};
 use crate::platform::{self, IndexEntry, Platform};
 use crate::reference::Reference;
 use crate::registry::{Manifest, Registry};
+use crate::text::escape_untrusted;
 
 /// A blob to download, as a manifest describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +91,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The detail may quote the registry's documents: it is escaped.
     fn invalid(&self, what: &str, detail: impl std::fmt::Display) -> PullError {
         PullError::InvalidManifest {
             image: self.image.to_string(),
             registry: self.registry.to_string(),
             what: what.to_string(),
-            detail: detail.to_string(),
+            detail: escape_untrusted(&detail.to_string()),
         }
     }
 
@@ -520,9 +522,12 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, Decod
     }
 }
 
+/// The platform an index names, escaped (it is the registry's text).
 fn chosen_platform_name(p: &Option<Platform>) -> String {
-    p.as_ref()
-        .map_or_else(|| "chosen".to_string(), ToString::to_string)
+    p.as_ref().map_or_else(
+        || "chosen".to_string(),
+        |p| escape_untrusted(&p.to_string()),
+    )
 }
 
 /// Confirms the config describes the wanted platform and returns the
@@ -542,7 +547,7 @@ pub fn check_config(
             image: image.to_string(),
             registry: registry.to_string(),
             what: "image config".into(),
-            detail: e.to_string(),
+            detail: escape_untrusted(&e.to_string()),
         })?;
     if raw.os.is_empty() || raw.architecture.is_empty() {
         // Some images (artifacts, scratch builds) omit these: trust the index.
@@ -558,7 +563,8 @@ pub fn check_config(
     }
     if !resolved.from_index && !explicit {
         tracing::warn!(
-            "{image}: the image is {actual}, which does not match this machine ({want}); pulled anyway"
+            "{image}: the image is {}, which does not match this machine ({want}); pulled anyway",
+            escape_untrusted(&actual.to_string())
         );
         return Ok(actual);
     }

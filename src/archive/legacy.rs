@@ -124,12 +124,13 @@ pub fn write(
     tar.finish()
 }
 
+/// The detail may quote the registry's config: it is escaped.
 fn invalid(image: &ArchiveImage, detail: String) -> PullError {
     PullError::InvalidManifest {
         image: image.reference.to_string(),
         registry: image.reference.registry.clone(),
         what: "image config".into(),
-        detail,
+        detail: crate::text::escape_untrusted(&detail),
     }
 }
 

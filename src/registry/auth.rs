@@ -258,8 +258,10 @@ pub fn parse_token_response(
     now: Instant,
     wall_now: SystemTime,
 ) -> Result<TokenGrant, String> {
-    let r: TokenResponse =
-        serde_json::from_slice(body).map_err(|e| format!("token response is not JSON: {e}"))?;
+    let r: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        let e = crate::text::escape_untrusted(&e.to_string());
+        format!("token response is not JSON: {e}")
+    })?;
     let value = r
         .token
         .filter(|t| !t.is_empty())

@@ -1,8 +1,9 @@
 //! Hostile registries: malformed, oversized and lying manifests, descriptors whose digests try
-//! unknown algorithms or path traversal, impossible sizes, redirect loops, odd indexes, and
-//! references that try to escape. Every case ends in a clear error (exit 1, or 2 for a bad
-//! command line) with nothing written outside the cache and the output directory, or in a
-//! correct archive.
+//! unknown algorithms or path traversal, impossible sizes, redirect loops, odd indexes (nested,
+//! huge, one manifest listed over and over), oversized configs, decompression bombs, text that
+//! tries to rewrite the terminal, and references that try to escape. Every case ends in a clear
+//! error (exit 1, or 2 for a bad command line) with nothing written outside the cache and the
+//! output directory, or in a correct archive.
 
 use std::time::{Duration, Instant};
 
@@ -708,5 +709,76 @@ fn legacy_zstd_bomb_stops_early() {
         started.elapsed() < Duration::from_secs(45),
         "the bomb took {:?} to stop",
         started.elapsed()
+    );
+}
+
+/// Asserts that stderr holds no raw carriage return, escape or bidi override, and shows each
+/// needle (the escaped text).
+#[track_caller]
+fn assert_escaped(run: &Run, needles: &[&str]) {
+    run.expect_code(1);
+    let raw: Vec<char> = run
+        .stderr
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "raw control characters {raw:?} reached the terminal: {:?}",
+        run.stderr
+    );
+    for needle in needles {
+        assert!(
+            run.stderr.contains(needle),
+            "stderr lacks {needle:?}: {:?}",
+            run.stderr
+        );
+    }
+    assert!(!run.stdout.contains("Pulled"), "{}", run.stdout);
+}
+
+#[test]
+fn registry_text_cannot_rewrite_the_terminal() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "denied");
+    registry.push_image("evil", "v1", &image);
+    // CR, then "erase the line", then a fake success.
+    let body =
+        r#"{"errors":[{"code":"DENIED","message":"x\r\u001b[2KPulled evil \u202egpj.exe"}]}"#;
+    registry.inject(
+        crate::support::registry::Fault::status("/v2/evil/manifests/v1", 403)
+            .body(body)
+            .times(usize::MAX),
+    );
+    let reference = registry.reference("evil", "v1");
+    let work = Work::new();
+    let shown = "DENIED x\\r\\x1b[2KPulled evil \\u{202e}gpj.exe";
+
+    // Into a directory: the line reported for the failed image.
+    let run = work.pull(&["-q", &reference]);
+    assert_escaped(&run, &["evil:v1", "denied (403)", shown]);
+    // Into one archive: the final error line.
+    let target = work.out().join("evil.tar");
+    let run = work.pull_to(&["-q", "-o", target.to_str().unwrap(), &reference]);
+    assert_escaped(&run, &["evil:v1", "denied (403)", shown]);
+    work.assert_no_output();
+
+    // Platforms an index names, listed when none matches.
+    let mut entry = image.index_entry();
+    entry["platform"] = json!({ "os": "linux\u{1b}[2K", "architecture": "amd64\r" });
+    let idx = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] });
+    serve_manifest(&registry, "evil-index", OCI_INDEX, &idx);
+    let run = work.pull(&[
+        "-q",
+        "--platform",
+        "linux/s390x",
+        &registry.reference("evil-index", "v1"),
+    ]);
+    assert_escaped(
+        &run,
+        &[
+            "evil-index:v1",
+            "available platforms: linux\\x1b[2k/amd64\\r",
+        ],
     );
 }
