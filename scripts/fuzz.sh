@@ -20,7 +20,7 @@ cd "$ROOT/fuzz"
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 SANITIZER=${FUZZ_SANITIZER:-none}
 JOBS=${FUZZ_JOBS:-1}
-ALL_TARGETS=(reference platform www_authenticate manifest)
+ALL_TARGETS=(reference platform www_authenticate manifest token_response rfc3339)
 
 case "$SECONDS_EACH" in
 '' | *[!0-9]*)

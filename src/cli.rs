@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::archive::Format;
+use crate::archive::{Format, LayerLimit};
 use crate::credentials::GivenCredentials;
 use crate::credentials::Locations;
 use crate::fetch::Chunking;
@@ -107,6 +107,10 @@ pub struct Cli {
     /// Flush each archive to disk before it gets its name and the command ends (slower; worth it before unplugging removable media)
     #[arg(long)]
     pub sync: bool,
+
+    /// -f legacy: the most one layer may decompress to, a guard against decompression bombs: SIZE (e.g. 20G), or none for no limit, not even the free space beside the archive [default: 100 times its compressed size, at least 64 MiB, at most 64 GiB]
+    #[arg(long, value_name = "SIZE|none", value_parser = parse_layer_limit)]
+    pub max_layer_size: Option<LayerLimit>,
 
     /// Do not verify TLS certificates
     #[arg(long)]
@@ -282,6 +286,8 @@ pub struct Settings {
     pub chunking: Chunking,
     /// Settings that were left out, and why (shown once logging is set up).
     pub warnings: Vec<String>,
+    /// `--max-layer-size`: how far `-f legacy` lets a layer decompress.
+    pub max_layer_size: LayerLimit,
 }
 
 /// A usage error: exit code 2.
@@ -498,6 +504,7 @@ impl Cli {
             password_on_command_line,
             cache_max,
             sync: self.sync,
+            max_layer_size: self.max_layer_size.unwrap_or_default(),
             chunking,
             warnings,
         })
@@ -668,6 +675,17 @@ pub fn parse_images_file(text: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Parses `--max-layer-size`: a size (`20G`), or `none`.
+fn parse_layer_limit(s: &str) -> Result<LayerLimit, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(LayerLimit::None);
+    }
+    match parse_size(s).map_err(|e| e.to_string())? {
+        0 => Err("a layer of at most 0 bytes: give a size such as 20G, or none".into()),
+        n => Ok(LayerLimit::Size(n)),
+    }
 }
 
 /// The platform's cache directory (`~/.cache/docker-pull` on Linux).

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::digest::Digest;
 use crate::platform::Platform;
 use crate::registry::RegistryError;
+use crate::text::escape_untrusted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -16,14 +17,18 @@ pub enum PullError {
         source: RegistryError,
     },
 
-    #[error("{image}: no image for {wanted}; available platforms: {}", list(.available))]
+    #[error("{image}: no image for {}; available platforms: {}", shown(.wanted), list(.available))]
     NoMatchingPlatform {
         image: String,
         wanted: Platform,
         available: Vec<Platform>,
     },
 
-    #[error("{image}: the image is {actual}, not {wanted}; choose another with --platform")]
+    #[error(
+        "{image}: the image is {}, not {}; choose another with --platform",
+        shown(.actual),
+        shown(.wanted)
+    )]
     PlatformMismatch {
         image: String,
         wanted: Box<Platform>,
@@ -86,15 +91,16 @@ pub enum PullError {
     Interrupted,
 }
 
+/// A platform as a registry's index or config states it, escaped.
+fn shown(platform: &Platform) -> String {
+    escape_untrusted(&platform.to_string())
+}
+
 fn list(platforms: &[Platform]) -> String {
     if platforms.is_empty() {
         return "none".to_string();
     }
-    platforms
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    platforms.iter().map(shown).collect::<Vec<_>>().join(", ")
 }
 
 impl PullError {
@@ -124,6 +130,29 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "127.0.0.1:5000/multi:latest: no image for linux/s390x; available platforms: linux/amd64, linux/arm/v7"
+        );
+    }
+
+    #[test]
+    fn platforms_from_a_registry_are_escaped() {
+        let e = PullError::NoMatchingPlatform {
+            image: "r/x:1".into(),
+            wanted: Platform::parse("linux/s390x").unwrap(),
+            available: vec![Platform::new("linux\r\u{1b}[2K", "amd64\u{202e}", None)],
+        };
+        assert_eq!(
+            e.to_string(),
+            "r/x:1: no image for linux/s390x; available platforms: linux\\r\\x1b[2k/amd64\\u{202e}"
+        );
+        let e = PullError::PlatformMismatch {
+            image: "r/x:1".into(),
+            wanted: Box::new(Platform::parse("linux/amd64").unwrap()),
+            actual: Box::new(Platform::new("linux", "arm64\n", None)),
+        };
+        assert!(
+            e.to_string()
+                .contains("the image is linux/arm64\\n, not linux/amd64"),
+            "{e}"
         );
     }
 }

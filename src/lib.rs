@@ -23,4 +23,5 @@ pub mod registry;
 pub mod report;
 pub mod resolve;
 pub mod session;
+pub mod text;
 pub mod units;

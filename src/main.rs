@@ -117,7 +117,7 @@ async fn run(settings: Settings) -> u8 {
                 let _ = report::print_image(&mut out, r, json).and_then(|_| out.flush());
             },
             |e| {
-                let _ = progress::write_stderr(format!("error: {e}\n").as_bytes());
+                let _ = progress::write_stderr(error_line(e).as_bytes());
             },
         );
         tokio::select! {
@@ -168,7 +168,7 @@ async fn run(settings: Settings) -> u8 {
         }
         Err(e) => {
             tracing::debug!(error = ?e, "pull failed");
-            let _ = progress::write_stderr(format!("error: {e}\n").as_bytes());
+            let _ = progress::write_stderr(error_line(&e).as_bytes());
             1
         }
     }
@@ -192,6 +192,14 @@ fn raise_open_file_limit() {
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+/// `error: <message>` for stderr. Registry text in errors is escaped where
+/// it enters them; this escapes once more whatever control characters are
+/// left (but the line's own line feeds), so that no message can rewrite the
+/// terminal.
+fn error_line(e: &PullError) -> String {
+    docker_pull::text::escape_for_terminal(&format!("error: {e}\n"))
 }
 
 /// Logs go to stderr (warnings, or everything with `--debug`) and, with
@@ -262,8 +270,11 @@ where
 struct StderrWriter;
 
 impl Write for StderrWriter {
+    /// Each call is one formatted event; its control characters (but line
+    /// feeds) are escaped like those of error lines.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        progress::write_stderr(buf)?;
+        let line = docker_pull::text::escape_for_terminal(&String::from_utf8_lossy(buf));
+        progress::write_stderr(line.as_bytes())?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

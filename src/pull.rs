@@ -200,11 +200,13 @@ impl<'a> Puller<'a> {
             .event(Event::Note(format!("Writing {}", path.display())));
         let cache = Arc::clone(&self.pipeline.cache);
         let format = self.settings.format;
-        let sync = self.settings.sync;
+        let (sync, limit) = (self.settings.sync, self.settings.max_layer_size);
         let path: PathBuf = path.to_path_buf();
         let images = images.to_vec();
-        tokio::task::spawn_blocking(move || archive::write(format, &path, &images, &cache, sync))
-            .await
-            .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || {
+            archive::write(format, &path, &images, &cache, sync, limit)
+        })
+        .await
+        .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
     }
 }

@@ -1,8 +1,14 @@
 //! Reference → manifest → one platform's image: fetches the manifest, follows
 //! an index or manifest list to the entry for the wanted platform, checks
 //! digests, and returns the config and layer descriptors to download.
+//!
+//! What a registry may ask for is bounded here, before anything is fetched:
+//! at most [`MAX_INDEX_ENTRIES`] manifests in an index (each distinct one
+//! fetched once), configs of at most [`MAX_CONFIG_SIZE`], blobs of at most
+//! [`MAX_BLOB_SIZE`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use serde::Deserialize;
 
@@ -12,6 +18,7 @@ use crate::media_type::{self, ManifestKind};
 use crate::platform::{self, IndexEntry, Platform};
 use crate::reference::Reference;
 use crate::registry::{Manifest, Registry};
+use crate::text::escape_untrusted;
 
 /// A blob to download, as a manifest describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +91,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The detail may quote the registry's documents: it is escaped.
     fn invalid(&self, what: &str, detail: impl std::fmt::Display) -> PullError {
         PullError::InvalidManifest {
             image: self.image.to_string(),
             registry: self.registry.to_string(),
             what: what.to_string(),
-            detail: detail.to_string(),
+            detail: escape_untrusted(&detail.to_string()),
         }
     }
 
@@ -304,10 +312,30 @@ pub async fn resolve_all(
                 })
                 .filter(|m| m != "application/json" && !m.is_empty())
                 .unwrap_or_else(|| media_type::OCI_INDEX.to_string());
-            let mut members = Vec::with_capacity(manifests.len());
+            let mut members = Vec::new();
+            // Each distinct manifest is fetched and kept once, however often
+            // the index lists it (the index itself stays byte-for-byte).
+            let mut sizes: HashMap<Digest, u64> = HashMap::new();
             for entry in manifests {
                 let platform = entry.platform.clone();
                 let d = ctx.descriptor("index entry", entry.descriptor)?;
+                match sizes.entry(d.digest.clone()) {
+                    Entry::Occupied(first) if *first.get() == d.size => continue,
+                    Entry::Occupied(first) => {
+                        return Err(ctx.invalid(
+                            "index",
+                            format!(
+                                "it lists {} twice, as {} and as {} bytes",
+                                d.digest,
+                                first.get(),
+                                d.size
+                            ),
+                        ));
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(d.size);
+                    }
+                }
                 let m = registry
                     .get_manifest(repo, &d.digest.to_string())
                     .await
@@ -393,6 +421,14 @@ fn decode_error(what: &'static str, detail: impl std::fmt::Display) -> DecodeErr
 /// hostile manifest, refused before it sizes anything.
 pub const MAX_BLOB_SIZE: u64 = 1 << 44;
 
+/// No image config is larger than this (64 MiB; real ones are kilobytes):
+/// configs are read into memory whole, so a larger one is refused before it
+/// is downloaded.
+pub const MAX_CONFIG_SIZE: u64 = 64 << 20;
+
+/// No index lists more manifests than this (real ones list a few dozen).
+pub const MAX_INDEX_ENTRIES: usize = 1024;
+
 fn decode_descriptor(what: &'static str, d: RawDescriptor) -> Result<Descriptor, DecodeError> {
     let digest = d
         .digest
@@ -431,6 +467,15 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, Decod
             let raw: RawManifest =
                 serde_json::from_value(value).map_err(|e| decode_error("manifest", e))?;
             let config = decode_descriptor("config descriptor", raw.config)?;
+            if config.size > MAX_CONFIG_SIZE {
+                return Err(decode_error(
+                    "config descriptor",
+                    format!(
+                        "the image config {} claims {} bytes, more than the {} bytes (64 MiB) an image config may have",
+                        config.digest, config.size, MAX_CONFIG_SIZE
+                    ),
+                ));
+            }
             let layers = raw
                 .layers
                 .into_iter()
@@ -451,6 +496,15 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, Decod
         ManifestKind::Index => {
             let raw: RawIndex =
                 serde_json::from_value(value).map_err(|e| decode_error("index", e))?;
+            if raw.manifests.len() > MAX_INDEX_ENTRIES {
+                return Err(decode_error(
+                    "index",
+                    format!(
+                        "it lists {} manifests, more than the {MAX_INDEX_ENTRIES} an index may have",
+                        raw.manifests.len()
+                    ),
+                ));
+            }
             let manifests = raw
                 .manifests
                 .into_iter()
@@ -468,9 +522,12 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, Decod
     }
 }
 
+/// The platform an index names, escaped (it is the registry's text).
 fn chosen_platform_name(p: &Option<Platform>) -> String {
-    p.as_ref()
-        .map_or_else(|| "chosen".to_string(), ToString::to_string)
+    p.as_ref().map_or_else(
+        || "chosen".to_string(),
+        |p| escape_untrusted(&p.to_string()),
+    )
 }
 
 /// Confirms the config describes the wanted platform and returns the
@@ -490,7 +547,7 @@ pub fn check_config(
             image: image.to_string(),
             registry: registry.to_string(),
             what: "image config".into(),
-            detail: e.to_string(),
+            detail: escape_untrusted(&e.to_string()),
         })?;
     if raw.os.is_empty() || raw.architecture.is_empty() {
         // Some images (artifacts, scratch builds) omit these: trust the index.
@@ -506,7 +563,8 @@ pub fn check_config(
     }
     if !resolved.from_index && !explicit {
         tracing::warn!(
-            "{image}: the image is {actual}, which does not match this machine ({want}); pulled anyway"
+            "{image}: the image is {}, which does not match this machine ({want}); pulled anyway",
+            escape_untrusted(&actual.to_string())
         );
         return Ok(actual);
     }
@@ -515,4 +573,56 @@ pub fn check_config(
         wanted: Box::new(want.clone()),
         actual: Box::new(actual),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn manifest_with_config_size(size: u64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest('c'), "size": size},
+            "layers": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn config_size_is_bounded() {
+        let ok = decode(&manifest_with_config_size(MAX_CONFIG_SIZE), None).unwrap();
+        assert!(matches!(ok, Decoded::Image { config, .. } if config.size == MAX_CONFIG_SIZE));
+        let e = decode(&manifest_with_config_size(MAX_CONFIG_SIZE + 1), None).unwrap_err();
+        assert_eq!(e.what, "config descriptor");
+        assert!(e.detail.contains("67108865 bytes"), "{}", e.detail);
+        assert!(e.detail.contains("64 MiB"), "{}", e.detail);
+    }
+
+    #[test]
+    fn index_entries_are_bounded() {
+        let index = |n: usize| {
+            let entry = serde_json::json!({
+                "mediaType": media_type::OCI_MANIFEST, "digest": digest('a'), "size": 1,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            });
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_INDEX,
+                "manifests": vec![entry; n],
+            }))
+            .unwrap()
+        };
+        assert!(matches!(
+            decode(&index(MAX_INDEX_ENTRIES), None),
+            Ok(Decoded::Index { manifests }) if manifests.len() == MAX_INDEX_ENTRIES
+        ));
+        let e = decode(&index(MAX_INDEX_ENTRIES + 1), None).unwrap_err();
+        assert_eq!(e.what, "index");
+        assert!(e.detail.contains("1025 manifests"), "{}", e.detail);
+    }
 }

@@ -379,7 +379,15 @@ mod tests {
         let mut b = image(&cache, "127.0.0.1:5000/small", &[shared]);
         b.rename = Some(Reference::parse("mine/app:v2", DOCKER_HUB).unwrap());
         let out = dir.path().join("bundle.tar");
-        archive::write(Format::Docker, &out, &[a.clone(), b.clone()], &cache, true).unwrap();
+        archive::write(
+            Format::Docker,
+            &out,
+            &[a.clone(), b.clone()],
+            &cache,
+            true,
+            archive::LayerLimit::Default,
+        )
+        .unwrap();
 
         let e = entries(&out);
         assert_eq!(e["oci-layout"].0, OCI_LAYOUT);
@@ -441,7 +449,15 @@ mod tests {
         img.reference =
             Reference::parse(&format!("nginx@{}", img.manifest.digest), DOCKER_HUB).unwrap();
         let out = dir.path().join("x.tar");
-        archive::write(Format::Docker, &out, &[img], &cache, false).unwrap();
+        archive::write(
+            Format::Docker,
+            &out,
+            &[img],
+            &cache,
+            false,
+            archive::LayerLimit::Default,
+        )
+        .unwrap();
         let e = entries(&out);
         let manifest: serde_json::Value = serde_json::from_slice(&e["manifest.json"].0).unwrap();
         assert_eq!(manifest[0]["RepoTags"], serde_json::json!([]));
@@ -464,6 +480,7 @@ mod tests {
             std::slice::from_ref(&img),
             &cache,
             false,
+            archive::LayerLimit::Default,
         )
         .unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
@@ -488,7 +505,15 @@ mod tests {
         std::fs::remove_file(&blob).unwrap();
         std::os::unix::fs::symlink(&theirs, &blob).unwrap();
         let out = dir.path().join("x.tar");
-        let err = archive::write(Format::Docker, &out, &[img], &cache, false).unwrap_err();
+        let err = archive::write(
+            Format::Docker,
+            &out,
+            &[img],
+            &cache,
+            false,
+            archive::LayerLimit::Default,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(!out.exists());
     }
@@ -505,9 +530,18 @@ mod tests {
             std::slice::from_ref(&img),
             &cache,
             false,
+            archive::LayerLimit::Default,
         )
         .unwrap();
-        archive::write(Format::Docker, &y, &[img], &cache, false).unwrap();
+        archive::write(
+            Format::Docker,
+            &y,
+            &[img],
+            &cache,
+            false,
+            archive::LayerLimit::Default,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
     }
 
@@ -585,7 +619,15 @@ mod tests {
         let cache = Cache::open(&dir.path().join("c")).unwrap();
         let img = image(&cache, "nginx", &[b"l"]);
         let out = dir.path().join("x.tar");
-        archive::write(Format::Docker, &out, &[img], &cache, false).unwrap();
+        archive::write(
+            Format::Docker,
+            &out,
+            &[img],
+            &cache,
+            false,
+            archive::LayerLimit::Default,
+        )
+        .unwrap();
         let mode = std::fs::metadata(&out).unwrap().permissions().mode();
         // The process umask decides the rest; the owner can always read and write.
         assert_eq!(mode & 0o600, 0o600);

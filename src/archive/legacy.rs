@@ -6,7 +6,10 @@
 //!
 //! Layers are decompressed (gzip or zstd) on the way, so zstd images load on
 //! engines that cannot read zstd, and the uncompressed digest of every layer
-//! is checked against the config's `diff_ids`.
+//! is checked against the config's `diff_ids`. Decompression is bounded
+//! ([`LayerLimit`], `--max-layer-size`) and, unless lifted, stops once a
+//! layer cannot fit in the free space beside the archive, so a small hostile
+//! layer cannot fill the disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -15,8 +18,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::ArchiveImage;
 use super::tar_out::TarOut;
+use super::{ArchiveImage, LAYER_RATIO, LAYER_RATIO_FLOOR, LAYER_SIZE_DEFAULT, LayerLimit};
 use crate::cache::Cache;
 use crate::digest::{Digest, Hasher};
 use crate::error::PullError;
@@ -33,6 +36,7 @@ pub fn write(
     path: &Path,
     images: &[ArchiveImage],
     cache: &Cache,
+    limit: LayerLimit,
 ) -> Result<(), PullError> {
     let mut tar = TarOut::new(file, path);
     let scratch_dir = path.parent().unwrap_or(Path::new("."));
@@ -81,15 +85,13 @@ pub fn write(
                     tar.symlink(&layer_path, &format!("../{first}"))?;
                 }
                 None => {
-                    write_layer(
-                        &mut tar,
-                        &layer_path,
-                        cache,
+                    let job = LayerJob {
+                        name: &layer_path,
                         layer,
-                        &diff_ids[i],
-                        scratch_dir,
-                        &image_name,
-                    )?;
+                        diff_id: &diff_ids[i],
+                        image: &image_name,
+                    };
+                    write_layer(&mut tar, &job, cache, scratch_dir, limit)?;
                     layer_files.insert(diff_ids[i].clone(), layer_path.clone());
                 }
             }
@@ -121,12 +123,13 @@ pub fn write(
     tar.finish()
 }
 
+/// The detail may quote the registry's config: it is escaped.
 fn invalid(image: &ArchiveImage, detail: String) -> PullError {
     PullError::InvalidManifest {
         image: image.reference.to_string(),
         registry: image.reference.registry.clone(),
         what: "image config".into(),
-        detail,
+        detail: crate::text::escape_untrusted(&detail),
     }
 }
 
@@ -203,17 +206,30 @@ fn v1_json(config: &Value, layer: &V1Layer, top: bool) -> Vec<u8> {
     to_json(&Value::Object(m))
 }
 
+/// One layer to decompress into the archive.
+struct LayerJob<'a> {
+    /// Its path in the archive (`<v1id>/layer.tar`).
+    name: &'a str,
+    layer: &'a crate::resolve::Descriptor,
+    diff_id: &'a str,
+    /// The image, for messages.
+    image: &'a str,
+}
+
 /// Decompresses a cached layer into a scratch file beside the archive,
 /// checking the uncompressed digest against the diff_id, then appends it.
 fn write_layer(
     tar: &mut TarOut<'_>,
-    name: &str,
+    job: &LayerJob<'_>,
     cache: &Cache,
-    layer: &crate::resolve::Descriptor,
-    diff_id: &str,
     scratch_dir: &Path,
-    image: &str,
+    limit: LayerLimit,
 ) -> Result<(), PullError> {
+    let free = match limit {
+        LayerLimit::None => None,
+        LayerLimit::Default | LayerLimit::Size(_) => free_space(scratch_dir),
+    };
+    let budget = budget(limit, job.layer.size, free);
     let scratch = tempfile::Builder::new()
         .prefix(".docker-pull-layer.")
         .tempfile_in(scratch_dir)
@@ -221,20 +237,20 @@ fn write_layer(
     let scratch_path = scratch.path().to_path_buf();
     // Removed on Ctrl-C like a partial archive; otherwise when `scratch` drops.
     super::track(&scratch_path);
-    let result = fill_and_append(tar, name, layer, diff_id, &scratch, image, cache);
+    let result = fill_and_append(tar, job, &scratch, cache, budget, scratch_dir);
     super::untrack(&scratch_path);
     result
 }
 
 fn fill_and_append(
     tar: &mut TarOut<'_>,
-    name: &str,
-    layer: &crate::resolve::Descriptor,
-    diff_id: &str,
+    job: &LayerJob<'_>,
     scratch: &tempfile::NamedTempFile,
-    image: &str,
     cache: &Cache,
+    budget: Budget,
+    scratch_dir: &Path,
 ) -> Result<(), PullError> {
+    let layer = job.layer;
     let scratch_path = scratch.path().to_path_buf();
     let src = &cache.blob_path(&layer.digest);
     let file = cache
@@ -253,6 +269,7 @@ fn fill_and_append(
         inner: BufWriter::with_capacity(1 << 20, out),
         hasher: Hasher::new(),
         len: 0,
+        max: budget.max,
     };
     let copied = match compression {
         Compression::None => io::copy(&mut reader, &mut writer),
@@ -261,13 +278,19 @@ fn fill_and_append(
             .and_then(|mut d| io::copy(&mut d, &mut writer)),
     };
     if let Err(e) = copied {
+        let over_budget = e.get_ref().is_some_and(|inner| inner.is::<OverBudget>());
         // A write error is about the scratch file; a read error about the layer.
         return Err(match e.kind() {
+            _ if over_budget => PullError::Layer {
+                image: job.image.to_string(),
+                digest: layer.digest.clone(),
+                detail: budget.exceeded(scratch_dir),
+            },
             io::ErrorKind::StorageFull | io::ErrorKind::WriteZero => {
                 PullError::io("writing", &scratch_path, e)
             }
             _ => PullError::Layer {
-                image: image.to_string(),
+                image: job.image.to_string(),
                 digest: layer.digest.clone(),
                 detail: format!("cannot decompress it: {e}"),
             },
@@ -278,20 +301,171 @@ fn fill_and_append(
         .flush()
         .map_err(|e| PullError::io("writing", &scratch_path, e))?;
     let actual = writer.hasher.finish();
-    if actual.to_string() != diff_id {
+    if actual.to_string() != job.diff_id {
         return Err(PullError::Layer {
-            image: image.to_string(),
+            image: job.image.to_string(),
             digest: layer.digest.clone(),
             detail: format!(
-                "its uncompressed content hashes to {actual}, but the image config's diff_id is {diff_id}"
+                "its uncompressed content hashes to {actual}, but the image config's diff_id is {}",
+                job.diff_id
             ),
         });
     }
     let size = writer.len;
     let mut f =
         File::open(&scratch_path).map_err(|e| PullError::io("reading", &scratch_path, e))?;
-    tar.reader(name, size, &mut f)?;
+    tar.reader(job.name, size, &mut f)?;
     Ok(())
+}
+
+/// The most one layer may decompress to, and which bound that is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    max: u64,
+    bound: Bound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// [`LAYER_RATIO`] times the compressed size (or the floor).
+    Ratio { compressed: u64 },
+    /// [`LAYER_SIZE_DEFAULT`].
+    DefaultSize,
+    /// `--max-layer-size SIZE`.
+    Flag,
+    /// Half the free space of the output file system.
+    FreeSpace { free: u64 },
+    /// `--max-layer-size none`.
+    Unbounded,
+}
+
+/// What a layer of `compressed` bytes may decompress to under `limit` with
+/// `free` bytes available beside the archive. The layer is written there
+/// twice (decompressed, then copied into the archive), so more than half the
+/// free space cannot fit.
+fn budget(limit: LayerLimit, compressed: u64, free: Option<u64>) -> Budget {
+    let by_limit = match limit {
+        LayerLimit::Default => {
+            let ratio = compressed
+                .saturating_mul(LAYER_RATIO)
+                .max(LAYER_RATIO_FLOOR);
+            if ratio <= LAYER_SIZE_DEFAULT {
+                Budget {
+                    max: ratio,
+                    bound: Bound::Ratio { compressed },
+                }
+            } else {
+                Budget {
+                    max: LAYER_SIZE_DEFAULT,
+                    bound: Bound::DefaultSize,
+                }
+            }
+        }
+        LayerLimit::Size(max) => Budget {
+            max,
+            bound: Bound::Flag,
+        },
+        LayerLimit::None => Budget {
+            max: u64::MAX,
+            bound: Bound::Unbounded,
+        },
+    };
+    match free {
+        Some(free) if free / 2 < by_limit.max => Budget {
+            max: free / 2,
+            bound: Bound::FreeSpace { free },
+        },
+        _ => by_limit,
+    }
+}
+
+impl Budget {
+    /// Why a layer that passed the budget was refused, and what to do.
+    fn exceeded(&self, dir: &Path) -> String {
+        let max = iec(self.max);
+        match self.bound {
+            Bound::Ratio { compressed } => format!(
+                "it decompresses to more than {max}, over {LAYER_RATIO} times its compressed size of {}, as a decompression bomb does; if the layer is genuine, allow it with --max-layer-size SIZE (or --max-layer-size none)",
+                iec(compressed)
+            ),
+            Bound::DefaultSize => format!(
+                "it decompresses to more than {max}, the most one layer may have unless --max-layer-size SIZE (or none) allows more"
+            ),
+            Bound::Flag => format!(
+                "it decompresses to more than {max}, the limit set with --max-layer-size; raise it (or use --max-layer-size none)"
+            ),
+            Bound::FreeSpace { free } => format!(
+                "it decompresses to more than {max}, but {} has only {} free and a layer needs twice its size there (decompressed, then copied into the archive); free some space or write the archive elsewhere with -o",
+                dir.display(),
+                iec(free)
+            ),
+            Bound::Unbounded => format!("it decompresses to more than {max}"),
+        }
+    }
+}
+
+/// The error a [`HashingWriter`] returns past its budget.
+#[derive(Debug)]
+struct OverBudget;
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the layer decompresses to more than its limit")
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+/// Bytes the user may write to the file system holding `dir`, if it says.
+#[cfg(unix)]
+#[allow(clippy::useless_conversion)] // the field types differ between platforms
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into `st`, and `path` is NUL-terminated.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let (frsize, bsize, blocks, bavail) = (
+        u64::from(st.f_frsize as u64),
+        u64::from(st.f_bsize as u64),
+        st.f_blocks as u64,
+        st.f_bavail as u64,
+    );
+    let block = match frsize {
+        0 => bsize,
+        n => n,
+    };
+    // A file system that reports no size at all (some FUSE ones) says nothing.
+    if block == 0 || blocks == 0 {
+        return None;
+    }
+    Some(bavail.saturating_mul(block))
+}
+
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// `64.0 MiB`: sizes in the powers of 1024 that `--max-layer-size` takes.
+fn iec(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
 }
 
 /// Tells the compression from the first bytes (for media types that do not
@@ -308,14 +482,19 @@ fn sniff(reader: &mut BufReader<File>) -> io::Result<Compression> {
     })
 }
 
+/// Writes through, hashing and counting; refuses to go past `max` bytes.
 struct HashingWriter<W> {
     inner: W,
     hasher: Hasher,
     len: u64,
+    max: u64,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.len.saturating_add(buf.len() as u64) > self.max {
+            return Err(io::Error::other(OverBudget));
+        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
@@ -378,6 +557,76 @@ mod tests {
         let lower: Value = serde_json::from_slice(&v1_json(&config, &l, false)).unwrap();
         assert!(lower.get("config").is_none());
         assert_eq!(lower["os"], "linux");
+    }
+
+    #[test]
+    fn layer_budgets() {
+        const MIB: u64 = 1 << 20;
+        let b = |limit, compressed, free| budget(limit, compressed, free);
+        // Small layers may reach the floor, larger ones 100 times their size.
+        assert_eq!(b(LayerLimit::Default, 34_000, None).max, 64 * MIB);
+        assert_eq!(
+            b(LayerLimit::Default, 34_000, None).bound,
+            Bound::Ratio { compressed: 34_000 }
+        );
+        assert_eq!(b(LayerLimit::Default, 10 * MIB, None).max, 1000 * MIB);
+        // ... but never more than 64 GiB by default, whatever the claim.
+        let huge = b(LayerLimit::Default, u64::MAX, None);
+        assert_eq!((huge.max, huge.bound), (64 << 30, Bound::DefaultSize));
+        // A size replaces the rule; none lifts it.
+        let flag = b(LayerLimit::Size(5 << 30), 34_000, None);
+        assert_eq!((flag.max, flag.bound), (5 << 30, Bound::Flag));
+        assert_eq!(b(LayerLimit::None, 34_000, None).max, u64::MAX);
+        // Half the free space, when that is less: the layer is written twice.
+        let tight = b(LayerLimit::Size(5 << 30), 34_000, Some(2 << 30));
+        assert_eq!(
+            (tight.max, tight.bound),
+            (1 << 30, Bound::FreeSpace { free: 2 << 30 })
+        );
+        assert_eq!(b(LayerLimit::Default, 34_000, Some(1 << 40)).max, 64 * MIB);
+        // The messages say which bound and which flag.
+        let dir = Path::new("/out");
+        assert!(
+            b(LayerLimit::Default, 34_000, None)
+                .exceeded(dir)
+                .contains("--max-layer-size SIZE")
+        );
+        assert!(
+            flag.exceeded(dir)
+                .contains("5.0 GiB, the limit set with --max-layer-size")
+        );
+        let msg = tight.exceeded(dir);
+        assert!(msg.contains("/out has only 2.0 GiB free"), "{msg}");
+    }
+
+    #[test]
+    fn the_writer_stops_at_its_budget() {
+        let mut w = HashingWriter {
+            inner: Vec::new(),
+            hasher: Hasher::new(),
+            len: 0,
+            max: 10,
+        };
+        w.write_all(b"0123456789").unwrap();
+        let e = w.write_all(b"x").unwrap_err();
+        assert!(e.get_ref().is_some_and(|i| i.is::<OverBudget>()), "{e}");
+        assert_eq!(w.inner.len(), 10, "nothing past the budget is written");
+    }
+
+    #[test]
+    fn sizes_in_powers_of_1024() {
+        assert_eq!(iec(1000), "1000 B");
+        assert_eq!(iec(34_000), "33.2 KiB");
+        assert_eq!(iec(64 << 20), "64.0 MiB");
+        assert_eq!(iec(u64::MAX), "16.0 EiB");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn free_space_is_known_here() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_space(dir.path()).is_some_and(|f| f > 0));
+        assert_eq!(free_space(&dir.path().join("missing")), None);
     }
 
     #[test]

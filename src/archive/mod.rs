@@ -66,6 +66,30 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// How far `-f legacy` lets one layer decompress (`--max-layer-size`): a
+/// bound against decompression bombs, small layers that would fill the disk.
+/// Unless the limit is lifted (`None`), a layer also stops once it cannot fit
+/// in the free space of the output file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerLimit {
+    /// [`LAYER_RATIO`] times the compressed size, at least
+    /// [`LAYER_RATIO_FLOOR`], at most [`LAYER_SIZE_DEFAULT`].
+    #[default]
+    Default,
+    /// At most this many bytes, whatever the ratio.
+    Size(u64),
+    /// No limit at all, not even the free space: a layer that does not fit
+    /// ends with the file system's own error.
+    None,
+}
+
+/// By default a layer may decompress to this many times its compressed size...
+pub const LAYER_RATIO: u64 = 100;
+/// ...or to this much, whichever is larger (64 MiB)...
+pub const LAYER_RATIO_FLOOR: u64 = 64 << 20;
+/// ...but never to more than this (64 GiB).
+pub const LAYER_SIZE_DEFAULT: u64 = 64 << 30;
+
 /// One image to put in an archive.
 #[derive(Debug, Clone)]
 pub struct ArchiveImage {
@@ -138,13 +162,15 @@ impl ArchiveImage {
 
 /// Writes `images` into one archive at `path` in `format` (for `oci-dir`,
 /// into the layout directory `path`). With `sync`, waits until the archive is
-/// on disk before it gets its name.
+/// on disk before it gets its name. `layer_limit` bounds the decompression of
+/// `legacy` layers.
 pub fn write(
     format: Format,
     path: &Path,
     images: &[ArchiveImage],
     cache: &Cache,
     sync: bool,
+    layer_limit: LayerLimit,
 ) -> Result<(), PullError> {
     if format == Format::OciDir {
         return oci_dir::write(path, images, cache);
@@ -155,7 +181,7 @@ pub fn write(
         match format {
             Format::Docker => docker::write(file, &temp.path, images, cache, true)?,
             Format::Oci => docker::write(file, &temp.path, images, cache, false)?,
-            Format::Legacy => legacy::write(file, &temp.path, images, cache)?,
+            Format::Legacy => legacy::write(file, &temp.path, images, cache, layer_limit)?,
             Format::OciDir => unreachable!("written above"),
         }
         Ok(())

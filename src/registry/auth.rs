@@ -215,6 +215,8 @@ impl fmt::Debug for Token {
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// Lifetime assumed when the token server states none (as Docker does).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a token is trusted, whatever the server claims: a day.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(serde::Deserialize)]
 struct TokenResponse {
@@ -256,8 +258,10 @@ pub fn parse_token_response(
     now: Instant,
     wall_now: SystemTime,
 ) -> Result<TokenGrant, String> {
-    let r: TokenResponse =
-        serde_json::from_slice(body).map_err(|e| format!("token response is not JSON: {e}"))?;
+    let r: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        let e = crate::text::escape_untrusted(&e.to_string());
+        format!("token response is not JSON: {e}")
+    })?;
     let value = r
         .token
         .filter(|t| !t.is_empty())
@@ -267,7 +271,8 @@ pub fn parse_token_response(
         .expires_in
         .filter(|s| *s > 0)
         .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .min(MAX_TOKEN_LIFETIME);
     // Time gone since issue, when the server says and the clocks roughly agree
     // (a token "issued" in the future or before its whole lifetime is skew).
     let gone = r
@@ -277,19 +282,23 @@ pub fn parse_token_response(
         .and_then(|issued| wall_now.duration_since(issued).ok())
         .filter(|gone| *gone <= life)
         .unwrap_or_default();
-    let left = life - gone;
+    let left = life
+        .saturating_sub(gone)
+        .saturating_sub(EXPIRY_MARGIN.min(life / 2));
+    // Even a clamped lifetime could pass the end of a monotonic clock that
+    // starts late: then the token counts as expired and is asked for again.
+    let expires = now.checked_add(left).unwrap_or(now);
     Ok(TokenGrant {
-        token: Token {
-            value,
-            expires: now + left.saturating_sub(EXPIRY_MARGIN.min(life / 2)),
-        },
+        token: Token { value, expires },
         refresh_token: r.refresh_token.filter(|t| !t.is_empty()).map(RefreshToken),
     })
 }
 
 /// Parses an RFC 3339 timestamp (`2024-05-01T12:00:00Z`,
-/// `2024-05-01T12:00:00.123456789+02:00`).
+/// `2024-05-01T12:00:00.123456789+02:00`), ignoring surrounding white space.
+/// Anything but ASCII where digits and separators belong is refused.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    // Every index below is into these bytes, never into `s`.
     let b = s.trim().as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
@@ -321,7 +330,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         while b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
         }
-        let digits = &s[start..i.min(start + 9)];
+        let digits = std::str::from_utf8(&b[start..i.min(start + 9)]).ok()?;
         if digits.is_empty() {
             return None;
         }
@@ -345,7 +354,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 /// What the registry asked for on its last challenge, and the tokens we hold.
@@ -477,6 +486,72 @@ mod tests {
         let body = br#"{"token":"t","expires_in":300,"issued_at":"yesterday"}"#;
         let t = parse_token_response(body, now, wall).unwrap().token;
         assert!(t.expires > now + Duration::from_secs(280));
+    }
+
+    #[test]
+    fn hostile_lifetimes_are_clamped() {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        for body in [
+            format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX),
+            format!(
+                r#"{{"token":"t","expires_in":{},"issued_at":"1970-01-01T00:00:00Z"}}"#,
+                u64::MAX
+            ),
+            format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX / 2),
+        ] {
+            let t = parse_token_response(body.as_bytes(), now, wall)
+                .unwrap()
+                .token;
+            assert!(t.expires <= now + MAX_TOKEN_LIFETIME, "{body}");
+            assert!(t.expires > now + MAX_TOKEN_LIFETIME / 2, "{body}");
+        }
+    }
+
+    #[test]
+    fn issued_at_with_wide_spaces_does_not_panic() {
+        let at = |s: &str| {
+            parse_rfc3339(s).map(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+            })
+        };
+        let ideographic = "\u{3000}".repeat(7);
+        for s in [
+            format!("{ideographic}2024-02-29T12:30:15.5Z"),
+            format!("{ideographic}2024-02-29T12:30:15.Z"),
+            format!("2024-02-29T12:30:15.5Z{ideographic}"),
+            "\u{2003}\u{3000}2024-02-29T12:30:15.123Z".to_string(),
+        ] {
+            let parsed = at(&s);
+            assert!(
+                parsed.is_none() || parsed.is_some_and(|p| (p - 1_709_209_815.0).abs() < 1.0),
+                "{s:?}: {parsed:?}"
+            );
+        }
+        assert_eq!(
+            at(&format!("{ideographic}2024-02-29T12:30:15.5Z")),
+            Some(1_709_209_815.5)
+        );
+        // Multibyte characters where the digits should be are refused, never sliced.
+        for s in [
+            "2024-02-29T12:30:15.\u{0663}Z",
+            "2024-02-29T12:30:15.5\u{3000}Z",
+            "\u{3000}2024-02-29T12:30:\u{3000}",
+            "2024-02-29T12:30:15\u{00e9}",
+        ] {
+            assert_eq!(at(s), None, "{s:?}");
+        }
+        let body = format!(
+            r#"{{"token":"t","expires_in":300,"issued_at":"{ideographic}2026-01-01T00:00:00.25Z"}}"#
+        );
+        let now = Instant::now();
+        let wall = parse_rfc3339("2026-01-01T00:01:40Z").unwrap();
+        let t = parse_token_response(body.as_bytes(), now, wall)
+            .unwrap()
+            .token;
+        assert!(t.expires <= now + Duration::from_secs(200));
     }
 
     #[test]

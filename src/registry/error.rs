@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::text::escape_untrusted;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot reach registry {registry}: {detail}")]
@@ -139,26 +141,27 @@ impl RegistryError {
     }
 }
 
-/// The first `code: message` of a distribution error body, if it has one.
+/// The first `code: message` of a distribution error body, if it has one,
+/// with control characters escaped (they are the server's words, shown on a
+/// terminal).
 pub fn envelope_message(body: &[u8]) -> Option<(String, String)> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let first = v.get("errors")?.as_array()?.first()?;
-    let code = first
-        .get("code")
-        .and_then(|c| c.as_str())
-        .unwrap_or("")
-        .to_string();
-    let message = first
-        .get("message")
-        .and_then(|c| c.as_str())
-        .unwrap_or("")
-        .to_string();
+    let text =
+        |field: &str| escape_untrusted(first.get(field).and_then(|c| c.as_str()).unwrap_or(""));
+    let code = text("code");
+    let message = text("message");
     Some((code, message))
 }
 
 /// Docker Hub's quota headers, as ` (remaining quota: 0;w=21600)`.
 pub fn quota_note(headers: &reqwest::header::HeaderMap) -> String {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(escape_untrusted)
+    };
     match (get("ratelimit-remaining"), get("ratelimit-limit")) {
         (Some(rem), Some(lim)) => format!(" (remaining pull quota: {rem} of {lim})"),
         (Some(rem), None) => format!(" (remaining pull quota: {rem})"),
@@ -190,6 +193,12 @@ mod tests {
             Some(("MANIFEST_UNKNOWN".into(), "manifest unknown".into()))
         );
         assert_eq!(envelope_message(b"<html>"), None);
+        let hostile =
+            br#"{"errors":[{"code":"DENIED\u202e","message":"x\r\u001b[2KPulled evil"}]}"#;
+        assert_eq!(
+            envelope_message(hostile),
+            Some(("DENIED\\u{202e}".into(), "x\\r\\x1b[2KPulled evil".into()))
+        );
         assert_eq!(envelope_message(br#"{"errors":[]}"#), None);
     }
 

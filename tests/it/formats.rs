@@ -787,6 +787,50 @@ fn legacy_refuses_a_config_whose_diff_id_lies() {
     assert!(stray.is_empty(), "temporary files left: {stray:?}");
 }
 
+/// A genuine layer that inflates more than 100 times (72 MiB of zeros): refused by default
+/// like a decompression bomb, written with `--max-layer-size none`. (A SIZE and the messages of
+/// each bound are checked by the unit tests of the legacy writer.)
+#[test]
+fn legacy_layer_past_the_default_ratio_needs_max_layer_size() {
+    let registry = FakeRegistry::anonymous();
+    let image = ImageBuilder::new(Flavor::Oci)
+        .zstd_layer(LayerBuilder::new().file("zeros", vec![0u8; 72 << 20], 0o644))
+        .build();
+    registry.push_image("sparse", "v1", &image);
+    let reference = registry.reference("sparse", "v1");
+    let work = Work::new();
+
+    let (run, path) = pull_as(&work, "legacy", "default.tar", &[&reference]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "layer {}: it decompresses to more than 64.0 MiB",
+            image.layers[0].digest
+        )) && run.stderr.contains("--max-layer-size"),
+        "{}",
+        run.stderr
+    );
+    assert!(!path.exists());
+
+    let path = pull_ok(
+        &work,
+        "legacy",
+        "none.tar",
+        &["--max-layer-size", "none", &reference],
+    );
+    assert_legacy_archive(&Archive::open(&path), &[Legacy::tagged(&image, &reference)]);
+
+    for bad in ["0", "lots", "-1G"] {
+        let (run, _) = pull_as(
+            &work,
+            "legacy",
+            "bad.tar",
+            &["--max-layer-size", bad, &reference],
+        );
+        run.expect_code(2);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // oci
 

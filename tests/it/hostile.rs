@@ -1,8 +1,9 @@
 //! Hostile registries: malformed, oversized and lying manifests, descriptors whose digests try
-//! unknown algorithms or path traversal, impossible sizes, redirect loops, odd indexes, and
-//! references that try to escape. Every case ends in a clear error (exit 1, or 2 for a bad
-//! command line) with nothing written outside the cache and the output directory, or in a
-//! correct archive.
+//! unknown algorithms or path traversal, impossible sizes, redirect loops, odd indexes (nested,
+//! huge, one manifest listed over and over), oversized configs, decompression bombs, text that
+//! tries to rewrite the terminal, and references that try to escape. Every case ends in a clear
+//! error (exit 1, or 2 for a bad command line) with nothing written outside the cache and the
+//! output directory, or in a correct archive.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,8 @@ use crate::common::{
     assert_docker_archive, default_name, tree,
 };
 use crate::support::image::{
-    Blob, Flavor, ImageBuilder, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, random_image, small_image,
+    Blob, Flavor, ImageBuilder, OCI_CONFIG, OCI_INDEX, OCI_LAYER_ZSTD, OCI_MANIFEST, random_image,
+    sha256_digest, small_image, zstd,
 };
 use crate::support::registry::FakeRegistry;
 
@@ -546,4 +548,237 @@ fn index_entry_size_u64_max_is_refused() {
         &registry.reference("entry", "v1"),
     ]);
     assert_clean_failure(&work, &run, &["entry:v1"]);
+}
+
+/// `count` entries, all naming `image` for linux/amd64.
+fn index_repeating(image: &crate::support::image::Image, count: usize) -> Blob {
+    let entries: Vec<Value> = (0..count).map(|_| image.index_entry()).collect();
+    Blob::json(
+        OCI_INDEX,
+        &json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries }),
+    )
+}
+
+/// GETs of the manifest `digest` the registry saw.
+fn manifest_gets(registry: &FakeRegistry, digest: &str) -> usize {
+    registry
+        .manifest_requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/manifests/{digest}")))
+        .count()
+}
+
+#[test]
+fn index_listing_one_big_manifest_150_times_fetches_it_once() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "listed 150 times");
+    for blob in image.blobs() {
+        registry.put_blob("repeat", blob);
+    }
+    // A manifest just under the 4 MiB a manifest may have.
+    let mut manifest: Value = serde_json::from_slice(&image.manifest.data).unwrap();
+    manifest["annotations"] = json!({ "padding": "x".repeat(4_000_000) });
+    let manifest = Blob::json(OCI_MANIFEST, &manifest);
+    let image = crate::support::image::Image {
+        manifest: manifest.clone(),
+        ..image
+    };
+    registry.put_manifest("repeat", &manifest.digest, OCI_MANIFEST, &manifest.data);
+    let index = index_repeating(&image, 150);
+    registry.put_manifest("repeat", "v1", OCI_INDEX, &index.data);
+    let work = Work::new().with_timeout(Duration::from_secs(60));
+    let target = work.out().join("repeat.tar");
+
+    let run = work.pull_to(&[
+        "-q",
+        "--platform",
+        "all",
+        "-f",
+        "oci",
+        "-o",
+        target.to_str().unwrap(),
+        &registry.reference("repeat", "v1"),
+    ]);
+    run.success();
+    assert_eq!(
+        manifest_gets(&registry, &manifest.digest),
+        1,
+        "a manifest listed 150 times should be fetched once"
+    );
+    let archive = Archive::open(&target);
+    assert_eq!(
+        archive.blob(&index.digest),
+        &index.data[..],
+        "the index changed"
+    );
+    assert_eq!(archive.blob(&manifest.digest), &manifest.data[..]);
+    assert_eq!(archive.blob(&image.config.digest), &image.config.data[..]);
+}
+
+#[test]
+fn index_of_more_than_1024_manifests_is_refused() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "listed 1025 times");
+    registry.push_image("wide", &image.manifest.digest, &image);
+    let index = index_repeating(&image, 1025);
+    registry.put_manifest("wide", "v1", OCI_INDEX, &index.data);
+    let work = Work::new();
+    for args in [
+        vec!["-q", "--platform", "linux/amd64"],
+        vec!["-q", "--platform", "all", "-f", "oci"],
+    ] {
+        let reference = registry.reference("wide", "v1");
+        let mut args = args.clone();
+        args.push(&reference);
+        let run = work.pull(&args);
+        assert_clean_failure(
+            &work,
+            &run,
+            &["wide:v1", "invalid index", "1025 manifests", "1024"],
+        );
+    }
+    assert_eq!(manifest_gets(&registry, &image.manifest.digest), 0);
+    assert_eq!(registry.total_blob_gets(), 0);
+}
+
+#[test]
+fn config_over_64_mib_is_refused_before_it_is_downloaded() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "huge config");
+    for blob in image.blobs() {
+        registry.put_blob("bigconfig", blob);
+    }
+    let mut manifest: Value = serde_json::from_slice(&image.manifest.data).unwrap();
+    manifest["config"]["size"] = json!(300_000_000u64);
+    serve_manifest(&registry, "bigconfig", OCI_MANIFEST, &manifest);
+    let work = Work::new();
+    let run = pull_v1(&work, &registry, "bigconfig");
+    assert_clean_failure(
+        &work,
+        &run,
+        &[
+            "bigconfig:v1",
+            "config",
+            &image.config.digest,
+            "300000000 bytes",
+            "64 MiB",
+        ],
+    );
+    assert_eq!(
+        registry.blob_gets(&image.config.digest),
+        0,
+        "the oversized config was downloaded"
+    );
+}
+
+/// `frames` copies of one zstd frame of `frame_size` zero bytes: a layer of a few kilobytes
+/// that inflates to `frames * frame_size` bytes (a decoder reads on past the end of a frame, as
+/// it must for real layers).
+fn zstd_bomb(frame_size: usize, frames: usize) -> Blob {
+    Blob::new(OCI_LAYER_ZSTD, zstd(&vec![0u8; frame_size]).repeat(frames))
+}
+
+/// `-f legacy` of an image whose one layer is a zstd bomb of about 34 KB that inflates to
+/// 1 GiB: it must stop at the 64 MiB floor of the default ratio rule, long before the bomb is
+/// spent, naming the layer and the flag that lifts the limit, with nothing left behind.
+#[test]
+fn legacy_zstd_bomb_stops_early() {
+    let layer = zstd_bomb(64 << 20, 16);
+    assert!(layer.size() < 64 * 1024, "{} bytes", layer.size());
+    let registry = FakeRegistry::anonymous();
+    let image = ImageBuilder::new(Flavor::Oci)
+        .raw_layer(layer.clone(), sha256_digest(b"whatever the bomb claims"))
+        .build();
+    registry.push_image("bomb", "v1", &image);
+    let work = Work::new().with_timeout(Duration::from_secs(90));
+    let started = Instant::now();
+    let run = work.pull(&["-q", "-f", "legacy", &registry.reference("bomb", "v1")]);
+    run.assert_no_panic();
+    assert_clean_failure(
+        &work,
+        &run,
+        &[
+            "bomb:v1",
+            &format!("layer {}", layer.digest),
+            "more than 64.0 MiB",
+            "decompression bomb",
+            "--max-layer-size",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the bomb took {:?} to stop",
+        started.elapsed()
+    );
+}
+
+/// Asserts that stderr holds no raw carriage return, escape or bidi override, and shows each
+/// needle (the escaped text).
+#[track_caller]
+fn assert_escaped(run: &Run, needles: &[&str]) {
+    run.expect_code(1);
+    let raw: Vec<char> = run
+        .stderr
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "raw control characters {raw:?} reached the terminal: {:?}",
+        run.stderr
+    );
+    for needle in needles {
+        assert!(
+            run.stderr.contains(needle),
+            "stderr lacks {needle:?}: {:?}",
+            run.stderr
+        );
+    }
+    assert!(!run.stdout.contains("Pulled"), "{}", run.stdout);
+}
+
+#[test]
+fn registry_text_cannot_rewrite_the_terminal() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "denied");
+    registry.push_image("evil", "v1", &image);
+    // CR, then "erase the line", then a fake success.
+    let body =
+        r#"{"errors":[{"code":"DENIED","message":"x\r\u001b[2KPulled evil \u202egpj.exe"}]}"#;
+    registry.inject(
+        crate::support::registry::Fault::status("/v2/evil/manifests/v1", 403)
+            .body(body)
+            .times(usize::MAX),
+    );
+    let reference = registry.reference("evil", "v1");
+    let work = Work::new();
+    let shown = "DENIED x\\r\\x1b[2KPulled evil \\u{202e}gpj.exe";
+
+    // Into a directory: the line reported for the failed image.
+    let run = work.pull(&["-q", &reference]);
+    assert_escaped(&run, &["evil:v1", "denied (403)", shown]);
+    // Into one archive: the final error line.
+    let target = work.out().join("evil.tar");
+    let run = work.pull_to(&["-q", "-o", target.to_str().unwrap(), &reference]);
+    assert_escaped(&run, &["evil:v1", "denied (403)", shown]);
+    work.assert_no_output();
+
+    // Platforms an index names, listed when none matches.
+    let mut entry = image.index_entry();
+    entry["platform"] = json!({ "os": "linux\u{1b}[2K", "architecture": "amd64\r" });
+    let idx = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] });
+    serve_manifest(&registry, "evil-index", OCI_INDEX, &idx);
+    let run = work.pull(&[
+        "-q",
+        "--platform",
+        "linux/s390x",
+        &registry.reference("evil-index", "v1"),
+    ]);
+    assert_escaped(
+        &run,
+        &[
+            "evil-index:v1",
+            "available platforms: linux\\x1b[2k/amd64\\r",
+        ],
+    );
 }

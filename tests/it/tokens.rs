@@ -1,6 +1,7 @@
 //! The Bearer token lifecycle: one token per scope for a whole pull, renewal before expiry
 //! (`expires_in`, its 60 s default, `issued_at`), renewal after a `401` in the middle of a pull,
-//! and the scope a `401` challenge asks for.
+//! the scope a `401` challenge asks for, and claims that must not break the client (an
+//! `expires_in` past the end of the clock, an `issued_at` after multibyte white space).
 //!
 //! Slow pulls use throttled blobs and `-j 1` so that requests are spread over a few seconds; the
 //! fake registry's `token_validity` makes it reject tokens that are really too old, so "renewed
@@ -235,5 +236,53 @@ fn the_scope_of_a_401_challenge_is_requested_too() {
         registry.blob_gets(&layer.digest),
         2,
         "the rejected blob request should be retried once"
+    );
+}
+
+#[test]
+fn an_expires_in_of_u64_max_is_clamped() {
+    // 18446744073709551615 seconds would overflow the clock; the token is trusted for a day at
+    // most, and the pull goes on with it.
+    let registry = FakeRegistry::start(
+        Config::with_auth(Auth::bearer_anonymous())
+            .expires_in(Some(u64::MAX))
+            .issued_at(IssuedAt::Absent),
+    );
+    let image = random_image(Flavor::Docker, 2, 1_000, 88);
+    registry.push_image(REPO, "v1", &image);
+    let work = Work::new();
+
+    let run = work.pull(&["-q", &registry.reference(REPO, "v1")]);
+    run.assert_no_panic();
+    assert_pulled(&run, &work, &registry, &image);
+    assert_eq!(pull_tokens(&registry), 1, "{:#?}", registry.token_log());
+}
+
+#[test]
+fn issued_at_after_wide_spaces_is_read() {
+    // Seven ideographic spaces (3 bytes each) before a timestamp with fractional seconds: the
+    // digits must be read from the trimmed text. Issued 57 s ago with 60 s to live, so the token
+    // must be renewed during the pull.
+    let (registry, image) = slow_registry(
+        Config::with_auth(Auth::bearer_anonymous())
+            .expires_in(Some(60))
+            .issued_at(IssuedAt::AgoPadded {
+                ago: Duration::from_secs(57),
+                prefix: "\u{3000}".repeat(7),
+            })
+            .token_validity(Duration::from_secs(3)),
+        4,
+        89,
+    );
+    let work = Work::new();
+
+    let run = pull_one_by_one(&work, &registry);
+    run.assert_no_panic();
+    assert_pulled(&run, &work, &registry, &image);
+    assert!(pull_tokens(&registry) >= 2, "{:#?}", registry.token_log());
+    let rejected = rejected_tokens(&registry);
+    assert!(
+        rejected.is_empty(),
+        "issued_at after white space was ignored: a stale token was sent: {rejected:#?}"
     );
 }

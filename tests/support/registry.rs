@@ -85,6 +85,9 @@ pub enum IssuedAt {
     Ago(Duration),
     /// Exactly this string.
     Fixed(String),
+    /// Like [`IssuedAt::Ago`], with fractional seconds and `prefix` before it (white space a
+    /// parser should trim, such as U+3000): `<prefix>YYYY-MM-DDTHH:MM:SS.5Z`.
+    AgoPadded { ago: Duration, prefix: String },
     /// No `issued_at` field.
     Absent,
 }
@@ -1092,6 +1095,11 @@ fn token_response(
         IssuedAt::Now => Some(rfc3339(SystemTime::now())),
         IssuedAt::Ago(ago) => Some(rfc3339(SystemTime::now() - *ago)),
         IssuedAt::Fixed(text) => Some(text.clone()),
+        IssuedAt::AgoPadded { ago, prefix } => {
+            let at = rfc3339(SystemTime::now() - *ago);
+            let at = at.strip_suffix('Z').unwrap_or(&at);
+            Some(format!("{prefix}{at}.5Z"))
+        }
         IssuedAt::Absent => None,
     };
     if let Some(issued_at) = issued_at {
