@@ -980,8 +980,32 @@ fn token_response(
     } else {
         uri.query().unwrap_or("").as_bytes().to_vec()
     };
-    let mut form: HashMap<String, String> = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&params) {
+    let form = token_form(&params, record);
+    let config = &shared.config;
+    let granted = if post {
+        if let Some(status) = config.post_token_status {
+            record.auth = TokenAuth::OtherGrant(form.get("grant_type").cloned());
+            return error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
+                "UNSUPPORTED",
+                "this token server does not speak OAuth2",
+            );
+        }
+        post_grant(config, user_pass.as_ref(), &form, record)
+    } else {
+        get_grant(config, user_pass.as_ref(), headers, record)
+    };
+    if !granted {
+        return token_refused(post);
+    }
+    issue_token(shared, record)
+}
+
+/// Parses the token request's query or form: `scope`, `service` and `client_id` go into
+/// `record`, the other fields are returned.
+fn token_form(params: &[u8], record: &mut TokenRequest) -> HashMap<String, String> {
+    let mut form = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(params) {
         match &*key {
             "scope" => record.scopes.extend(
                 value
@@ -996,68 +1020,78 @@ fn token_response(
             }
         }
     }
-    let config = &shared.config;
-    let granted = if post {
-        if let Some(status) = config.post_token_status {
-            record.auth = TokenAuth::OtherGrant(form.get("grant_type").cloned());
-            return error(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
-                "UNSUPPORTED",
-                "this token server does not speak OAuth2",
-            );
+    form
+}
+
+/// Whether an OAuth2 `POST` earns a token (refresh token or password grant).
+fn post_grant(
+    config: &Config,
+    user_pass: Option<&(String, String)>,
+    form: &HashMap<String, String>,
+    record: &mut TokenRequest,
+) -> bool {
+    match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {
+            let given = form.get("refresh_token").cloned().unwrap_or_default();
+            let ok = config.refresh_token.as_ref() == Some(&given);
+            record.auth = TokenAuth::RefreshToken(given);
+            ok
         }
-        match form.get("grant_type").map(String::as_str) {
-            Some("refresh_token") => {
-                let given = form.get("refresh_token").cloned().unwrap_or_default();
-                let ok = config.refresh_token.as_ref() == Some(&given);
-                record.auth = TokenAuth::RefreshToken(given);
-                ok
-            }
-            Some("password") => {
-                let user = form.get("username").cloned().unwrap_or_default();
-                let pass = form.get("password").cloned().unwrap_or_default();
-                let ok = user_pass
-                    .as_ref()
-                    .is_none_or(|expected| *expected == (user.clone(), pass.clone()));
-                record.auth = TokenAuth::Password { user, pass };
-                ok
-            }
-            other => {
-                record.auth = TokenAuth::OtherGrant(other.map(str::to_string));
-                false
-            }
+        Some("password") => {
+            let user = form.get("username").cloned().unwrap_or_default();
+            let pass = form.get("password").cloned().unwrap_or_default();
+            let ok = user_pass.is_none_or(|expected| *expected == (user.clone(), pass.clone()));
+            record.auth = TokenAuth::Password { user, pass };
+            ok
         }
-    } else {
-        match basic_credentials(headers) {
-            Some((user, pass)) => {
-                let ok = user_pass
-                    .as_ref()
-                    .is_none_or(|expected| *expected == (user.clone(), pass.clone()))
-                    || config.refresh_token.as_ref() == Some(&pass);
-                record.auth = TokenAuth::Basic { user, pass };
-                ok
-            }
-            None => user_pass.is_none(),
+        other => {
+            record.auth = TokenAuth::OtherGrant(other.map(str::to_string));
+            false
         }
-    };
-    if !granted {
-        if post {
-            // RFC 6749 section 5.2.
-            let body = json!({ "error": "invalid_grant", "error_description": "bad credentials" });
-            return json_response(StatusCode::BAD_REQUEST, body.to_string().into_bytes());
-        }
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "incorrect username or password",
-        );
-        set_header(
-            &mut response,
-            header::WWW_AUTHENTICATE,
-            "Basic realm=\"fake-token\"",
-        );
-        return response;
     }
+}
+
+/// Whether a classic `GET` earns a token (anonymously, or with Basic credentials or the
+/// refresh token as the password).
+fn get_grant(
+    config: &Config,
+    user_pass: Option<&(String, String)>,
+    headers: &HeaderMap,
+    record: &mut TokenRequest,
+) -> bool {
+    match basic_credentials(headers) {
+        Some((user, pass)) => {
+            let ok = user_pass.is_none_or(|expected| *expected == (user.clone(), pass.clone()))
+                || config.refresh_token.as_ref() == Some(&pass);
+            record.auth = TokenAuth::Basic { user, pass };
+            ok
+        }
+        None => user_pass.is_none(),
+    }
+}
+
+/// The answer to a token request that earned nothing.
+fn token_refused(post: bool) -> Response {
+    if post {
+        // RFC 6749 section 5.2.
+        let body = json!({ "error": "invalid_grant", "error_description": "bad credentials" });
+        return json_response(StatusCode::BAD_REQUEST, body.to_string().into_bytes());
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "incorrect username or password",
+    );
+    set_header(
+        &mut response,
+        header::WWW_AUTHENTICATE,
+        "Basic realm=\"fake-token\"",
+    );
+    response
+}
+
+/// Issues a token for the pull scopes in `record` and answers with it.
+fn issue_token(shared: &Shared, record: &mut TokenRequest) -> Response {
     let mut repos = HashSet::new();
     for scope in &record.scopes {
         let mut parts = scope.splitn(3, ':');
@@ -1084,6 +1118,7 @@ fn token_response(
     state.issued.push(token.clone());
     drop(state);
     record.issued = Some(token.clone());
+    let config = &shared.config;
     let mut body = json!({ "token": token, "access_token": token });
     if let Some(seconds) = config.expires_in {
         body["expires_in"] = json!(seconds);
