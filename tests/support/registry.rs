@@ -8,12 +8,18 @@
 //! Every request is logged and blob traffic is counted so tests can assert what the client did;
 //! token requests and issued tokens are recorded too ([`FakeRegistry::token_log`],
 //! [`FakeRegistry::issued_tokens`]).
-//! Faults (a status for the first N matching requests, corrupted blob bytes) are injected
-//! through [`FakeRegistry::inject`], [`FakeRegistry::corrupt_blob`], [`FakeRegistry::stall_blob`],
-//! [`FakeRegistry::throttle_blobs`], [`FakeRegistry::ignore_ranges`],
-//! [`FakeRegistry::redirect_blobs`], [`FakeRegistry::blob_fault`] (bodies that reset, end early,
-//! drip, never end, or answer a `Range` wrongly) and [`FakeRegistry::stream_manifests`]
-//! (manifests sent without `Content-Length`).
+//! Every misbehaviour comes from one fault table: a list of [`Fault`]s, each a [`Match`] (path
+//! suffix, blob digest, method, [`Kind`] of endpoint, ranged requests only), an [`Action`] (a
+//! canned status with headers and body, other bytes for a blob, pacing, a stall after N bytes, a
+//! redirect to another host name, ignoring `Range`, a [`BodyFault`]: a body that resets, ends
+//! early, drips, never ends or answers a `Range` wrongly; manifests streamed without
+//! `Content-Length` or dripped) and how many requests it is good for. Faults are added with
+//! [`FakeRegistry::add_fault`] and consulted in the order added, in one place in the request path.
+//! The shorthands [`FakeRegistry::inject`], [`FakeRegistry::corrupt_blob`],
+//! [`FakeRegistry::throttle_blobs`], [`FakeRegistry::stall_blob`],
+//! [`FakeRegistry::redirect_blobs`], [`FakeRegistry::ignore_ranges`], [`FakeRegistry::blob_fault`],
+//! [`FakeRegistry::stream_manifests`] and [`FakeRegistry::drip_manifests`] add (or, turning a
+//! behaviour off, remove) entries of that table.
 //!
 //! The server runs on its own thread with its own tokio runtime, so plain synchronous `#[test]`
 //! functions can start one, run the binary against it and inspect it afterwards. It is dropped
@@ -225,29 +231,182 @@ pub struct Request {
     pub status: u16,
 }
 
-/// A canned failure: the first `times` requests whose path ends with `path_suffix` (and whose
-/// method matches, if given) get `status` with `headers` and `body` instead of being served.
+/// The endpoints a [`Match`] can be limited to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// Every request.
+    #[default]
+    Any,
+    /// `/v2/<name>/manifests/<reference>`.
+    Manifest,
+    /// `/v2/<name>/blobs/<digest>` and its redirect target `/cdn/<name>/<digest>`.
+    Blob,
+    /// `/token`.
+    Token,
+}
+
+/// Which requests a [`Fault`] applies to: every condition that is set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Match {
+    /// The path ends with this (a digest, `/manifests/v1`, `/token`, `/v2/`); `/cdn/` paths
+    /// included.
+    pub path_suffix: Option<String>,
+    /// Blob requests (under `/v2/` or `/cdn/`) for this digest.
+    pub digest: Option<String>,
+    /// Requests with this method.
+    pub method: Option<Method>,
+    /// Requests for this kind of endpoint.
+    pub kind: Kind,
+    /// Requests with a `Range` header the registry honours (for blob actions: one no
+    /// [`Action::IgnoreRange`] fault set aside).
+    pub ranged: bool,
+}
+
+impl Match {
+    /// Every request.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// Requests whose path ends with `suffix`.
+    pub fn path(suffix: &str) -> Self {
+        Self {
+            path_suffix: Some(suffix.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// Every blob request (`/v2/` and `/cdn/`).
+    pub fn blobs() -> Self {
+        Self {
+            kind: Kind::Blob,
+            ..Self::default()
+        }
+    }
+
+    /// Blob requests for `digest`.
+    pub fn blob(digest: &str) -> Self {
+        Self {
+            digest: Some(digest.to_string()),
+            ..Self::blobs()
+        }
+    }
+
+    /// Every manifest request.
+    pub fn manifests() -> Self {
+        Self {
+            kind: Kind::Manifest,
+            ..Self::default()
+        }
+    }
+
+    /// Requests to the token endpoint.
+    pub fn token() -> Self {
+        Self {
+            kind: Kind::Token,
+            ..Self::default()
+        }
+    }
+
+    /// Only requests with this method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Only ranged requests.
+    pub fn ranged(mut self) -> Self {
+        self.ranged = true;
+        self
+    }
+
+    /// Whether `request` is one of these (`ranged`: whether its `Range` counts).
+    fn matches(&self, request: &Incoming, ranged: bool) -> bool {
+        let target = request.target;
+        let kind = match self.kind {
+            Kind::Any => true,
+            Kind::Manifest => matches!(target, Target::Manifest { .. }),
+            Kind::Blob => matches!(target, Target::Blob { .. }),
+            Kind::Token => matches!(target, Target::Token),
+        };
+        kind && (ranged || !self.ranged)
+            && self
+                .path_suffix
+                .as_ref()
+                .is_none_or(|suffix| request.path.ends_with(suffix.as_str()))
+            && self.method.as_ref().is_none_or(|m| m == request.method)
+            && self.digest.as_ref().is_none_or(
+                |wanted| matches!(target, Target::Blob { digest, .. } if digest == wanted),
+            )
+    }
+}
+
+/// What a [`Fault`] does to a request it matches.
+///
+/// [`Action::Respond`] answers any request before anything else (authentication included).
+/// The others shape the response a request would get: [`Action::Redirect`] an authorized `/v2/`
+/// blob request; the blob actions the response for a stored blob; the manifest actions the
+/// response for a stored manifest. Actions that shape a body apply to `GET`s only.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Answer `status` with `headers` and `body` instead of serving the request.
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// `307 Temporary Redirect` to `http://<host>:<port>/cdn/<name>/<digest>` on this same
+    /// server, which serves the blob without asking for credentials (like a CDN); `/v2/` blob
+    /// requests only.
+    Redirect { host: String },
+    /// Serve these bytes instead of the stored blob (the headers follow them).
+    ServeBytes(Vec<u8>),
+    /// Ignore `Range` and answer `200` with the whole blob, like a server without range support.
+    IgnoreRange,
+    /// The blob body misbehaves as the [`BodyFault`] says. `Reset` and `Truncate` win over a
+    /// stall, a stall wins over `Drip`, and `Drip` replaces any pacing.
+    Body(BodyFault),
+    /// Send this many bytes of the blob body, then nothing more until the client gives up (the
+    /// headers promise the full length).
+    StallAfter(usize),
+    /// Send the blob body at this pace.
+    Pace(Throttle),
+    /// Send the manifest without `Content-Length`, in 64 KiB chunks (a streaming server, so a
+    /// client cannot tell the size before reading).
+    StreamManifest,
+    /// Send the manifest body one byte at a time, one every this long.
+    DripManifest(Duration),
+}
+
+/// One entry of the fault table: `action` for the next `times` requests `when` matches
+/// (`usize::MAX`: every one). See [`FakeRegistry::add_fault`].
 #[derive(Clone, Debug)]
 pub struct Fault {
-    pub path_suffix: String,
-    pub method: Option<Method>,
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub when: Match,
+    pub action: Action,
     pub times: usize,
 }
 
 impl Fault {
-    /// Answer `status` once for paths ending in `path_suffix` (e.g. a digest, `/manifests/v1`).
-    pub fn status(path_suffix: &str, status: u16) -> Self {
+    /// `action` for the next request `when` matches.
+    pub fn new(when: Match, action: Action) -> Self {
         Self {
-            path_suffix: path_suffix.to_string(),
-            method: None,
-            status,
-            headers: Vec::new(),
-            body: String::new(),
+            when,
+            action,
             times: 1,
         }
+    }
+
+    /// Answer `status` once for paths ending in `path_suffix` (e.g. a digest, `/manifests/v1`).
+    pub fn status(path_suffix: &str, status: u16) -> Self {
+        Self::new(
+            Match::path(path_suffix),
+            Action::Respond {
+                status,
+                headers: Vec::new(),
+                body: String::new(),
+            },
+        )
     }
 
     /// Apply to the first `times` matching requests (`usize::MAX` for always).
@@ -256,22 +415,74 @@ impl Fault {
         self
     }
 
+    /// Apply to every matching request.
+    pub fn always(self) -> Self {
+        self.times(usize::MAX)
+    }
+
     /// Only for requests with this method.
     pub fn method(mut self, method: Method) -> Self {
-        self.method = Some(method);
+        self.when.method = Some(method);
         self
     }
 
-    /// Adds a response header (e.g. `Retry-After`).
+    /// Adds a response header (e.g. `Retry-After`) to an [`Action::Respond`].
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_string(), value.to_string()));
+        let Action::Respond { headers, .. } = &mut self.action else {
+            panic!("Fault::header needs Action::Respond, not {:?}", self.action);
+        };
+        headers.push((name.to_string(), value.to_string()));
         self
     }
 
-    /// Sets the response body.
-    pub fn body(mut self, body: &str) -> Self {
-        self.body = body.to_string();
+    /// Sets the body of an [`Action::Respond`].
+    pub fn body(mut self, text: &str) -> Self {
+        let Action::Respond { body, .. } = &mut self.action else {
+            panic!("Fault::body needs Action::Respond, not {:?}", self.action);
+        };
+        *body = text.to_string();
         self
+    }
+}
+
+/// Sends a blob body `chunk` bytes at a time with `delay` between chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct Throttle {
+    pub chunk: usize,
+    pub delay: Duration,
+}
+
+/// How a blob body misbehaves (see [`Action::Body`] and [`FakeRegistry::blob_fault`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Send `after` bytes of the body, then fail the stream: the connection is torn down
+    /// mid-body (what a reset looks like to the client). The headers promise the full length.
+    Reset { after: usize },
+    /// Send `after` bytes, then end the body cleanly although `Content-Length` promised more.
+    Truncate { after: usize },
+    /// Send the body one byte at a time, one every `every` (a link that never quite stalls).
+    Drip { every: Duration },
+    /// Answer `200` without `Content-Length` and send zero bytes without end.
+    Endless,
+    /// Ranged GETs only: answer `416 Range Not Satisfiable`.
+    RangeNotSatisfiable,
+    /// Ranged GETs only: answer `206` with the whole blob and `Content-Range: bytes 0-..`,
+    /// whatever start was asked for.
+    WrongContentRange,
+    /// Ranged GETs only: answer `206` whose `Content-Range` names the range asked for but whose
+    /// bytes start `shift` bytes earlier (a server that lies; only the digest can tell).
+    ShiftedRange { shift: usize },
+}
+
+impl BodyFault {
+    /// Whether the fault only means something for ranged GETs.
+    fn ranged_only(&self) -> bool {
+        matches!(
+            self,
+            BodyFault::RangeNotSatisfiable
+                | BodyFault::WrongContentRange
+                | BodyFault::ShiftedRange { .. }
+        )
     }
 }
 
@@ -296,23 +507,8 @@ struct State {
     token_log: Vec<TokenRequest>,
     /// Issued tokens in issue order (never forgotten, even by `reset_log`).
     issued: Vec<String>,
+    /// The fault table, in the order faults were added.
     faults: Vec<Fault>,
-    /// Digest -> bytes served instead of the stored blob.
-    corrupt: HashMap<String, Vec<u8>>,
-    /// Pacing of every blob body.
-    throttle: Option<Throttle>,
-    /// Blob bodies that stop sending part-way.
-    stalls: Vec<Stall>,
-    /// Misbehaving blob responses, see [`BodyFault`].
-    body_faults: Vec<(String, BodyFault, usize)>,
-    /// Send manifests without `Content-Length`, in small chunks.
-    stream_manifests: bool,
-    /// Send manifests one byte at a time, one every this long.
-    drip_manifests: Option<Duration>,
-    /// Serve whole blobs (200) even when a Range is asked for, like servers without range support.
-    ignore_ranges: bool,
-    /// Host name blob GETs are redirected to (`/cdn/...` on this same server).
-    redirect_host: Option<String>,
     /// Blob bodies being sent right now, and the most at once.
     in_flight: usize,
     max_in_flight: usize,
@@ -325,56 +521,6 @@ struct Grant {
     repos: HashSet<String>,
     /// When it was really issued.
     at: Instant,
-}
-
-/// Sends every blob body `chunk` bytes at a time with `delay` between chunks.
-#[derive(Clone, Copy, Debug)]
-pub struct Throttle {
-    pub chunk: usize,
-    pub delay: Duration,
-}
-
-/// The next `times` GETs of blob `digest` send `after` bytes of their body and then nothing
-/// more until the client gives up (the headers promise the full length).
-#[derive(Clone, Debug)]
-struct Stall {
-    digest: String,
-    after: usize,
-    times: usize,
-}
-
-/// How the next GETs of one blob misbehave (see [`FakeRegistry::blob_fault`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BodyFault {
-    /// Send `after` bytes of the body, then fail the stream: the connection is torn down
-    /// mid-body (what a reset looks like to the client). The headers promise the full length.
-    Reset { after: usize },
-    /// Send `after` bytes, then end the body cleanly although `Content-Length` promised more.
-    Truncate { after: usize },
-    /// Send the body one byte at a time, one every `every` (a link that never quite stalls).
-    Drip { every: Duration },
-    /// Answer `200` without `Content-Length` and send zero bytes without end.
-    Endless,
-    /// Ranged GETs only: answer `416 Range Not Satisfiable`.
-    RangeNotSatisfiable,
-    /// Ranged GETs only: answer `206` with the whole blob and `Content-Range: bytes 0-..`,
-    /// whatever start was asked for.
-    WrongContentRange,
-    /// Ranged GETs only: answer `206` whose `Content-Range` names the range asked for but whose
-    /// bytes start `shift` bytes earlier (a server that lies; only the digest can tell).
-    ShiftedRange { shift: usize },
-}
-
-impl BodyFault {
-    /// Whether the fault applies to ranged GETs only.
-    fn ranged_only(&self) -> bool {
-        matches!(
-            self,
-            BodyFault::RangeNotSatisfiable
-                | BodyFault::WrongContentRange
-                | BodyFault::ShiftedRange { .. }
-        )
-    }
 }
 
 /// What a blob body does once it has sent what it sends.
@@ -542,62 +688,118 @@ impl FakeRegistry {
         }
     }
 
-    /// Adds a canned failure; faults are checked in the order they were added.
-    pub fn inject(&self, fault: Fault) {
+    /// Adds `fault` to the end of the fault table (see [`Fault`], [`Match`] and [`Action`]).
+    ///
+    /// For each request the table is consulted in the order faults were added: of each action
+    /// the first fault whose [`Match`] holds and that has `times` left is picked (and one of its
+    /// `times` used up, unless it is `usize::MAX`), and only when the request gets as far as
+    /// that action: a picked [`Action::Respond`] answers the request at once, a picked
+    /// [`Action::Redirect`] answers a `/v2/` blob request, and the blob or manifest actions
+    /// picked then shape the response together.
+    pub fn add_fault(&self, fault: Fault) {
         self.shared.lock().faults.push(fault);
     }
 
-    /// Serves `data` instead of the stored blob `digest` (in every repository).
+    /// Adds a fault, usually a canned failure from [`Fault::status`] (the same as
+    /// [`FakeRegistry::add_fault`]).
+    pub fn inject(&self, fault: Fault) {
+        self.add_fault(fault);
+    }
+
+    /// Removes the faults matching exactly `when` whose action is `same`, then adds `action`
+    /// (if any) for every request `when` matches: what the on/off setters below do, so that the
+    /// last setting wins.
+    fn set_fault(&self, when: Match, same: fn(&Action) -> bool, action: Option<Action>) {
+        let mut state = self.shared.lock();
+        state
+            .faults
+            .retain(|fault| fault.when != when || !same(&fault.action));
+        if let Some(action) = action {
+            state.faults.push(Fault::new(when, action).always());
+        }
+    }
+
+    /// Serves `data` instead of the stored blob `digest` (in every repository):
+    /// [`Action::ServeBytes`] for [`Match::blob`], replacing an earlier `corrupt_blob`.
     pub fn corrupt_blob(&self, digest: &str, data: Vec<u8>) {
-        self.shared.lock().corrupt.insert(digest.to_string(), data);
+        self.set_fault(
+            Match::blob(digest),
+            |a| matches!(a, Action::ServeBytes(_)),
+            Some(Action::ServeBytes(data)),
+        );
     }
 
     /// Paces every blob body: `chunk` bytes, then `delay`, and so on (for progress, concurrency
-    /// and interruption tests). `None` turns pacing off.
+    /// and interruption tests). `None` turns pacing off. [`Action::Pace`] for [`Match::blobs`].
     pub fn throttle_blobs(&self, throttle: Option<Throttle>) {
-        self.shared.lock().throttle = throttle;
+        self.set_fault(
+            Match::blobs(),
+            |a| matches!(a, Action::Pace(_)),
+            throttle.map(Action::Pace),
+        );
     }
 
     /// The next `times` GETs of blob `digest` send only `after` bytes, then stall (the connection
-    /// stays open and silent) until the client hangs up.
+    /// stays open and silent) until the client hangs up. [`Action::StallAfter`].
     pub fn stall_blob(&self, digest: &str, after: usize, times: usize) {
-        self.shared.lock().stalls.push(Stall {
-            digest: digest.to_string(),
-            after,
-            times,
-        });
+        self.add_fault(Fault::new(Match::blob(digest), Action::StallAfter(after)).times(times));
     }
 
     /// Answers blob GETs with `307 Temporary Redirect` to `http://<host>:<port>/cdn/<name>/<digest>`
     /// on this same server, which serves the blob without asking for credentials (like a CDN).
     /// Use another spelling of the loopback address (`localhost`) to make the redirect cross-host.
+    /// [`Action::Redirect`] for blob GETs, replacing an earlier `redirect_blobs`.
     pub fn redirect_blobs(&self, host: &str) {
-        self.shared.lock().redirect_host = Some(host.to_string());
+        self.set_fault(
+            Match::blobs().method(Method::GET),
+            |a| matches!(a, Action::Redirect { .. }),
+            Some(Action::Redirect {
+                host: host.to_string(),
+            }),
+        );
     }
 
-    /// Ignores `Range` headers on blobs and always answers `200` with the whole blob.
+    /// Ignores `Range` headers on blobs and always answers `200` with the whole blob
+    /// ([`Action::IgnoreRange`] for [`Match::blobs`]; `false` removes it).
     pub fn ignore_ranges(&self, ignore: bool) {
-        self.shared.lock().ignore_ranges = ignore;
+        self.set_fault(
+            Match::blobs(),
+            |a| matches!(a, Action::IgnoreRange),
+            ignore.then_some(Action::IgnoreRange),
+        );
     }
 
     /// The next `times` GETs of blob `digest` misbehave as `fault` says (for the `Range` faults,
     /// the next `times` ranged GETs). Faults are used in the order they were added.
+    /// [`Action::Body`] for [`Match::blob`] (made [`Match::ranged`] for the `Range` faults).
     pub fn blob_fault(&self, digest: &str, fault: BodyFault, times: usize) {
-        self.shared
-            .lock()
-            .body_faults
-            .push((digest.to_string(), fault, times));
+        let when = if fault.ranged_only() {
+            Match::blob(digest).ranged()
+        } else {
+            Match::blob(digest)
+        };
+        self.add_fault(Fault::new(when, Action::Body(fault)).times(times));
     }
 
     /// Sends manifest bodies without `Content-Length`, in chunks (a streaming server, so a
-    /// client cannot tell the size before reading).
+    /// client cannot tell the size before reading). [`Action::StreamManifest`] for
+    /// [`Match::manifests`]; `false` removes it.
     pub fn stream_manifests(&self, on: bool) {
-        self.shared.lock().stream_manifests = on;
+        self.set_fault(
+            Match::manifests(),
+            |a| matches!(a, Action::StreamManifest),
+            on.then_some(Action::StreamManifest),
+        );
     }
 
     /// Sends manifest bodies one byte every `every` (`None`: all at once again).
+    /// [`Action::DripManifest`] for [`Match::manifests`].
     pub fn drip_manifests(&self, every: Option<Duration>) {
-        self.shared.lock().drip_manifests = every;
+        self.set_fault(
+            Match::manifests(),
+            |a| matches!(a, Action::DripManifest(_)),
+            every.map(Action::DripManifest),
+        );
     }
 
     /// GET requests for blob `digest` (under `/v2/` or `/cdn/`), in arrival order.
@@ -733,15 +935,113 @@ fn handle(
     response
 }
 
-fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<Fault> {
-    let mut state = shared.lock();
-    let fault = state.faults.iter_mut().find(|f| {
-        f.times > 0
-            && path.ends_with(&f.path_suffix)
-            && f.method.as_ref().is_none_or(|m| m == method)
-    })?;
-    fault.times -= 1;
-    Some(fault.clone())
+/// A request as the router and the fault table see it.
+struct Incoming<'a> {
+    method: &'a Method,
+    path: &'a str,
+    target: Target<'a>,
+    /// The `Range` header, verbatim.
+    range: Option<String>,
+}
+
+/// What a request's path asks for.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// `/token`.
+    Token,
+    /// `/v2/`.
+    Ping,
+    /// `/v2/<name>/manifests/<reference>`.
+    Manifest { name: &'a str, reference: &'a str },
+    /// `/v2/<name>/blobs/<digest>`, or (`cdn`) the redirect target `/cdn/<name>/<digest>`.
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+        cdn: bool,
+    },
+    /// Anything else.
+    Unknown,
+}
+
+impl<'a> Target<'a> {
+    fn parse(path: &'a str) -> Self {
+        if path == "/token" {
+            return Target::Token;
+        }
+        if let Some(rest) = path.strip_prefix("/cdn/")
+            && let Some((name, digest)) = rest.rsplit_once('/')
+        {
+            return Target::Blob {
+                name,
+                digest,
+                cdn: true,
+            };
+        }
+        if path == "/v2/" || path == "/v2" {
+            return Target::Ping;
+        }
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return Target::Unknown;
+        };
+        if let Some(i) = rest.rfind("/manifests/") {
+            Target::Manifest {
+                name: &rest[..i],
+                reference: &rest[i + "/manifests/".len()..],
+            }
+        } else if let Some(i) = rest.rfind("/blobs/") {
+            Target::Blob {
+                name: &rest[..i],
+                digest: &rest[i + "/blobs/".len()..],
+                cdn: false,
+            }
+        } else {
+            Target::Unknown
+        }
+    }
+}
+
+/// Where a request goes unless a fault answers it first.
+enum Gate {
+    /// To the token endpoint.
+    Token,
+    /// This answer (an error, a denial, the `/v2/` ping), which no fault shapes.
+    Answer(Response),
+    /// To the manifest or blob it names, served as the picked faults say.
+    Serve,
+}
+
+/// The faults picked for one request, already used up.
+#[derive(Default)]
+struct Picked {
+    respond: Option<Canned>,
+    /// The `Location` of an [`Action::Redirect`].
+    redirect: Option<String>,
+    blob: BlobFaults,
+    manifest: ManifestFaults,
+}
+
+/// The answer of an [`Action::Respond`].
+struct Canned {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// The blob actions picked for one request.
+#[derive(Default)]
+struct BlobFaults {
+    bytes: Option<Vec<u8>>,
+    ignore_range: bool,
+    body: Option<BodyFault>,
+    stall: Option<usize>,
+    pace: Option<Throttle>,
+}
+
+/// The manifest actions picked for one request.
+#[derive(Clone, Copy, Default)]
+struct ManifestFaults {
+    stream: bool,
+    drip: Option<Duration>,
 }
 
 fn route(
@@ -752,74 +1052,233 @@ fn route(
     body: &[u8],
 ) -> Response {
     let path = uri.path();
-    if let Some(fault) = take_fault(shared, method, path) {
-        let mut response = response(
-            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            Body::from(fault.body.clone()),
-        );
-        for (name, value) in &fault.headers {
-            if let (Ok(name), Ok(value)) = (
-                header::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                response.headers_mut().insert(name, value);
-            }
-        }
-        return response;
-    }
-    if path == "/token" {
-        return token(shared, method, uri, headers, body);
-    }
-    if *method != Method::GET && *method != Method::HEAD {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "the fake registry is read-only",
-        );
-    }
-    if let Some(rest) = path.strip_prefix("/cdn/")
-        && let Some((name, digest)) = rest.rsplit_once('/')
-    {
-        return blob(shared, name, digest, *method == Method::HEAD, headers);
-    }
-    if path == "/v2/" || path == "/v2" {
-        if let Some(denied) = authorize(shared, headers, None) {
-            return denied;
-        }
-        return json_response(StatusCode::OK, b"{}".to_vec());
-    }
-    let Some(rest) = path.strip_prefix("/v2/") else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    let request = Incoming {
+        method,
+        path,
+        target: Target::parse(path),
+        range: header_str(headers, header::RANGE),
     };
-    let (name, kind, reference) = if let Some(i) = rest.rfind("/manifests/") {
-        (&rest[..i], Kind::Manifest, &rest[i + "/manifests/".len()..])
-    } else if let Some(i) = rest.rfind("/blobs/") {
-        (&rest[..i], Kind::Blob, &rest[i + "/blobs/".len()..])
-    } else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
-    };
-    if let Some(denied) = authorize(shared, headers, Some(name)) {
-        return denied;
+    let gate = gate(shared, &request, headers);
+    let picked = pick(shared, &request, matches!(gate, Gate::Serve));
+    if let Some(canned) = picked.respond {
+        return canned_response(canned);
     }
-    let head = *method == Method::HEAD;
-    if let (Kind::Blob, false, Some(host)) = (&kind, head, shared.lock().redirect_host.clone()) {
+    if let Some(location) = picked.redirect {
         let mut response = response(StatusCode::TEMPORARY_REDIRECT, Body::empty());
-        let location = format!(
-            "http://{host}:{}/cdn/{name}/{reference}",
-            shared.addr.port()
-        );
         set_header(&mut response, header::LOCATION, &location);
         return response;
     }
-    match kind {
-        Kind::Manifest => manifest(shared, name, reference, head),
-        Kind::Blob => blob(shared, name, reference, head, headers),
+    match gate {
+        Gate::Token => token(shared, method, uri, headers, body),
+        Gate::Answer(response) => response,
+        Gate::Serve => serve(shared, &request, picked),
     }
 }
 
-enum Kind {
-    Manifest,
-    Blob,
+/// Routing and authentication, without side effects (so a fault can still answer instead).
+fn gate(shared: &Shared, request: &Incoming, headers: &HeaderMap) -> Gate {
+    if let Target::Token = request.target {
+        return Gate::Token;
+    }
+    if *request.method != Method::GET && *request.method != Method::HEAD {
+        return Gate::Answer(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the fake registry is read-only",
+        ));
+    }
+    let repo = match request.target {
+        Target::Blob { cdn: true, .. } => return Gate::Serve,
+        Target::Token | Target::Unknown => {
+            return Gate::Answer(error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint",
+            ));
+        }
+        Target::Ping => None,
+        Target::Manifest { name, .. } | Target::Blob { name, .. } => Some(name),
+    };
+    if let Some(denied) = authorize(shared, headers, repo) {
+        return Gate::Answer(denied);
+    }
+    match request.target {
+        Target::Ping => Gate::Answer(json_response(StatusCode::OK, b"{}".to_vec())),
+        _ => Gate::Serve,
+    }
+}
+
+/// The one place the fault table is consulted: picks, in table order, the faults that apply
+/// to `request` and uses them up. `served`: whether the request gets past routing and
+/// authentication to the manifest or blob it names (only an [`Action::Respond`] applies to
+/// the others).
+fn pick(shared: &Shared, request: &Incoming, served: bool) -> Picked {
+    let mut state = shared.lock();
+    let State { repos, faults, .. } = &mut *state;
+    let ranged = request.range.is_some();
+    let respond = take(faults, request, ranged, |action| match action {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => Some(Canned {
+            status: *status,
+            headers: headers.clone(),
+            body: body.clone(),
+        }),
+        _ => None,
+    });
+    if respond.is_some() || !served {
+        return Picked {
+            respond,
+            ..Picked::default()
+        };
+    }
+    let mut picked = Picked::default();
+    match request.target {
+        Target::Blob { name, digest, cdn } => {
+            if !cdn {
+                picked.redirect = take(faults, request, ranged, |action| match action {
+                    Action::Redirect { host } => Some(format!(
+                        "http://{host}:{}/cdn/{name}/{digest}",
+                        shared.addr.port()
+                    )),
+                    _ => None,
+                });
+            }
+            let stored = repos.get(name).and_then(|repo| repo.blobs.get(digest));
+            if let (None, Some(data)) = (&picked.redirect, stored) {
+                picked.blob = pick_blob(faults, request, data.len() as u64);
+            }
+        }
+        Target::Manifest { name, reference }
+            if repos
+                .get(name)
+                .is_some_and(|repo| repo.manifests.contains_key(reference)) =>
+        {
+            picked.manifest = pick_manifest(faults, request);
+        }
+        _ => {}
+    }
+    picked
+}
+
+/// The blob actions for a request for a stored blob of `stored_len` bytes. Body actions only
+/// for GETs, and a stall or pacing only for bodies that are sent (not `416`, not endless).
+fn pick_blob(faults: &mut [Fault], request: &Incoming, stored_len: u64) -> BlobFaults {
+    let ranged = request.range.is_some();
+    let bytes = take(faults, request, ranged, |action| match action {
+        Action::ServeBytes(data) => Some(data.clone()),
+        _ => None,
+    });
+    let ignore_range = take(faults, request, ranged, |action| {
+        matches!(action, Action::IgnoreRange).then_some(())
+    })
+    .is_some();
+    let mut picked = BlobFaults {
+        bytes,
+        ignore_range,
+        ..BlobFaults::default()
+    };
+    if *request.method != Method::GET {
+        return picked;
+    }
+    let range = request.range.as_deref().filter(|_| !ignore_range);
+    picked.body = take(faults, request, range.is_some(), |action| match action {
+        Action::Body(fault) => Some(fault.clone()),
+        _ => None,
+    });
+    let len = picked
+        .bytes
+        .as_ref()
+        .map_or(stored_len, |data| data.len() as u64);
+    let sent = picked.body != Some(BodyFault::Endless)
+        && !matches!(blob_range(range, len, picked.body.as_ref()), Some(Err(())));
+    if sent {
+        picked.stall = take(faults, request, ranged, |action| match action {
+            Action::StallAfter(after) => Some(*after),
+            _ => None,
+        });
+        picked.pace = take(faults, request, ranged, |action| match action {
+            Action::Pace(throttle) => Some(*throttle),
+            _ => None,
+        });
+    }
+    picked
+}
+
+/// The manifest actions for a request for a stored manifest (dripping only for GETs).
+fn pick_manifest(faults: &mut [Fault], request: &Incoming) -> ManifestFaults {
+    let ranged = request.range.is_some();
+    let stream = take(faults, request, ranged, |action| {
+        matches!(action, Action::StreamManifest).then_some(())
+    })
+    .is_some();
+    let drip = if *request.method == Method::GET {
+        take(faults, request, ranged, |action| match action {
+            Action::DripManifest(every) => Some(*every),
+            _ => None,
+        })
+    } else {
+        None
+    };
+    ManifestFaults { stream, drip }
+}
+
+/// The first fault in the table with `times` left that matches `request` (`ranged`: whether
+/// its `Range` counts) and whose action `what` accepts; uses one of its `times`.
+fn take<T>(
+    faults: &mut [Fault],
+    request: &Incoming,
+    ranged: bool,
+    what: impl Fn(&Action) -> Option<T>,
+) -> Option<T> {
+    faults
+        .iter_mut()
+        .filter(|fault| fault.times > 0 && fault.when.matches(request, ranged))
+        .find_map(|fault| {
+            let picked = what(&fault.action)?;
+            if fault.times != usize::MAX {
+                fault.times -= 1;
+            }
+            Some(picked)
+        })
+}
+
+/// The answer of an [`Action::Respond`].
+fn canned_response(canned: Canned) -> Response {
+    let mut response = response(
+        StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Body::from(canned.body),
+    );
+    for (name, value) in &canned.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// A manifest or blob request that got through [`gate`], served as `picked` says.
+fn serve(shared: &Arc<Shared>, request: &Incoming, picked: Picked) -> Response {
+    let head = *request.method == Method::HEAD;
+    match request.target {
+        Target::Manifest { name, reference } => {
+            manifest(shared, name, reference, head, picked.manifest)
+        }
+        Target::Blob { name, digest, .. } => blob(
+            shared,
+            name,
+            digest,
+            head,
+            request.range.as_deref(),
+            picked.blob,
+        ),
+        _ => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"),
+    }
 }
 
 fn response(status: StatusCode, body: Body) -> Response {
@@ -983,8 +1442,32 @@ fn token_response(
     } else {
         uri.query().unwrap_or("").as_bytes().to_vec()
     };
-    let mut form: HashMap<String, String> = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&params) {
+    let form = token_form(&params, record);
+    let config = &shared.config;
+    let granted = if post {
+        if let Some(status) = config.post_token_status {
+            record.auth = TokenAuth::OtherGrant(form.get("grant_type").cloned());
+            return error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
+                "UNSUPPORTED",
+                "this token server does not speak OAuth2",
+            );
+        }
+        post_grant(config, user_pass.as_ref(), &form, record)
+    } else {
+        get_grant(config, user_pass.as_ref(), headers, record)
+    };
+    if !granted {
+        return token_refused(post);
+    }
+    issue_token(shared, record)
+}
+
+/// Parses the token request's query or form: `scope`, `service` and `client_id` go into
+/// `record`, the other fields are returned.
+fn token_form(params: &[u8], record: &mut TokenRequest) -> HashMap<String, String> {
+    let mut form = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(params) {
         match &*key {
             "scope" => record.scopes.extend(
                 value
@@ -999,68 +1482,78 @@ fn token_response(
             }
         }
     }
-    let config = &shared.config;
-    let granted = if post {
-        if let Some(status) = config.post_token_status {
-            record.auth = TokenAuth::OtherGrant(form.get("grant_type").cloned());
-            return error(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
-                "UNSUPPORTED",
-                "this token server does not speak OAuth2",
-            );
+    form
+}
+
+/// Whether an OAuth2 `POST` earns a token (refresh token or password grant).
+fn post_grant(
+    config: &Config,
+    user_pass: Option<&(String, String)>,
+    form: &HashMap<String, String>,
+    record: &mut TokenRequest,
+) -> bool {
+    match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {
+            let given = form.get("refresh_token").cloned().unwrap_or_default();
+            let ok = config.refresh_token.as_ref() == Some(&given);
+            record.auth = TokenAuth::RefreshToken(given);
+            ok
         }
-        match form.get("grant_type").map(String::as_str) {
-            Some("refresh_token") => {
-                let given = form.get("refresh_token").cloned().unwrap_or_default();
-                let ok = config.refresh_token.as_ref() == Some(&given);
-                record.auth = TokenAuth::RefreshToken(given);
-                ok
-            }
-            Some("password") => {
-                let user = form.get("username").cloned().unwrap_or_default();
-                let pass = form.get("password").cloned().unwrap_or_default();
-                let ok = user_pass
-                    .as_ref()
-                    .is_none_or(|expected| *expected == (user.clone(), pass.clone()));
-                record.auth = TokenAuth::Password { user, pass };
-                ok
-            }
-            other => {
-                record.auth = TokenAuth::OtherGrant(other.map(str::to_string));
-                false
-            }
+        Some("password") => {
+            let user = form.get("username").cloned().unwrap_or_default();
+            let pass = form.get("password").cloned().unwrap_or_default();
+            let ok = user_pass.is_none_or(|expected| *expected == (user.clone(), pass.clone()));
+            record.auth = TokenAuth::Password { user, pass };
+            ok
         }
-    } else {
-        match basic_credentials(headers) {
-            Some((user, pass)) => {
-                let ok = user_pass
-                    .as_ref()
-                    .is_none_or(|expected| *expected == (user.clone(), pass.clone()))
-                    || config.refresh_token.as_ref() == Some(&pass);
-                record.auth = TokenAuth::Basic { user, pass };
-                ok
-            }
-            None => user_pass.is_none(),
+        other => {
+            record.auth = TokenAuth::OtherGrant(other.map(str::to_string));
+            false
         }
-    };
-    if !granted {
-        if post {
-            // RFC 6749 section 5.2.
-            let body = json!({ "error": "invalid_grant", "error_description": "bad credentials" });
-            return json_response(StatusCode::BAD_REQUEST, body.to_string().into_bytes());
-        }
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "incorrect username or password",
-        );
-        set_header(
-            &mut response,
-            header::WWW_AUTHENTICATE,
-            "Basic realm=\"fake-token\"",
-        );
-        return response;
     }
+}
+
+/// Whether a classic `GET` earns a token (anonymously, or with Basic credentials or the
+/// refresh token as the password).
+fn get_grant(
+    config: &Config,
+    user_pass: Option<&(String, String)>,
+    headers: &HeaderMap,
+    record: &mut TokenRequest,
+) -> bool {
+    match basic_credentials(headers) {
+        Some((user, pass)) => {
+            let ok = user_pass.is_none_or(|expected| *expected == (user.clone(), pass.clone()))
+                || config.refresh_token.as_ref() == Some(&pass);
+            record.auth = TokenAuth::Basic { user, pass };
+            ok
+        }
+        None => user_pass.is_none(),
+    }
+}
+
+/// The answer to a token request that earned nothing.
+fn token_refused(post: bool) -> Response {
+    if post {
+        // RFC 6749 section 5.2.
+        let body = json!({ "error": "invalid_grant", "error_description": "bad credentials" });
+        return json_response(StatusCode::BAD_REQUEST, body.to_string().into_bytes());
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "incorrect username or password",
+    );
+    set_header(
+        &mut response,
+        header::WWW_AUTHENTICATE,
+        "Basic realm=\"fake-token\"",
+    );
+    response
+}
+
+/// Issues a token for the pull scopes in `record` and answers with it.
+fn issue_token(shared: &Shared, record: &mut TokenRequest) -> Response {
     let mut repos = HashSet::new();
     for scope in &record.scopes {
         let mut parts = scope.splitn(3, ':');
@@ -1087,6 +1580,7 @@ fn token_response(
     state.issued.push(token.clone());
     drop(state);
     record.issued = Some(token.clone());
+    let config = &shared.config;
     let mut body = json!({ "token": token, "access_token": token });
     if let Some(seconds) = config.expires_in {
         body["expires_in"] = json!(seconds);
@@ -1133,29 +1627,54 @@ fn rfc3339(time: SystemTime) -> String {
     )
 }
 
-fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Response {
-    let state = shared.lock();
-    let Some(repo) = state.repos.get(name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NAME_UNKNOWN",
-            "repository name not known to registry",
-        );
+fn manifest(
+    shared: &Shared,
+    name: &str,
+    reference: &str,
+    head: bool,
+    faults: ManifestFaults,
+) -> Response {
+    let (media_type, bytes) = {
+        let state = shared.lock();
+        let Some(repo) = state.repos.get(name) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+            );
+        };
+        let Some(stored) = repo.manifests.get(reference) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            );
+        };
+        stored.clone()
     };
-    let Some((media_type, bytes)) = repo.manifests.get(reference) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "MANIFEST_UNKNOWN",
-            "manifest unknown",
-        );
-    };
-    let digest = sha256_digest(bytes);
-    let streamed = state.stream_manifests;
-    let drip = state.drip_manifests;
+    let digest = sha256_digest(&bytes);
+    let len = bytes.len();
     let body = if head {
         Body::empty()
-    } else if let Some(delay) = drip {
-        let data = Bytes::from(bytes.clone());
+    } else {
+        manifest_body(Bytes::from(bytes), faults)
+    };
+    let mut response = response(StatusCode::OK, body);
+    set_header(&mut response, header::CONTENT_TYPE, &media_type);
+    if !faults.stream {
+        set_header(&mut response, header::CONTENT_LENGTH, &len.to_string());
+    }
+    set_header(
+        &mut response,
+        header::HeaderName::from_static("docker-content-digest"),
+        &digest,
+    );
+    response
+}
+
+/// A manifest body: dripped, streamed in chunks, or all at once.
+fn manifest_body(data: Bytes, faults: ManifestFaults) -> Body {
+    if let Some(delay) = faults.drip {
         let stream = futures_util::stream::unfold(0usize, move |i| {
             let data = data.clone();
             async move {
@@ -1167,31 +1686,15 @@ fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Respons
             }
         });
         Body::from_stream(stream)
-    } else if streamed {
-        let data = Bytes::from(bytes.clone());
+    } else if faults.stream {
         let chunks: Vec<Result<Bytes, std::io::Error>> = (0..data.len())
             .step_by(64 * 1024)
             .map(|i| Ok(data.slice(i..(i + 64 * 1024).min(data.len()))))
             .collect();
         Body::from_stream(futures_util::stream::iter(chunks))
     } else {
-        Body::from(bytes.clone())
-    };
-    let mut response = response(StatusCode::OK, body);
-    set_header(&mut response, header::CONTENT_TYPE, media_type);
-    if !streamed {
-        set_header(
-            &mut response,
-            header::CONTENT_LENGTH,
-            &bytes.len().to_string(),
-        );
+        Body::from(data)
     }
-    set_header(
-        &mut response,
-        header::HeaderName::from_static("docker-content-digest"),
-        &digest,
-    );
-    response
 }
 
 /// Parses `bytes=A-` or `bytes=A-B` against a blob of `len` bytes into an inclusive range.
@@ -1210,56 +1713,57 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok((start, end)))
 }
 
+/// The range a blob GET is answered with: what the `range` header asks for (`None`: the whole
+/// blob, `Err`: unsatisfiable), as a picked body `fault` bends it.
+fn blob_range(
+    range: Option<&str>,
+    len: u64,
+    fault: Option<&BodyFault>,
+) -> Option<Result<(u64, u64), ()>> {
+    let range = range.and_then(|r| parse_range(r, len));
+    match (fault, range) {
+        (Some(BodyFault::RangeNotSatisfiable), Some(_)) => Some(Err(())),
+        (Some(BodyFault::WrongContentRange), Some(Ok(_))) => Some(Ok((0, len.saturating_sub(1)))),
+        (_, range) => range,
+    }
+}
+
+/// The bytes served for blob `digest` in `name` (`instead` of the stored ones, if given), or
+/// the error code and message of the `404` to send.
+fn blob_data(
+    shared: &Shared,
+    name: &str,
+    digest: &str,
+    instead: Option<Vec<u8>>,
+) -> Result<Vec<u8>, (&'static str, &'static str)> {
+    let state = shared.lock();
+    let Some(repo) = state.repos.get(name) else {
+        return Err(("NAME_UNKNOWN", "repository name not known to registry"));
+    };
+    let Some(stored) = repo.blobs.get(digest) else {
+        return Err(("BLOB_UNKNOWN", "blob unknown to registry"));
+    };
+    Ok(instead.unwrap_or_else(|| stored.clone()))
+}
+
 fn blob(
     shared: &Arc<Shared>,
     name: &str,
     digest: &str,
     head: bool,
-    headers: &HeaderMap,
+    range: Option<&str>,
+    mut faults: BlobFaults,
 ) -> Response {
-    let mut state = shared.lock();
-    let Some(repo) = state.repos.get(name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NAME_UNKNOWN",
-            "repository name not known to registry",
-        );
+    let data = match blob_data(shared, name, digest, faults.bytes.take()) {
+        Ok(data) => data,
+        Err((code, message)) => return error(StatusCode::NOT_FOUND, code, message),
     };
-    let Some(stored) = repo.blobs.get(digest) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "BLOB_UNKNOWN",
-            "blob unknown to registry",
-        );
-    };
-    let data = state.corrupt.get(digest).unwrap_or(stored).clone();
     let len = data.len() as u64;
-    let ranged = header_str(headers, header::RANGE).is_some() && !state.ignore_ranges;
-    let fault = if head {
-        None
-    } else {
-        state
-            .body_faults
-            .iter_mut()
-            .find(|(d, f, times)| *times > 0 && d == digest && (ranged || !f.ranged_only()))
-            .map(|(_, f, times)| {
-                *times -= 1;
-                f.clone()
-            })
-    };
-    let range = header_str(headers, header::RANGE)
-        .filter(|_| !state.ignore_ranges)
-        .and_then(|r| parse_range(&r, len));
-    if fault == Some(BodyFault::Endless) {
-        drop(state);
+    if faults.body == Some(BodyFault::Endless) {
         return endless_response(shared.clone());
     }
-    let range = match (&fault, range) {
-        (Some(BodyFault::RangeNotSatisfiable), Some(_)) => Some(Err(())),
-        (Some(BodyFault::WrongContentRange), Some(Ok(_))) => Some(Ok((0, len.saturating_sub(1)))),
-        (_, range) => range,
-    };
-    let (status, start, end) = match range {
+    let range = range.filter(|_| !faults.ignore_range);
+    let (status, start, end) = match blob_range(range, len, faults.body.as_ref()) {
         None => (StatusCode::OK, 0, len),
         Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
         Some(Err(())) => {
@@ -1276,7 +1780,7 @@ fn blob(
             return response;
         }
     };
-    let body = match fault {
+    let body = match faults.body {
         Some(BodyFault::ShiftedRange { shift }) => {
             let from = (start as usize).saturating_sub(shift);
             Bytes::from(data).slice(from..from + (end - start) as usize)
@@ -1284,36 +1788,10 @@ fn blob(
         _ => Bytes::from(data).slice(start as usize..end as usize),
     };
     let body_len = body.len();
-    let stall_after = if head {
-        None
-    } else {
-        state
-            .stalls
-            .iter_mut()
-            .find(|s| s.times > 0 && s.digest == digest)
-            .map(|s| {
-                s.times -= 1;
-                s.after
-            })
-    };
-    let mut pace = state.throttle;
-    drop(state);
-    let (limit, ending) = match (fault, stall_after) {
-        (Some(BodyFault::Reset { after }), _) => (after, Ending::Reset),
-        (Some(BodyFault::Truncate { after }), _) => (after, Ending::Truncate),
-        (_, Some(after)) => (after, Ending::Stall),
-        (Some(BodyFault::Drip { every }), None) => {
-            pace = Some(Throttle {
-                chunk: 1,
-                delay: every,
-            });
-            (body_len, Ending::Complete)
-        }
-        _ => (body_len, Ending::Complete),
-    };
     let body = if head {
         Body::empty()
     } else {
+        let (pace, limit, ending) = delivery(&faults, body_len);
         stream_body(shared.clone(), body, pace, limit, ending)
     };
     let mut response = response(status, body);
@@ -1337,6 +1815,24 @@ fn blob(
         );
     }
     response
+}
+
+/// How a blob body of `body_len` bytes is sent: its pacing, how much of it, and how it ends.
+/// A reset or truncation wins over a stall, a stall over dripping; dripping replaces pacing.
+fn delivery(faults: &BlobFaults, body_len: usize) -> (Option<Throttle>, usize, Ending) {
+    match (&faults.body, faults.stall) {
+        (Some(BodyFault::Reset { after }), _) => (faults.pace, *after, Ending::Reset),
+        (Some(BodyFault::Truncate { after }), _) => (faults.pace, *after, Ending::Truncate),
+        (_, Some(after)) => (faults.pace, after, Ending::Stall),
+        (Some(BodyFault::Drip { every }), None) => {
+            let drip = Throttle {
+                chunk: 1,
+                delay: *every,
+            };
+            (Some(drip), body_len, Ending::Complete)
+        }
+        _ => (faults.pace, body_len, Ending::Complete),
+    }
 }
 
 /// Counts a blob body as in flight for as long as it lives.
