@@ -146,7 +146,11 @@ impl Pipeline<'_> {
             .fetch_image(&fetcher, &resolved, reference, rename, target)
             .await;
         self.observer.event(Event::ImageDone);
-        let fetch = outcome?;
+        let fetch = outcome.inspect_err(|_| {
+            // No archive will need them: let go of what was held.
+            let blobs = std::iter::once(&resolved.config).chain(&resolved.layers);
+            self.cache.release(blobs.map(|d| &d.digest));
+        })?;
         let layers = self.report(given, &image, source, &fetch.layers);
         let report = ImageReport {
             digest: resolved.digest.to_string(),
@@ -312,7 +316,8 @@ impl Pipeline<'_> {
         });
         let outcome = fetcher.fetch_all(&blobs).await;
         self.observer.event(Event::ImageDone);
-        let fetched = outcome?;
+        let fetched =
+            outcome.inspect_err(|_| self.cache.release(blobs.iter().map(|d| &d.digest)))?;
         let first =
             resolved
                 .members
