@@ -10,6 +10,8 @@
 //! ingest/<hex>.prefix     how much of a chunked partial download is written without gaps
 //! ingest/<hex>.lock       held (flock) by the process downloading <hex> (lock.rs)
 //! meta/.<hex>.json.*.tmp  a record being replaced (random name, renamed at once)
+//! leases/<random>.lease   the blobs a running pull holds, one per line (held.rs)
+//! leases/gate.lock        orders changes of leases against prunes (held.rs)
 //! ```
 //!
 //! Where each part lives: directories and safe opens in fsx.rs, the download
@@ -50,9 +52,9 @@
 //! lock file's path must still name the locked inode, else the lock is
 //! dropped and taken again. Only a lock's holder removes its file (a commit,
 //! or a prune of what an interrupted run left), which is then safe. Blobs a
-//! pull uses are held with a shared `flock` on the blob file until
-//! [`Cache::release`]; a prune takes an exclusive one (try-lock) before it
-//! removes a blob, so it never removes one in use.
+//! pull uses are held in its lease (held.rs) until [`Cache::release`]; a
+//! prune decides under the exclusive gate lock and skips every leased blob,
+//! so it never removes one in use.
 
 pub mod fsx;
 mod held;
@@ -77,9 +79,9 @@ pub struct Cache {
     root: PathBuf,
     /// Keeps a `--no-cache` directory alive; removed on drop.
     _temporary: Option<tempfile::TempDir>,
-    /// Blobs this process uses, each held with a shared lock until the
-    /// process ends, so `cache prune` in another process leaves them alone.
-    held: std::sync::Mutex<std::collections::HashMap<Digest, File>>,
+    /// Blobs this process uses, held in its lease file until released, so
+    /// `cache prune` in another process leaves them alone (held.rs).
+    lease: std::sync::Mutex<held::Lease>,
     /// Blobs this process downloaded and verified itself: copying them into
     /// an archive needs no second hash.
     fresh: std::sync::Mutex<std::collections::HashSet<Digest>>,
@@ -91,7 +93,7 @@ impl Cache {
         let cache = Cache {
             root: root.to_path_buf(),
             _temporary: None,
-            held: Default::default(),
+            lease: Default::default(),
             fresh: Default::default(),
         };
         cache.create_layout()?;
@@ -104,7 +106,7 @@ impl Cache {
         let cache = Cache {
             root: dir.path().to_path_buf(),
             _temporary: Some(dir),
-            held: Default::default(),
+            lease: Default::default(),
             fresh: Default::default(),
         };
         cache.create_layout()?;
@@ -116,7 +118,7 @@ impl Cache {
     /// may be a link, and only one of the user's own.
     fn create_layout(&self) -> io::Result<()> {
         fsx::private_dir(&self.root, true)?;
-        for sub in ["blobs", "blobs/sha256", "meta", "ingest"] {
+        for sub in ["blobs", "blobs/sha256", "meta", "ingest", "leases"] {
             fsx::private_dir(&self.root.join(sub), false)?;
         }
         Ok(())
@@ -219,10 +221,12 @@ mod tests {
         fs::write(&theirs, b"hello").unwrap();
         std::os::unix::fs::symlink(&theirs, cache.blob_path(&d)).unwrap();
         assert!(!cache.contains(&d, 5));
-        // Nor is it held, touched or written through when recorded.
+        // Nor is it touched or written through when recorded.
+        let before = fs::metadata(&theirs).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         cache.record_use(&d, "r/a:1", true);
-        assert!(cache.held.lock().unwrap().is_empty());
         assert_eq!(fs::read(&theirs).unwrap(), b"hello");
+        assert_eq!(fs::metadata(&theirs).unwrap().modified().unwrap(), before);
     }
 
     fn mode(path: &Path) -> u32 {

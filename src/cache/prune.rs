@@ -4,6 +4,7 @@
 //! holds or a download in progress; must not write blobs.
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -131,13 +132,16 @@ impl Cache {
         let old = |t: SystemTime| {
             older_than.is_some_and(|age| now.duration_since(t).is_ok_and(|d| d > age))
         };
+        // While it decides, no pull takes or drops a blob (held.rs).
+        let gate = super::held::gate(&self.root, true)?;
+        let leased = self.leased()?;
         let mut kept = Vec::new();
         // Bytes that stay whatever happens: old blobs a pull holds.
         let mut staying = 0;
         for e in self.entries()? {
             if !old(e.last_used) {
                 kept.push(e);
-            } else if self.remove_entry(&e, &mut out)? == Removal::InUse {
+            } else if self.remove_entry(&e, &leased, &mut out)? == Removal::InUse {
                 staying += e.size;
             }
         }
@@ -147,18 +151,29 @@ impl Cache {
                 if total <= max {
                     break;
                 }
-                if self.remove_entry(e, &mut out)? != Removal::InUse {
+                if self.remove_entry(e, &leased, &mut out)? != Removal::InUse {
                     total -= e.size;
                 }
             }
         }
+        drop(gate);
         self.sweep_ingest(&old, &mut out)?;
         self.sweep_temporary(now, &mut out)?;
         Ok(out)
     }
 
-    /// Removes a blob unless a running pull holds it.
-    fn remove_entry(&self, e: &CacheEntry, out: &mut PruneOutcome) -> io::Result<Removal> {
+    /// Removes a blob unless a running pull holds it: in its lease, or (an
+    /// earlier version of docker-pull) with a shared lock on the blob.
+    fn remove_entry(
+        &self,
+        e: &CacheEntry,
+        leased: &HashSet<String>,
+        out: &mut PruneOutcome,
+    ) -> io::Result<Removal> {
+        if leased.contains(&e.hex) {
+            out.in_use += 1;
+            return Ok(Removal::InUse);
+        }
         let path = self.root.join("blobs").join("sha256").join(&e.hex);
         let file = match fsx::open_nofollow_read(&path) {
             Ok(f) => f,
@@ -191,9 +206,12 @@ impl Cache {
     /// progress in other processes.
     pub fn clear(&self) -> io::Result<PruneOutcome> {
         let mut out = PruneOutcome::default();
+        let gate = super::held::gate(&self.root, true)?;
+        let leased = self.leased()?;
         for e in self.entries()? {
-            self.remove_entry(&e, &mut out)?;
+            self.remove_entry(&e, &leased, &mut out)?;
         }
+        drop(gate);
         self.sweep_ingest(&|_| true, &mut out)?;
         self.sweep_temporary(SystemTime::now(), &mut out)?;
         Ok(out)

@@ -79,6 +79,8 @@ impl Fetcher {
 
     /// Makes sure one blob is in the cache.
     pub async fn fetch_one(&self, d: &Descriptor) -> Result<Fetched, PullError> {
+        // Held first, so that a blob found is one no prune removes.
+        self.cache.hold(&d.digest);
         if self.cache.contains(&d.digest, d.size) {
             self.cache.record_use(&d.digest, &self.image, true);
             return Ok(self.cached(d));

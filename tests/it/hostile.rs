@@ -39,7 +39,7 @@ fn assert_clean_failure(work: &Work, run: &Run, needles: &[&str]) {
 
 /// Asserts that the scratch area holds nothing but `cache/`, `out/`, `home/` (and `tmp/`), and
 /// that the cache holds nothing but its layout (`blobs/sha256/<hex>`, `ingest/<hex>.*`,
-/// `meta/<hex>.json`).
+/// `meta/<hex>.json`, `leases/gate.lock`: no lease outlives its process).
 #[track_caller]
 fn assert_contained(work: &Work) {
     let all = tree(work.dir.path());
@@ -56,6 +56,8 @@ fn assert_contained(work: &Work) {
         .filter(|p| {
             !(p == "blobs"
                 || p == "ingest"
+                || p == "leases"
+                || p == "leases/gate.lock"
                 || p == "blobs/sha256"
                 || p == "meta"
                 || p.strip_prefix("meta/").is_some_and(|m| {
