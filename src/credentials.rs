@@ -226,16 +226,28 @@ fn auths_entry(loaded: &Loaded, host: &str, repository: &str) -> Option<Credenti
     }
 }
 
-fn entry_credentials(entry: &AuthEntry, source: &str) -> Result<Option<Credentials>, String> {
+/// Why a stored `auth` value is no credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum AuthValueError {
+    #[error("has an `auth` value that is not base64")]
+    NotBase64,
+    #[error("has an `auth` value that is not UTF-8")]
+    NotUtf8,
+    #[error("has an `auth` value without `user:password`")]
+    NoColon,
+}
+
+fn entry_credentials(
+    entry: &AuthEntry,
+    source: &str,
+) -> Result<Option<Credentials>, AuthValueError> {
     let (mut username, mut password) = (entry.username.clone(), entry.password.clone());
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
-            .map_err(|_| "has an `auth` value that is not base64".to_string())?;
-        let raw = String::from_utf8(raw).map_err(|_| "has an `auth` value that is not UTF-8")?;
-        let (u, p) = raw
-            .split_once(':')
-            .ok_or("has an `auth` value without `user:password`")?;
+            .map_err(|_| AuthValueError::NotBase64)?;
+        let raw = String::from_utf8(raw).map_err(|_| AuthValueError::NotUtf8)?;
+        let (u, p) = raw.split_once(':').ok_or(AuthValueError::NoColon)?;
         username = Some(u.to_string());
         password = Some(p.to_string());
     }

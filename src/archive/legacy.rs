@@ -52,7 +52,7 @@ pub fn write(
         let config_bytes = super::read_config(cache, &image.config)?;
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(image, format!("the image config is not JSON: {e}")))?;
-        let diff_ids = diff_ids(&config).map_err(|e| invalid(image, e))?;
+        let diff_ids = diff_ids(&config).map_err(|e| invalid(image, e.to_string()))?;
         if diff_ids.len() != image.layers.len() {
             return Err(invalid(
                 image,
@@ -133,15 +133,32 @@ fn invalid(image: &ArchiveImage, detail: String) -> PullError {
     }
 }
 
-fn diff_ids(config: &Value) -> Result<Vec<String>, String> {
+/// Why an image config's `rootfs.diff_ids` cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum DiffIdError {
+    #[error("the image config has no rootfs.diff_ids")]
+    Missing,
+    #[error("a diff_id is not a string")]
+    NotAString,
+    #[error("diff_id {given:?}: {source}")]
+    Invalid {
+        given: String,
+        source: crate::digest::DigestError,
+    },
+}
+
+fn diff_ids(config: &Value) -> Result<Vec<String>, DiffIdError> {
     let ids = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
-        .ok_or("the image config has no rootfs.diff_ids")?;
+        .ok_or(DiffIdError::Missing)?;
     ids.iter()
         .map(|v| {
-            let s = v.as_str().ok_or("a diff_id is not a string")?;
-            let d: Digest = s.parse().map_err(|e| format!("diff_id {s:?}: {e}"))?;
+            let s = v.as_str().ok_or(DiffIdError::NotAString)?;
+            let d: Digest = s.parse().map_err(|source| DiffIdError::Invalid {
+                given: s.to_string(),
+                source,
+            })?;
             Ok(d.to_string())
         })
         .collect()

@@ -28,6 +28,7 @@ use crate::cache::{Cache, fsx, hash_file};
 use crate::digest::Digest;
 use crate::error::PullError;
 use crate::media_type;
+use crate::resolve::Descriptor;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -47,12 +48,13 @@ pub fn write(dir: &Path, images: &[ArchiveImage], cache: &Cache) -> Result<(), P
     let mut index = read_index(&index_path)?;
 
     let mut done = HashSet::new();
+    let blobs: Vec<&Descriptor> = images
+        .iter()
+        .flat_map(ArchiveImage::blobs)
+        .filter(|d| done.insert(d.digest.clone()))
+        .collect();
+    link_all(dir, cache, blobs)?;
     for image in images {
-        for d in image.blobs() {
-            if done.insert(d.digest.clone()) {
-                link_blob(dir, cache, &d.digest, d.size)?;
-            }
-        }
         for m in image.manifests() {
             if done.insert(m.digest.clone()) {
                 let path = dir.join(blob_name(&m.digest));
@@ -131,6 +133,42 @@ fn merge(index: &mut Value, images: &[ArchiveImage], path: &Path) -> Result<(), 
         manifests.push(entry);
     }
     Ok(())
+}
+
+/// Links (or copies) every blob into the layout. Checking a cached blob
+/// means hashing it, which is most of what a warm layout pull costs, so the
+/// blobs are shared out, largest first, among a thread per core (four at
+/// most).
+fn link_all(dir: &Path, cache: &Cache, mut blobs: Vec<&Descriptor>) -> Result<(), PullError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    blobs.sort_by_key(|d| std::cmp::Reverse(d.size));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(blobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let work = || {
+        while let Some(d) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            link_blob(dir, cache, &d.digest, d.size)?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(linker_lost())))
+            .collect::<Result<Vec<()>, PullError>>()
+    })
+    .map(drop)
+}
+
+fn linker_lost() -> PullError {
+    PullError::io(
+        "writing",
+        "the layout",
+        io::Error::other("a thread linking blobs stopped"),
+    )
 }
 
 /// Puts a cached blob into the layout: a hard link when possible, else a

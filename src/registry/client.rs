@@ -6,8 +6,6 @@
 //! answers challenges (only those from the registry's own origin) and
 //! retries transient failures under the one [`RetryPolicy`].
 
-use std::time::Duration;
-
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::{Mutex, OnceCell};
@@ -540,11 +538,6 @@ impl Registry {
             }
         }
         None
-    }
-
-    /// The read timeout, for messages.
-    pub fn timeout(&self) -> Duration {
-        self.opts.timeout
     }
 }
 
