@@ -174,10 +174,10 @@ async fn run(settings: Settings) -> u8 {
     }
 }
 
-/// Raises the soft limit on open files to the hard one: a pull keeps one
-/// file open per blob in use (so no prune elsewhere removes it) plus the
-/// downloads and connections, and the usual soft limit of 1024 is below what
-/// an image with a thousand layers needs. Best effort.
+/// Raises the soft limit on open files to the hard one, for headroom: a
+/// pull opens a file per download and per connection at once (`-j`), plus
+/// the archive, the cache's lease and the layers a writer copies. Best
+/// effort.
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

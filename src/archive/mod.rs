@@ -21,15 +21,14 @@ use crate::reference::Reference;
 use crate::registry::Manifest;
 use crate::resolve::Descriptor;
 
-/// The largest image config read into memory (to check the platform, and
-/// for the `legacy` format's layer metadata); real ones are a few KiB, the
-/// largest seen a few MiB.
-pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
-
-/// An image's config from the cache, checked against its descriptor.
+/// An image's config from the cache, checked against its descriptor; read
+/// into memory whole, so no larger than resolve's [`MAX_CONFIG_SIZE`] allows
+/// (to check the platform, and for the `legacy` format's layer metadata).
+///
+/// [`MAX_CONFIG_SIZE`]: crate::resolve::MAX_CONFIG_SIZE
 pub fn read_config(cache: &Cache, config: &Descriptor) -> Result<Vec<u8>, PullError> {
     cache
-        .read_verified(&config.digest, config.size, MAX_CONFIG_BYTES)
+        .read_verified(&config.digest, config.size, crate::resolve::MAX_CONFIG_SIZE)
         .map_err(|e| PullError::io("reading", cache.blob_path(&config.digest), e))
 }
 
