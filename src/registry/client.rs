@@ -173,7 +173,7 @@ impl Registry {
             .with_retries(budget, "/v2/", || self.http.registry.get(url.clone()))
             .await?;
         debug!(status = %resp.status(), "ping answered");
-        if resp.status() == StatusCode::UNAUTHORIZED && same_origin(resp.url(), base) {
+        if resp.status() == StatusCode::UNAUTHORIZED && is_own_origin(resp.url(), base) {
             self.remember_challenge(resp.headers()).await;
         }
         Ok(())
@@ -303,7 +303,7 @@ impl Registry {
             if status.is_success() {
                 return Ok(resp);
             }
-            if !same_origin(resp.url(), base) {
+            if !is_own_origin(resp.url(), base) {
                 // A redirect to a storage host that refuses: its challenge
                 // is not ours to answer, nor its realm ours to trust.
                 return Err(RegistryError::Redirected {
@@ -546,6 +546,18 @@ pub(super) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Whether a response from `url` is the registry at `base` itself: the same
+/// origin, or the same host upgraded from plain HTTP to HTTPS on its default
+/// port (a registry reached over HTTP that redirects to HTTPS).
+fn is_own_origin(url: &Url, base: &Url) -> bool {
+    same_origin(url, base)
+        || (base.scheme() == "http"
+            && url.scheme() == "https"
+            && url.host_str() == base.host_str()
+            && url.port().is_none()
+            && base.port().is_none())
 }
 
 /// `scheme://host[:port]` of a URL, for messages.
