@@ -370,6 +370,23 @@ mod tests {
         out
     }
 
+    /// A `docker` archive of `images` at `out` (`sync` as `--sync`).
+    fn write_docker(
+        out: &std::path::Path,
+        images: &[ArchiveImage],
+        cache: &Cache,
+        sync: bool,
+    ) -> Result<(), PullError> {
+        archive::write(
+            Format::Docker,
+            out,
+            images,
+            cache,
+            sync,
+            archive::LayerLimit::Default,
+        )
+    }
+
     #[test]
     fn bundle_layout_names_and_shared_blobs() {
         let dir = tempfile::tempdir().unwrap();
@@ -379,15 +396,7 @@ mod tests {
         let mut b = image(&cache, "127.0.0.1:5000/small", &[shared]);
         b.rename = Some(Reference::parse("mine/app:v2", DOCKER_HUB).unwrap());
         let out = dir.path().join("bundle.tar");
-        archive::write(
-            Format::Docker,
-            &out,
-            &[a.clone(), b.clone()],
-            &cache,
-            true,
-            archive::LayerLimit::Default,
-        )
-        .unwrap();
+        write_docker(&out, &[a.clone(), b.clone()], &cache, true).unwrap();
 
         let e = entries(&out);
         assert_eq!(e["oci-layout"].0, OCI_LAYOUT);
@@ -449,15 +458,7 @@ mod tests {
         img.reference =
             Reference::parse(&format!("nginx@{}", img.manifest.digest), DOCKER_HUB).unwrap();
         let out = dir.path().join("x.tar");
-        archive::write(
-            Format::Docker,
-            &out,
-            &[img],
-            &cache,
-            false,
-            archive::LayerLimit::Default,
-        )
-        .unwrap();
+        write_docker(&out, &[img], &cache, false).unwrap();
         let e = entries(&out);
         let manifest: serde_json::Value = serde_json::from_slice(&e["manifest.json"].0).unwrap();
         assert_eq!(manifest[0]["RepoTags"], serde_json::json!([]));
@@ -474,15 +475,7 @@ mod tests {
         let out = dir.path().join("x.tar");
         std::fs::write(&out, b"previous archive").unwrap();
         std::fs::write(cache.blob_path(&img.layers[0].digest), b"bad! layer").unwrap();
-        let err = archive::write(
-            Format::Docker,
-            &out,
-            std::slice::from_ref(&img),
-            &cache,
-            false,
-            archive::LayerLimit::Default,
-        )
-        .unwrap_err();
+        let err = write_docker(&out, std::slice::from_ref(&img), &cache, false).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(std::fs::read(&out).unwrap(), b"previous archive");
         assert!(
@@ -505,15 +498,7 @@ mod tests {
         std::fs::remove_file(&blob).unwrap();
         std::os::unix::fs::symlink(&theirs, &blob).unwrap();
         let out = dir.path().join("x.tar");
-        let err = archive::write(
-            Format::Docker,
-            &out,
-            &[img],
-            &cache,
-            false,
-            archive::LayerLimit::Default,
-        )
-        .unwrap_err();
+        let err = write_docker(&out, &[img], &cache, false).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(!out.exists());
     }
@@ -524,24 +509,8 @@ mod tests {
         let cache = Cache::open(&dir.path().join("c")).unwrap();
         let img = image(&cache, "nginx", &[b"a", b"b"]);
         let (x, y) = (dir.path().join("x.tar"), dir.path().join("y.tar"));
-        archive::write(
-            Format::Docker,
-            &x,
-            std::slice::from_ref(&img),
-            &cache,
-            false,
-            archive::LayerLimit::Default,
-        )
-        .unwrap();
-        archive::write(
-            Format::Docker,
-            &y,
-            &[img],
-            &cache,
-            false,
-            archive::LayerLimit::Default,
-        )
-        .unwrap();
+        write_docker(&x, std::slice::from_ref(&img), &cache, false).unwrap();
+        write_docker(&y, &[img], &cache, false).unwrap();
         assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
     }
 
@@ -619,15 +588,7 @@ mod tests {
         let cache = Cache::open(&dir.path().join("c")).unwrap();
         let img = image(&cache, "nginx", &[b"l"]);
         let out = dir.path().join("x.tar");
-        archive::write(
-            Format::Docker,
-            &out,
-            &[img],
-            &cache,
-            false,
-            archive::LayerLimit::Default,
-        )
-        .unwrap();
+        write_docker(&out, &[img], &cache, false).unwrap();
         let mode = std::fs::metadata(&out).unwrap().permissions().mode();
         // The process umask decides the rest; the owner can always read and write.
         assert_eq!(mode & 0o600, 0o600);
