@@ -92,8 +92,8 @@ pub struct Cli {
     #[arg(short, long, value_name = "HOST[:PORT]", default_value = DOCKER_HUB)]
     pub registry: String,
 
-    /// Mirror for Docker Hub images, tried before Docker Hub itself: HOST[:PORT][/PREFIX], optionally with http:// or https:// (repeatable; else DOCKER_PULL_MIRRORS, comma- or space-separated)
-    #[arg(long, value_name = "HOST[:PORT]")]
+    /// Mirror tried before the registry itself: [REGISTRY=]HOST[:PORT][/PREFIX], optionally with http:// or https:// before HOST; without REGISTRY= it mirrors docker.io (e.g. ghcr.io=ghcr.m.daocloud.io, quay.io=m.daocloud.io/quay.io; repeatable; else DOCKER_PULL_MIRRORS, comma- or space-separated)
+    #[arg(long, value_name = "[REGISTRY=]HOST[:PORT]")]
     pub mirror: Vec<String>,
 
     /// Blob cache directory [default: the platform cache dir, e.g. ~/.cache/docker-pull]
@@ -266,7 +266,7 @@ pub struct Settings {
     pub credentials: Option<GivenCredentials>,
     /// The Docker config and containers auth files stored credentials come from.
     pub credential_locations: Locations,
-    /// Docker Hub mirrors, in order.
+    /// Mirrors, each for one registry, in order.
     pub mirrors: Vec<Mirror>,
     pub cache_dir: Option<PathBuf>,
     pub transport: TransportOptions,

@@ -1,19 +1,23 @@
-//! Docker Hub mirrors (`--mirror`, `DOCKER_PULL_MIRRORS`) and the list of
-//! places an image is pulled from: its mirrors in order, then its origin.
+//! Mirrors (`--mirror [REGISTRY=]HOST[:PORT][/PREFIX]`, `DOCKER_PULL_MIRRORS`)
+//! and the list of places an image is pulled from: the mirrors of its
+//! registry in order, then its origin.
 
 use std::fmt;
 
-use crate::reference::{DOCKER_HUB, Reference, is_valid_registry};
+use crate::reference::{DOCKER_HUB, Reference, is_valid_registry, normalise_registry};
 
-/// A registry that serves Docker Hub's images.
+/// A registry that serves another registry's images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
+    /// The registry it mirrors (`docker.io` unless written `REGISTRY=`).
+    pub registry: String,
     /// `host[:port]`.
     pub host: String,
     /// `http` or `https` when the user wrote one.
     pub scheme: Option<&'static str>,
     /// A repository prefix (`proxy` for `harbor.local/proxy`): Docker Hub's
-    /// `library/nginx` is `proxy/library/nginx` there.
+    /// `library/nginx` is `proxy/library/nginx` there, and with
+    /// `quay.io=m.daocloud.io/quay.io` quay.io's `org/app` is `quay.io/org/app`.
     pub prefix: Option<String>,
 }
 
@@ -26,13 +30,22 @@ pub struct MirrorError {
 }
 
 impl Mirror {
-    /// Parses `[http://|https://]host[:port][/prefix]`.
+    /// Parses `[REGISTRY=][http://|https://]host[:port][/prefix]`.
     pub fn parse(s: &str) -> Result<Mirror, MirrorError> {
         let bad = |why: &'static str| MirrorError {
             given: s.to_string(),
             why,
         };
-        let t = s.trim();
+        let (registry, t) = match s.trim().split_once('=') {
+            Some((r, rest)) => {
+                let r = r.trim().to_ascii_lowercase();
+                if !is_valid_registry(&r) {
+                    return Err(bad("REGISTRY= must name a registry, HOST[:PORT]"));
+                }
+                (normalise_registry(&r), rest.trim())
+            }
+            None => (DOCKER_HUB.to_string(), s.trim()),
+        };
         let (scheme, rest) = match t.split_once("://") {
             Some((sch, rest)) => match sch.to_ascii_lowercase().as_str() {
                 "http" => (Some("http"), rest),
@@ -63,6 +76,7 @@ impl Mirror {
             Some(prefix.to_string())
         };
         Ok(Mirror {
+            registry,
             host: host.to_ascii_lowercase(),
             scheme,
             prefix,
@@ -104,25 +118,23 @@ pub struct Source {
     pub label: String,
 }
 
-/// Where to pull `reference` from: for Docker Hub images the mirrors in
-/// order, then the origin; for others the origin alone.
+/// Where to pull `reference` from: the mirrors of its registry in order,
+/// then the origin.
 pub fn sources(reference: &Reference, mirrors: &[Mirror]) -> Vec<Source> {
     let mut out = Vec::new();
-    if reference.registry == DOCKER_HUB {
-        for m in mirrors {
-            let repository = match &m.prefix {
-                Some(p) => format!("{p}/{}", reference.repository),
-                None => reference.repository.clone(),
-            };
-            out.push(Source {
-                registry: m.host.clone(),
-                host: m.host.clone(),
-                scheme: m.scheme,
-                repository,
-                mirror: true,
-                label: m.to_string(),
-            });
-        }
+    for m in mirrors.iter().filter(|m| m.registry == reference.registry) {
+        let repository = match &m.prefix {
+            Some(p) => format!("{p}/{}", reference.repository),
+            None => reference.repository.clone(),
+        };
+        out.push(Source {
+            registry: m.host.clone(),
+            host: m.host.clone(),
+            scheme: m.scheme,
+            repository,
+            mirror: true,
+            label: m.to_string(),
+        });
     }
     out.push(Source {
         registry: reference.registry.clone(),
@@ -192,5 +204,42 @@ mod tests {
         let s = sources(&other, &mirrors);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].label, "ghcr.io");
+    }
+
+    #[test]
+    fn mirrors_for_other_registries_and_prefix_style() {
+        let m = Mirror::parse("ghcr.io=ghcr.m.daocloud.io").unwrap();
+        assert_eq!(
+            (m.registry.as_str(), m.host.as_str()),
+            ("ghcr.io", "ghcr.m.daocloud.io")
+        );
+        let m = Mirror::parse("index.docker.io=http://127.0.0.1:5001").unwrap();
+        assert_eq!((m.registry.as_str(), m.scheme), ("docker.io", Some("http")));
+        assert!(Mirror::parse("not a host=m.io").is_err());
+        assert!(Mirror::parse("ghcr.io=").is_err());
+        let mirrors = vec![
+            Mirror::parse("quay.io=m.daocloud.io/quay.io").unwrap(),
+            Mirror::parse("ghcr.io=ghcr.m.daocloud.io").unwrap(),
+            Mirror::parse("hub.mirror.io").unwrap(),
+        ];
+        let quay = Reference::parse("quay.io/org/app:v1", DOCKER_HUB).unwrap();
+        let s = sources(&quay, &mirrors);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(
+            (s[0].host.as_str(), s[0].repository.as_str(), s[0].mirror),
+            ("m.daocloud.io", "quay.io/org/app", true)
+        );
+        assert_eq!((s[1].host.as_str(), s[1].mirror), ("quay.io", false));
+        let hub = Reference::parse("alpine", DOCKER_HUB).unwrap();
+        let s = sources(&hub, &mirrors);
+        assert_eq!(
+            s.iter().map(|s| s.host.as_str()).collect::<Vec<_>>(),
+            ["hub.mirror.io", "registry-1.docker.io"]
+        );
+        let list = Mirror::parse_list("ghcr.io=a.io, quay.io=b.io/quay.io c.io").unwrap();
+        assert_eq!(
+            list.iter().map(|m| m.registry.as_str()).collect::<Vec<_>>(),
+            ["ghcr.io", "quay.io", "docker.io"]
+        );
     }
 }

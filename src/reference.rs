@@ -241,7 +241,9 @@ fn looks_like_registry(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[')
 }
 
-fn normalise_registry(registry: &str) -> String {
+/// A registry name as references use it: Docker Hub's other names are
+/// `docker.io`.
+pub fn normalise_registry(registry: &str) -> String {
     match registry {
         "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
             DOCKER_HUB.to_string()

@@ -1,7 +1,7 @@
-//! Docker Hub mirrors (`--mirror`, `DOCKER_PULL_MIRRORS`). Docker Hub itself cannot be reached
-//! from the tests, so fake registries play the mirrors of `docker.io/library/NAME`: they serve
-//! the image at `library/NAME` (or `PREFIX/library/NAME`). The origin, tried last, is unreachable
-//! here, so every successful pull below was served by a mirror.
+//! Mirrors (`--mirror [REGISTRY=]HOST`, `DOCKER_PULL_MIRRORS`). Docker Hub (and ghcr.io, quay.io)
+//! cannot be reached from the tests, so fake registries play their mirrors: for Docker Hub they
+//! serve the image at `library/NAME` (or `PREFIX/library/NAME`). The origin, tried last, is
+//! unreachable here, so every successful pull below was served by a mirror.
 
 use crate::common::{
     Ann, Archive, Expected, Run, Work, assert_docker_archive, auths_with_auth, closed_port,
@@ -384,4 +384,90 @@ fn when_every_mirror_fails_the_pull_fails() {
         run.stderr
     );
     assert!(!work.path("hub.tar").exists(), "no archive on failure");
+}
+
+// --- mirrors of other registries (`REGISTRY=HOST`) ---------------------------------------------
+
+/// Pulls `reference` with `args` and `env` and checks it came from the mirror `source` (the
+/// origin, a registry this machine cannot reach, is never needed).
+#[track_caller]
+fn assert_pulled_through(
+    source: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    reference: &str,
+    image: &Image,
+) {
+    let work = Work::new();
+    let run = pull_hub(&work, args, reference, env);
+    run.success();
+    assert_eq!(run.json()["source"], source, "--json source");
+    assert_docker_archive(
+        &Archive::open(&work.path("hub.tar")),
+        &[Expected {
+            image,
+            full_name: Ann::Any,
+            ref_name: Ann::Is(TAG.to_string()),
+            repo_tags: vec![reference.to_string()],
+            optional_blobs: Vec::new(),
+        }],
+    );
+}
+
+#[test]
+fn a_mirror_for_another_registry_serves_its_images() {
+    let image = hub_image();
+    let mirror = FakeRegistry::anonymous();
+    mirror.push_image("owner/app", TAG, &image);
+    let flag = format!("ghcr.io=http://{}", mirror.addr());
+    let reference = format!("ghcr.io/owner/app:{TAG}");
+    assert_pulled_through(
+        &mirror.addr(),
+        &["--mirror", &flag],
+        &[],
+        &reference,
+        &image,
+    );
+    assert_pulled_through(
+        &mirror.addr(),
+        &[],
+        &[("DOCKER_PULL_MIRRORS", &flag)],
+        &reference,
+        &image,
+    );
+}
+
+#[test]
+fn a_prefix_style_mirror_serves_a_registry_under_its_name() {
+    let image = hub_image();
+    let mirror = FakeRegistry::anonymous();
+    mirror.push_image("quay.io/org/app", TAG, &image);
+    let flag = format!("quay.io=http://{}/quay.io", mirror.addr());
+    let reference = format!("quay.io/org/app:{TAG}");
+    let source = format!("{}/quay.io", mirror.addr());
+    assert_pulled_through(&source, &["--mirror", &flag], &[], &reference, &image);
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/v2/quay.io/org/app/manifests/")),
+        "the mirror was asked for /v2/quay.io/org/app/...: {:#?}",
+        mirror.requests()
+    );
+}
+
+#[test]
+fn a_mirror_for_one_registry_is_not_used_for_another() {
+    let image = hub_image();
+    let mirror = FakeRegistry::anonymous();
+    mirror.push_image("owner/app", TAG, &image);
+    let origin = FakeRegistry::anonymous();
+    origin.push_image("owner/app", TAG, &image);
+    let work = Work::new();
+    let flag = format!("ghcr.io=http://{}", mirror.addr());
+    let reference = format!("{}/owner/app:{TAG}", origin.addr());
+    let run = pull_hub(&work, &["--mirror", &flag], &reference, &[]);
+    run.success();
+    assert_eq!(run.json()["source"], origin.addr());
+    assert!(mirror.requests().is_empty(), "{:#?}", mirror.requests());
 }
