@@ -16,7 +16,7 @@ use crate::archive::{Format, LayerLimit};
 use crate::credentials::GivenCredentials;
 use crate::credentials::Locations;
 use crate::fetch::Chunking;
-use crate::mirror::Mirror;
+use crate::mirror::{ConfigFiles, Mirror, conf, daemon};
 use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
 use crate::registry::transport;
@@ -92,7 +92,7 @@ pub struct Cli {
     #[arg(short, long, value_name = "HOST[:PORT]", default_value = DOCKER_HUB)]
     pub registry: String,
 
-    /// Mirror tried before the registry itself: [REGISTRY=]HOST[:PORT][/PREFIX], optionally with http:// or https:// before HOST; without REGISTRY= it mirrors docker.io (e.g. ghcr.io=ghcr.m.daocloud.io, quay.io=m.daocloud.io/quay.io; repeatable; else DOCKER_PULL_MIRRORS, comma- or space-separated)
+    /// Mirror tried before the registry itself: [REGISTRY=]HOST[:PORT][/PREFIX], optionally with http:// or https:// before HOST; without REGISTRY= it mirrors docker.io (e.g. ghcr.io=ghcr.m.daocloud.io, quay.io=m.daocloud.io/quay.io; repeatable; else DOCKER_PULL_MIRRORS, comma- or space-separated); the mirrors of registries.conf ($CONTAINERS_REGISTRIES_CONF) and daemon.json ($DOCKER_PULL_DAEMON_JSON) come after these
     #[arg(long, value_name = "[REGISTRY=]HOST[:PORT]")]
     pub mirror: Vec<String>,
 
@@ -266,8 +266,12 @@ pub struct Settings {
     pub credentials: Option<GivenCredentials>,
     /// The Docker config and containers auth files stored credentials come from.
     pub credential_locations: Locations,
-    /// Mirrors, each for one registry, in order.
+    /// Mirrors given with `--mirror` (else `DOCKER_PULL_MIRRORS`), each for
+    /// one registry, in order.
     pub mirrors: Vec<Mirror>,
+    /// The registries.conf and daemon.json files to read mirrors and
+    /// registry settings from.
+    pub source_files: ConfigFiles,
     pub cache_dir: Option<PathBuf>,
     pub transport: TransportOptions,
     pub tag: Option<Reference>,
@@ -356,6 +360,30 @@ fn credential_locations(env: &Env) -> Locations {
     Locations {
         docker_config,
         auth_files,
+    }
+}
+
+/// registries.conf: `$CONTAINERS_REGISTRIES_CONF` alone, else the user's
+/// `~/.config/containers` and the system's `/etc/containers`; daemon.json:
+/// `$DOCKER_PULL_DAEMON_JSON`, else `/etc/docker/daemon.json`.
+fn source_files(env: &Env) -> ConfigFiles {
+    let registries_conf = match env.path("CONTAINERS_REGISTRIES_CONF") {
+        Some(file) => conf::Files::Only(file),
+        None => conf::Files::Search {
+            user: env.path("HOME").map(|h| h.join(".config/containers")),
+            system: PathBuf::from("/etc/containers"),
+        },
+    };
+    let daemon_json = match env.path("DOCKER_PULL_DAEMON_JSON") {
+        Some(file) => (file, daemon::Named::ByVariable),
+        None => (
+            PathBuf::from("/etc/docker/daemon.json"),
+            daemon::Named::Default,
+        ),
+    };
+    ConfigFiles {
+        registries_conf,
+        daemon_json,
     }
 }
 
@@ -459,6 +487,8 @@ impl Cli {
         let tag = self.tag(images.len())?;
         let output = self.output(format)?;
 
+        // `--mirror` replaces DOCKER_PULL_MIRRORS, as every flag replaces its
+        // variable; the files' mirrors come after either.
         let mirrors = if self.mirror.is_empty() {
             match env.raw("DOCKER_PULL_MIRRORS") {
                 Some(v) => Mirror::parse_list(&v.to_string_lossy())
@@ -466,8 +496,7 @@ impl Cli {
                 None => Vec::new(),
             }
         } else {
-            self.mirror
-                .iter()
+            (self.mirror.iter())
                 .map(|m| Mirror::parse(m).map_err(|e| UsageError(format!("--mirror: {e}"))))
                 .collect::<Result<_, _>>()?
         };
@@ -490,6 +519,7 @@ impl Cli {
             credentials,
             credential_locations: credential_locations(&env),
             mirrors,
+            source_files: source_files(&env),
             cache_dir: if self.no_cache {
                 None
             } else {

@@ -87,6 +87,17 @@ pub enum PullError {
     #[error("{0}")]
     Setup(String),
 
+    #[error(transparent)]
+    Blocked(#[from] crate::mirror::Blocked),
+
+    /// The origin failed after every mirror had.
+    #[error("{last}; the mirrors tried first failed too: {}", mirrors_failed(.mirrors))]
+    EverySource {
+        last: Box<PullError>,
+        /// Each mirror and why it failed.
+        mirrors: Vec<(String, String)>,
+    },
+
     #[error("interrupted")]
     Interrupted,
 }
@@ -94,6 +105,13 @@ pub enum PullError {
 /// A platform as a registry's index or config states it, escaped.
 fn shown(platform: &Platform) -> String {
     escape_untrusted(&platform.to_string())
+}
+
+fn mirrors_failed(mirrors: &[(String, String)]) -> String {
+    let each: Vec<String> = (mirrors.iter())
+        .map(|(m, why)| format!("{} ({why})", escape_untrusted(m)))
+        .collect();
+    each.join("; ")
 }
 
 fn list(platforms: &[Platform]) -> String {

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::archive::{self, AllPlatforms, ArchiveImage};
 use crate::cache::Cache;
@@ -63,6 +63,8 @@ pub struct Pipeline<'a> {
     pub settings: &'a Settings,
     pub cache: Arc<Cache>,
     pub observer: Arc<dyn Observer>,
+    /// registries.conf and daemon.json, read once for the run.
+    pub config: Arc<mirror::Config>,
     /// Connections downloading blob data at once, across images: `-j`.
     pub connections: Arc<tokio::sync::Semaphore>,
 }
@@ -79,7 +81,8 @@ struct Fetch {
 impl Pipeline<'_> {
     /// Pulls one image from its mirrors in order, then its origin: a mirror
     /// that fails for any reason but a local one (disk, interruption) hands
-    /// over to the next.
+    /// over to the next, and one that cannot be reached at all is not tried
+    /// again in this run. When every source failed, the error names each.
     pub async fn pull(
         &self,
         session: &mut Session,
@@ -88,25 +91,45 @@ impl Pipeline<'_> {
         rename: Option<Reference>,
         target: &Target,
     ) -> Result<Pulled, PullError> {
-        let sources = mirror::sources(reference, &self.settings.mirrors);
-        let mut sources = sources.iter().peekable();
-        while let Some(source) = sources.next() {
-            let image = reference.to_string();
-            let registry = session.registry(source).map_err(|e| match e {
+        let sources = mirror::sources(reference, &self.settings.mirrors, &self.config)?;
+        let image = reference.to_string();
+        let mut failed: Vec<(String, String)> = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            debug!(source = %source.label, repository = %source.repository, from = %source.from, trust = ?source.trust, "source");
+            let last = i + 1 == sources.len();
+            if source.mirror && !last && session.is_unreachable(source) {
+                let why = "not tried: it could not be reached earlier in this run";
+                failed.push((source.label.clone(), why.to_string()));
+                continue;
+            }
+            let registry = session.registry(source).await.map_err(|e| match e {
                 PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
                 other => other,
             })?;
             let result = self
                 .pull_from(&registry, given, reference, rename.clone(), source, target)
                 .await;
-            match (result, sources.peek()) {
-                (Err(e), Some(next)) if source.mirror && !is_local_failure(&e) => {
+            match result {
+                Err(e) if source.mirror && !last && !is_local_failure(&e) => {
+                    if is_connection_failure(&e) {
+                        session.mark_unreachable(source);
+                    }
+                    let why = e.to_string();
+                    let why = why.strip_prefix(&format!("{image}: ")).unwrap_or(&why);
+                    let next = &sources[i + 1].label;
                     warn!(
-                        "mirror {} failed for {}: {e}; trying {}",
-                        source.label, reference, next.label
+                        "mirror {} failed for {image}: {why}; trying {next}",
+                        source.label
                     );
+                    failed.push((source.label.clone(), why.to_string()));
                 }
-                (result, _) => return result,
+                Err(e) if !failed.is_empty() && !is_local_failure(&e) => {
+                    return Err(PullError::EverySource {
+                        last: Box::new(e),
+                        mirrors: failed,
+                    });
+                }
+                result => return result,
             }
         }
         unreachable!("an image always has its origin as a source")
@@ -374,6 +397,19 @@ impl Pipeline<'_> {
 fn distinct(ds: &[Descriptor]) -> Vec<&Descriptor> {
     let mut seen = std::collections::HashSet::new();
     ds.iter().filter(|d| seen.insert(&d.digest)).collect()
+}
+
+/// Failures that say the source cannot be reached at all (rather than that
+/// it lacks this image).
+fn is_connection_failure(e: &PullError) -> bool {
+    use crate::registry::RegistryError as R;
+    matches!(
+        e,
+        PullError::Registry {
+            source: R::Connect { .. } | R::Tls { .. } | R::Timeout { .. },
+            ..
+        }
+    )
 }
 
 /// Failures no other registry would avoid.

@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::cli::{Output, Settings};
 use crate::error::PullError;
 use crate::events::{Event, Observer};
+use crate::mirror;
 use crate::pipeline::{Pipeline, Pulled, Target};
 use crate::reference::Reference;
 use crate::report::ImageReport;
@@ -36,10 +37,17 @@ impl<'a> Puller<'a> {
         cache: Arc<Cache>,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, PullError> {
+        let mut warnings = Vec::new();
+        let config = mirror::Config::load(&settings.source_files, &mut warnings)
+            .map_err(|e| PullError::Setup(e.to_string()))?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
         let session = Session::new(
             settings.transport.clone(),
             settings.credentials.clone(),
             &settings.credential_locations,
+            config.daemon.insecure.clone(),
         )?;
         Ok(Puller {
             settings,
@@ -48,6 +56,7 @@ impl<'a> Puller<'a> {
                 settings,
                 cache,
                 observer,
+                config: Arc::new(config),
                 connections: Arc::new(tokio::sync::Semaphore::new(settings.jobs.max(1))),
             },
         })

@@ -5,9 +5,12 @@
 //!
 //! It decides which credentials a source gets (those given with `-u` only
 //! for the registry they were given for, never a mirror; else stored ones),
-//! and nothing about images, caches or archives.
+//! which sources are insecure (daemon.json's `insecure-registries`, by name
+//! or address range, besides what registries.conf says), and remembers the
+//! sources that could not be reached, so a run does not wait for them twice.
+//! Nothing about images, caches or archives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::debug;
@@ -15,13 +18,15 @@ use tracing::debug;
 use crate::credentials::{CredentialStore, GivenCredentials, Locations};
 use crate::error::PullError;
 use crate::mirror::Source;
-use crate::registry::{Credentials, Registry, TransportOptions, transport};
+use crate::mirror::daemon::Insecure;
+use crate::registry::{Credentials, Registry, TransportOptions, Trust, transport};
 
 /// What makes two registry clients the same: where they go and as whom.
 #[derive(PartialEq, Eq)]
 struct RegistryKey {
     host: String,
     scheme: Option<&'static str>,
+    trust: Trust,
     credentials: Option<Credentials>,
 }
 
@@ -32,6 +37,12 @@ pub struct Session {
     http: transport::Clients,
     /// Clients for registries with `certs.d` settings, by registry.
     tls_clients: HashMap<String, transport::Clients>,
+    /// Clients that verify no certificate, for insecure registries.
+    insecure_clients: Option<transport::Clients>,
+    /// daemon.json's `insecure-registries`.
+    insecure: Insecure,
+    /// Sources (`scheme://host`) that failed to connect in this run.
+    unreachable: HashSet<String>,
     store: CredentialStore,
     /// Stored credentials found, by registry and repository.
     found: HashMap<(String, String), Option<Credentials>>,
@@ -43,6 +54,7 @@ impl Session {
         transport: TransportOptions,
         given: Option<GivenCredentials>,
         locations: &Locations,
+        insecure: Insecure,
     ) -> Result<Session, PullError> {
         let http =
             transport::build_client(&transport).map_err(|e| PullError::Setup(e.to_string()))?;
@@ -51,6 +63,9 @@ impl Session {
             given,
             http,
             tls_clients: HashMap::new(),
+            insecure_clients: None,
+            insecure,
+            unreachable: HashSet::new(),
             store: CredentialStore::load(locations),
             found: HashMap::new(),
             registries: Vec::new(),
@@ -58,16 +73,21 @@ impl Session {
     }
 
     /// The client for a source, made on first use.
-    pub fn registry(&mut self, source: &Source) -> Result<Arc<Registry>, PullError> {
+    pub async fn registry(&mut self, source: &Source) -> Result<Arc<Registry>, PullError> {
+        let trust = self.trust_for(source).await;
         let key = RegistryKey {
             host: source.host.clone(),
             scheme: source.scheme,
+            trust,
             credentials: self.credentials_for(source),
         };
         if let Some((_, r)) = self.registries.iter().find(|(k, _)| *k == key) {
             return Ok(Arc::clone(r));
         }
-        let http = self.client_for(source)?;
+        let http = match trust {
+            Trust::Insecure => self.insecure_client()?,
+            Trust::Verified => self.client_for(source)?,
+        };
         let registry = Arc::new(
             Registry::new(
                 &source.registry,
@@ -76,10 +96,58 @@ impl Session {
                 self.transport.clone(),
                 key.credentials.clone(),
             )
-            .with_scheme(source.scheme),
+            .with_scheme(source.scheme)
+            .with_trust(trust),
         );
         self.registries.push((key, Arc::clone(&registry)));
         Ok(registry)
+    }
+
+    /// Whether a source is insecure: as its configuration says, or because
+    /// daemon.json lists its name or a range holding its address.
+    async fn trust_for(&self, source: &Source) -> Trust {
+        if source.trust == Trust::Insecure || self.insecure.covers_name(&source.host) {
+            return Trust::Insecure;
+        }
+        if !self.insecure.needs_lookup(&source.host) {
+            return Trust::Verified;
+        }
+        let with_port = if source.host.contains(':') {
+            source.host.clone()
+        } else {
+            format!("{}:443", source.host)
+        };
+        let Ok(mut addrs) = tokio::net::lookup_host(with_port).await else {
+            return Trust::Verified;
+        };
+        if addrs.any(|a| self.insecure.covers_address(a.ip())) {
+            debug!(host = %source.host, "insecure: its address is in an insecure-registries range");
+            return Trust::Insecure;
+        }
+        Trust::Verified
+    }
+
+    fn insecure_client(&mut self) -> Result<transport::Clients, PullError> {
+        if let Some(c) = &self.insecure_clients {
+            return Ok(c.clone());
+        }
+        let opts = TransportOptions {
+            insecure: true,
+            ..self.transport.clone()
+        };
+        let c = transport::build_client(&opts).map_err(|e| PullError::Setup(e.to_string()))?;
+        self.insecure_clients = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Whether a mirror failed to connect earlier in this run.
+    pub fn is_unreachable(&self, source: &Source) -> bool {
+        self.unreachable.contains(&reach_key(source))
+    }
+
+    /// Notes that a source failed to connect: it is not tried again.
+    pub fn mark_unreachable(&mut self, source: &Source) {
+        self.unreachable.insert(reach_key(source));
     }
 
     /// The HTTP clients for a registry: its own when Docker's `certs.d` has
@@ -131,4 +199,8 @@ impl Session {
         self.found.insert(key, found.clone());
         found
     }
+}
+
+fn reach_key(source: &Source) -> String {
+    format!("{}://{}", source.scheme.unwrap_or("any"), source.host)
 }

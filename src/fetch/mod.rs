@@ -68,7 +68,7 @@ impl Fetcher {
             .map(|(i, d)| async move {
                 let f = self.fetch_one(d).await?;
                 ready(&f);
-                Ok((i, f))
+                Ok::<_, PullError>((i, f))
             })
             .buffer_unordered(self.concurrency.max(1))
             .try_collect()

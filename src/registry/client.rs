@@ -1,5 +1,5 @@
 //! One registry's endpoints: the `/v2/` ping (which picks HTTPS or, for
-//! loopback registries, plain HTTP, and learns how to authenticate),
+//! loopback and insecure registries, plain HTTP, and learns how to authenticate),
 //! manifests, and blob requests (with `Range`, and foreign layers' URLs).
 //!
 //! Every request goes through [`Registry::send`], which adds authentication,
@@ -37,8 +37,22 @@ pub struct Registry {
     pub(super) credentials: Option<Credentials>,
     /// `http` or `https` when the scheme is fixed (a mirror written with one).
     scheme: Option<&'static str>,
+    trust: Trust,
     base: OnceCell<Url>,
     pub(super) auth: Mutex<AuthState>,
+}
+
+/// How far a registry is trusted to prove who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trust {
+    /// HTTPS with a verified certificate (plain HTTP only for loopback
+    /// registries, `--plain-http`, or a mirror written with `http://`).
+    #[default]
+    Verified,
+    /// Marked insecure by the user's settings (`insecure = true` in
+    /// registries.conf, `insecure-registries` in daemon.json): HTTPS without
+    /// verifying the certificate, else plain HTTP.
+    Insecure,
 }
 
 /// A manifest as the registry served it.
@@ -66,6 +80,7 @@ impl Registry {
             opts,
             credentials,
             scheme: None,
+            trust: Trust::Verified,
             base: OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
         }
@@ -74,6 +89,17 @@ impl Registry {
     /// Fixes the scheme (`http` or `https`) instead of choosing it.
     pub fn with_scheme(mut self, scheme: Option<&'static str>) -> Registry {
         self.scheme = scheme;
+        self
+    }
+
+    /// Marks the registry insecure (or not): an insecure one is reached
+    /// over HTTPS without verification, else plain HTTP, and may name a
+    /// plain-HTTP token realm. Its clients must not verify certificates.
+    pub fn with_trust(mut self, trust: Trust) -> Registry {
+        self.trust = trust;
+        if trust == Trust::Insecure {
+            self.opts.insecure = true;
+        }
         self
     }
 
@@ -122,7 +148,7 @@ impl Registry {
             std::slice::from_ref(fixed)
         } else if self.opts.plain_http {
             &["http"]
-        } else if is_loopback_host(&self.host) {
+        } else if is_loopback_host(&self.host) || self.trust == Trust::Insecure {
             &["https", "http"]
         } else {
             &["https"]
@@ -146,9 +172,11 @@ impl Registry {
             };
             match self.ping_at(&base, &url, &mut budget).await {
                 Ok(()) => return Ok(base),
-                Err(e @ RegistryError::Tls { .. }) => return Err(e),
+                Err(e @ RegistryError::Tls { .. }) if self.trust == Trust::Verified => {
+                    return Err(e);
+                }
                 Err(e) if fallback_left => {
-                    debug!(error = %e, "HTTPS failed on a loopback registry; trying HTTP");
+                    debug!(error = %e, "HTTPS failed on a loopback or insecure registry; trying HTTP");
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),

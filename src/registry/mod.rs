@@ -16,6 +16,6 @@ pub mod transport;
 
 pub use auth::Credentials;
 pub use body::{BlobBody, Piece, Span};
-pub use client::{Manifest, Registry};
+pub use client::{Manifest, Registry, Trust};
 pub use error::RegistryError;
 pub use transport::{EnvProxies, TransportOptions};

@@ -22,6 +22,11 @@ pub const HELLO: &str = "hello from docker-pull";
 pub const MIRRORED: &str = "docker-pull-e2e-mirrored";
 /// The path prefix of the prefixed mirror on the plain registry.
 pub const MIRROR_PREFIX: &str = "mirror-prefix";
+/// Where the plain registry plays `ghcr.io` (`ghcr.io/<GHCR_REPO>` through `--mirror
+/// ghcr.io=...`) and a prefix-style mirror of quay.io (`quay.io/<QUAY_REPO>` is
+/// `quay.io/<QUAY_REPO>` on it): `small` under both names.
+pub const GHCR_REPO: &str = "e2e-owner/docker-pull-e2e-mirrored";
+pub const QUAY_REPO: &str = "e2e-org/docker-pull-e2e-mirrored";
 /// Repositories of the `slow` fixture: under the first the slow token server tells the real
 /// token lifetime, under the second it claims 300 s.
 pub const SLOW_HONEST: &str = "private/slow-honest";
@@ -307,7 +312,13 @@ fn init() -> Result<Env, String> {
     // For the registries sharing the plain registry's storage, and the mirror tests.
     let mirrored = format!("library/{MIRRORED}");
     let prefixed = format!("{MIRROR_PREFIX}/library/{MIRRORED}");
-    for repo in [mirrored.as_str(), prefixed.as_str()] {
+    let quay = format!("quay.io/{QUAY_REPO}");
+    for repo in [
+        mirrored.as_str(),
+        prefixed.as_str(),
+        GHCR_REPO,
+        quay.as_str(),
+    ] {
         push(
             repo,
             plain.push_image(repo, Some("latest"), &fixtures.small),

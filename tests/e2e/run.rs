@@ -141,6 +141,8 @@ where
         "DOCKER_PULL_PASSWORD",
         "DOCKER_PULL_CACHE",
         "DOCKER_PULL_MIRRORS",
+        "DOCKER_PULL_DAEMON_JSON",
+        "CONTAINERS_REGISTRIES_CONF",
         "REGISTRY_AUTH_FILE",
         "XDG_RUNTIME_DIR",
     ] {

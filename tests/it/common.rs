@@ -278,6 +278,10 @@ impl Work {
             .env("XDG_CACHE_HOME", home.join(".cache"))
             .env("XDG_RUNTIME_DIR", home.join("run"))
             .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+            // The machine's /etc/containers/registries.conf and
+            // /etc/docker/daemon.json stay out of the tests.
+            .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
+            .env("DOCKER_PULL_DAEMON_JSON", "/dev/null")
             .env("NO_COLOR", "1");
         for (key, value) in env {
             command.env(key, value);

@@ -471,3 +471,290 @@ fn a_mirror_for_one_registry_is_not_used_for_another() {
     assert_eq!(run.json()["source"], origin.addr());
     assert!(mirror.requests().is_empty(), "{:#?}", mirror.requests());
 }
+
+// --- registries.conf and daemon.json ------------------------------------------------------------
+
+/// Writes `text` to `<work>/<name>` and returns its path as text.
+fn settings_file(work: &Work, name: &str, text: &str) -> String {
+    let path = work.path(name);
+    work.write_file(&path, text);
+    path.to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn registries_conf_mirrors_serve_a_registry_this_machine_cannot_reach() {
+    let image = hub_image();
+    let mirror = FakeRegistry::anonymous();
+    mirror.push_image("ghcr-proxy/owner/app", TAG, &image);
+    let work = Work::new();
+    let conf = settings_file(
+        &work,
+        "registries.conf",
+        &format!(
+            "unqualified-search-registries = [\"docker.io\"]\n\n[[registry]]\nprefix = \"ghcr.io\"\nlocation = \"ghcr.io\"\n\n[[registry.mirror]]\nlocation = \"{}/ghcr-proxy\"\n",
+            mirror.addr()
+        ),
+    );
+    let reference = format!("ghcr.io/owner/app:{TAG}");
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_str())];
+    let run = pull_hub(&work, &["--debug"], &reference, &env);
+    run.success();
+    assert_eq!(
+        run.json()["source"],
+        format!("{}/ghcr-proxy", mirror.addr())
+    );
+    assert!(
+        run.stderr.contains(&conf),
+        "--debug names the file the mirror came from:\n{}",
+        run.stderr
+    );
+    assert!(
+        mirror
+            .manifest_requests()
+            .iter()
+            .any(|r| r.path == format!("/v2/ghcr-proxy/owner/app/manifests/{TAG}")),
+        "{:#?}",
+        mirror.requests()
+    );
+}
+
+#[test]
+fn registries_conf_location_moves_the_registry() {
+    let image = hub_image();
+    let real = FakeRegistry::anonymous();
+    real.push_image("real/team/app", TAG, &image);
+    let work = Work::new();
+    let conf = settings_file(
+        &work,
+        "registries.conf",
+        &format!(
+            "[[registry]]\nprefix = \"registry.invalid/team\"\nlocation = \"{}/real/team\"\n",
+            real.addr()
+        ),
+    );
+    let run = pull_hub(
+        &work,
+        &[],
+        &format!("registry.invalid/team/app:{TAG}"),
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    run.success();
+    assert_eq!(run.json()["source"], format!("{}/real/team", real.addr()));
+    let archive = Archive::open(&work.path("hub.tar"));
+    assert_docker_archive(
+        &archive,
+        &[Expected {
+            image: &image,
+            full_name: Ann::Any,
+            ref_name: Ann::Is(TAG.to_string()),
+            repo_tags: vec![format!("registry.invalid/team/app:{TAG}")],
+            optional_blobs: Vec::new(),
+        }],
+    );
+}
+
+#[test]
+fn a_blocked_registry_is_refused_naming_the_file() {
+    let image = hub_image();
+    let mirror = FakeRegistry::anonymous();
+    mirror.push_image("owner/app", TAG, &image);
+    let work = Work::new();
+    let conf = settings_file(
+        &work,
+        "blocked.conf",
+        "[[registry]]\nprefix = \"ghcr.io/owner\"\nblocked = true\n",
+    );
+    let flag = format!("ghcr.io=http://{}", mirror.addr());
+    let run = pull_hub(
+        &work,
+        &["--mirror", &flag],
+        &format!("ghcr.io/owner/app:{TAG}"),
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("blocked") && run.stderr.contains(&conf),
+        "the error says which file blocks it:\n{}",
+        run.stderr
+    );
+    assert!(mirror.requests().is_empty(), "not even a mirror is asked");
+    // Another owner on the same registry is not blocked.
+    let run = pull_hub(
+        &work,
+        &["--mirror", &flag],
+        &format!("ghcr.io/other/app:{TAG}"),
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    run.expect_code(1);
+    assert!(!run.stderr.contains("blocked"), "{}", run.stderr);
+}
+
+#[test]
+fn a_broken_registries_conf_or_daemon_json_is_named() {
+    let work = Work::new();
+    let conf = settings_file(&work, "bad.conf", "[[registry]\nprefix = \"x\"\n");
+    let run = pull_hub(
+        &work,
+        &[],
+        &hub_ref(),
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    run.expect_code(1);
+    assert!(run.stderr.contains(&conf), "{}", run.stderr);
+    let json = settings_file(
+        &work,
+        "daemon.json",
+        "{\"registry-mirrors\": [\"ftp://m\"]}",
+    );
+    let run = pull_hub(
+        &work,
+        &[],
+        &hub_ref(),
+        &[("DOCKER_PULL_DAEMON_JSON", &json)],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(&json) && run.stderr.contains("registry-mirrors"),
+        "{}",
+        run.stderr
+    );
+    run.assert_no_panic();
+}
+
+#[test]
+fn daemon_json_registry_mirrors_serve_docker_hub() {
+    let image = hub_image();
+    let good = public_mirror(&image);
+    let work = Work::new();
+    let json = settings_file(
+        &work,
+        "daemon.json",
+        &format!(
+            "{{\n  \"data-root\": \"/var/lib/docker\",\n  \"registry-mirrors\": [\"http://{}\"]\n}}\n",
+            good.addr()
+        ),
+    );
+    let run = pull_hub(
+        &work,
+        &[],
+        &hub_ref(),
+        &[("DOCKER_PULL_DAEMON_JSON", &json)],
+    );
+    assert_served_by(&run, &work, &image, &good.addr());
+}
+
+/// Flags first, then registries.conf, then daemon.json: each failing one warns and hands over.
+#[test]
+fn sources_in_order_flags_registries_conf_daemon_json() {
+    let image = hub_image();
+    let from_flag = FakeRegistry::anonymous();
+    let from_conf = FakeRegistry::anonymous();
+    let from_daemon = public_mirror(&image);
+    let work = Work::new();
+    let conf = settings_file(
+        &work,
+        "registries.conf",
+        &format!(
+            "[[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+            from_conf.addr()
+        ),
+    );
+    let json = settings_file(
+        &work,
+        "daemon.json",
+        &format!(
+            "{{\"registry-mirrors\": [\"http://{}\"]}}",
+            from_daemon.addr()
+        ),
+    );
+    let env = [
+        ("CONTAINERS_REGISTRIES_CONF", conf.as_str()),
+        ("DOCKER_PULL_DAEMON_JSON", json.as_str()),
+    ];
+    let run = pull_hub(&work, &["--mirror", &from_flag.addr()], &hub_ref(), &env);
+    assert_served_by(&run, &work, &image, &from_daemon.addr());
+    assert_mirror_warning(&run, &from_flag.addr(), &from_conf.addr());
+    assert_mirror_warning(&run, &from_conf.addr(), &from_daemon.addr());
+}
+
+#[test]
+fn mirror_by_digest_only_is_honoured() {
+    let image = hub_image();
+    let mirror = FakeRegistry::anonymous();
+    mirror.push_image("owner/app", TAG, &image);
+    let work = Work::new();
+    let conf = settings_file(
+        &work,
+        "registries.conf",
+        &format!(
+            "[[registry]]\nprefix = \"ghcr.io\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"{}\"\n",
+            mirror.addr()
+        ),
+    );
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_str())];
+    let by_tag = pull_hub(
+        &work,
+        &["--timeout", "3"],
+        &format!("ghcr.io/owner/app:{TAG}"),
+        &env,
+    );
+    by_tag.expect_code(1);
+    assert!(
+        mirror.requests().is_empty(),
+        "a tag never goes to a digest-only mirror"
+    );
+    let digest = &image.manifest.digest;
+    let by_digest = pull_hub(&work, &[], &format!("ghcr.io/owner/app@{digest}"), &env);
+    by_digest.success();
+    assert_eq!(by_digest.json()["source"], mirror.addr());
+}
+
+/// A mirror that cannot be reached is tried for the first image only; the final error names
+/// every source and why.
+#[test]
+fn an_unreachable_mirror_is_not_tried_again_and_every_failure_is_named() {
+    let image = hub_image();
+    let good = public_mirror(&image);
+    good.push_image(&format!("library/{NAME}"), "v2", &image);
+    let down = format!("127.0.0.1:{}", closed_port());
+    let work = Work::new();
+    let second = format!("docker.io/library/{NAME}:v2");
+    let run = pull_hub(
+        &work,
+        &["--mirror", &down, "--mirror", &good.addr(), &second],
+        &hub_ref(),
+        &[],
+    );
+    run.success();
+    let warned = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&format!("mirror {down} failed")))
+        .count();
+    assert_eq!(warned, 1, "the dead mirror was tried once:\n{}", run.stderr);
+    assert_eq!(run.json_lines().len(), 2);
+
+    let empty = FakeRegistry::anonymous();
+    let run = pull_hub(
+        &work,
+        &[
+            "--timeout",
+            "3",
+            "--mirror",
+            &down,
+            "--mirror",
+            &empty.addr(),
+        ],
+        &format!("docker.io/library/{NAME}:missing"),
+        &[],
+    );
+    run.expect_code(1);
+    let error = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        error.contains("the mirrors tried first failed too")
+            && error.contains(&format!("{down} (cannot reach"))
+            && error.contains(&format!("{} (", empty.addr()))
+            && error.contains("404"),
+        "the error names each source and why: {error}"
+    );
+}
