@@ -72,7 +72,7 @@ fn verify_command(sources: &[PathBuf], quiet: bool, json: bool) -> u8 {
         Mode::Plain
     };
     let view = View::new(mode);
-    let (mut images, mut failed) = (0usize, 0usize);
+    let (mut images, mut failed, mut unreadable) = (0usize, 0usize, 0usize);
     for path in sources {
         let given = path.display().to_string();
         let checked = match verify::verify(path, &view) {
@@ -80,14 +80,14 @@ fn verify_command(sources: &[PathBuf], quiet: bool, json: bool) -> u8 {
             Err(e) => vec![verify::unreadable(&given, &e)],
         };
         for c in &checked {
-            images += 1;
             let mut out = std::io::stdout().lock();
             let _ = verify::print(&mut out, c, json).and_then(|_| out.flush());
+            images += usize::from(!c.unreadable);
             if c.ok() {
                 continue;
             }
-            failed += 1;
             if c.unreadable {
+                unreadable += 1;
                 for p in &c.problems {
                     let _ = progress::write_stderr(
                         escape_for_terminal(&format!("error: {p}\n")).as_bytes(),
@@ -95,6 +95,7 @@ fn verify_command(sources: &[PathBuf], quiet: bool, json: bool) -> u8 {
                 }
                 continue;
             }
+            failed += 1;
             let name = c.name.as_deref().unwrap_or("(unnamed image)");
             for p in &c.problems {
                 let line = format!("error: {given}: {name}: {p}\n");
@@ -102,10 +103,17 @@ fn verify_command(sources: &[PathBuf], quiet: bool, json: bool) -> u8 {
             }
         }
     }
-    if failed == 0 {
+    if failed == 0 && unreadable == 0 {
         return 0;
     }
-    let line = format!("error: {failed} of {images} images failed verification\n");
+    let mut line = String::from("error: ");
+    if unreadable > 0 {
+        let s = if unreadable == 1 { "" } else { "s" };
+        line.push_str(&format!("{unreadable} source{s} could not be read; "));
+    }
+    line.push_str(&format!(
+        "{failed} of {images} images failed verification\n"
+    ));
     let _ = progress::write_stderr(line.as_bytes());
     1
 }
