@@ -87,6 +87,7 @@ ensure_packages \
     microsocks:microsocks \
     skopeo:skopeo \
     podman:podman \
+    zstd:zstd \
     "busybox-static:static:$E2E_BUSYBOX"
 if [ -r /sys/module/apparmor/parameters/enabled ] &&
     [ "$(cat /sys/module/apparmor/parameters/enabled)" = Y ]; then

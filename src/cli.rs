@@ -199,6 +199,21 @@ pub enum Command {
         #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR", global = true)]
         cache_dir: Option<PathBuf>,
     },
+    /// Check archives or layouts offline: every manifest, config and layer present with the right size and sha256, layers matching the config's diff_ids, names that parse
+    #[command(
+        after_help = "SOURCE: an archive docker-pull wrote (-f docker, oci, legacy, a bundle), one from docker save or skopeo (docker-archive:, oci-archive:), a gzip- or zstd-compressed one, or an OCI layout directory.\n\nExit codes: 0 every image is sound, 1 a problem was found (each is named), 2 bad usage."
+    )]
+    Verify {
+        /// Archives (.tar, .tar.gz, .tar.zst) or OCI layout directories
+        #[arg(value_name = "SOURCE", required = true)]
+        sources: Vec<PathBuf>,
+        /// No progress: only problems and the result
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print one JSON object per image on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions {
         #[arg(value_enum)]
@@ -1078,6 +1093,12 @@ mod tests {
                 ..
             })
         ));
+        let cli = Cli::try_parse_from(["docker-pull", "verify", "-q", "a.tar", "dir"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Verify { ref sources, quiet: true, json: false }) if sources.len() == 2
+        ));
+        assert!(Cli::try_parse_from(["docker-pull", "verify"]).is_err());
         let cli = Cli::try_parse_from(["docker-pull", "completions", "zsh"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Completions { .. })));
         let cli = Cli::try_parse_from(["docker-pull", "nginx", "alpine"]).unwrap();

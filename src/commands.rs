@@ -1,17 +1,27 @@
-//! The commands besides pulling: `cache`, `completions` and the hidden `man`.
+//! The commands besides pulling: `cache`, `verify`, `completions` and the
+//! hidden `man`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::CommandFactory;
 
 use docker_pull::cache::{Cache, PruneOutcome};
 use docker_pull::cli::{CacheAction, Cli, Command, default_cache_dir};
+use docker_pull::progress::{self, Mode, View};
 use docker_pull::report::human_bytes;
+use docker_pull::text::escape_for_terminal;
+use docker_pull::verify;
 
 /// Runs a command; returns the exit code.
 pub fn run(command: Command) -> u8 {
     let result = match command {
+        Command::Verify {
+            sources,
+            quiet,
+            json,
+        } => return verify_command(&sources, quiet, json),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "docker-pull", &mut std::io::stdout());
@@ -48,6 +58,64 @@ pub fn run(command: Command) -> u8 {
             1
         }
     }
+}
+
+/// `verify SOURCE...`: 0 when every image of every source is sound, else 1
+/// with every problem on stderr (and in the `--json` objects).
+fn verify_command(sources: &[PathBuf], quiet: bool, json: bool) -> u8 {
+    let stderr_terminal = std::io::stderr().is_terminal();
+    let mode = if quiet || json && !stderr_terminal {
+        Mode::Quiet
+    } else if stderr_terminal {
+        Mode::Bars
+    } else {
+        Mode::Plain
+    };
+    let view = View::new(mode);
+    let (mut images, mut failed, mut unreadable) = (0usize, 0usize, 0usize);
+    for path in sources {
+        let given = path.display().to_string();
+        let checked = match verify::verify(path, &view) {
+            Ok(checked) => checked,
+            Err(e) => vec![verify::unreadable(&given, &e)],
+        };
+        for c in &checked {
+            let mut out = std::io::stdout().lock();
+            let _ = verify::print(&mut out, c, json).and_then(|_| out.flush());
+            images += usize::from(!c.unreadable);
+            if c.ok() {
+                continue;
+            }
+            if c.unreadable {
+                unreadable += 1;
+                for p in &c.problems {
+                    let _ = progress::write_stderr(
+                        escape_for_terminal(&format!("error: {p}\n")).as_bytes(),
+                    );
+                }
+                continue;
+            }
+            failed += 1;
+            let name = c.name.as_deref().unwrap_or("(unnamed image)");
+            for p in &c.problems {
+                let line = format!("error: {given}: {name}: {p}\n");
+                let _ = progress::write_stderr(escape_for_terminal(&line).as_bytes());
+            }
+        }
+    }
+    if failed == 0 && unreadable == 0 {
+        return 0;
+    }
+    let mut line = String::from("error: ");
+    if unreadable > 0 {
+        let s = if unreadable == 1 { "" } else { "s" };
+        line.push_str(&format!("{unreadable} source{s} could not be read; "));
+    }
+    line.push_str(&format!(
+        "{failed} of {images} images failed verification\n"
+    ));
+    let _ = progress::write_stderr(line.as_bytes());
+    1
 }
 
 fn cache_command(cache: &Cache, action: CacheAction) -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! What a transfer tells whoever watches it: one stream of events, image
 //! level (an image starts, its blobs are all there, a note such as the
 //! archive being written) and blob level (found in the cache, started,
-//! bytes, rewound, finished). The pipeline sends them to an [`Observer`];
+//! bytes, rewound, finished; or, for `verify`, being checked). The pipeline sends them to an [`Observer`];
 //! the terminal view in `progress` is one. Nothing here draws or decides.
 
 use crate::digest::Digest;
@@ -32,7 +32,10 @@ pub enum Event {
     Progress { digest: Digest, bytes: u64 },
     /// A download went back to `offset` (retry without resume).
     Rewound { digest: Digest, offset: u64 },
-    /// A blob was verified and stored.
+    /// A blob of an archive is being read and checked (`verify`); its
+    /// bytes follow as [`Event::Progress`], its end as [`Event::Finished`].
+    Checking { digest: Digest, size: u64 },
+    /// A blob was verified (and, when downloaded, stored).
     Finished { digest: Digest },
 }
 

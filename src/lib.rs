@@ -25,3 +25,4 @@ pub mod resolve;
 pub mod session;
 pub mod text;
 pub mod units;
+pub mod verify;

@@ -107,6 +107,14 @@ impl View {
                 });
                 st.plain.insert(digest, (offset, size, Instant::now()));
             }
+            Event::Checking { digest, size } => {
+                line(&format!(
+                    "  {}: checking {}",
+                    short(&digest),
+                    human_bytes(size)
+                ));
+                st.plain.insert(digest, (0, size, Instant::now()));
+            }
             Event::Progress { digest, bytes } => {
                 if let Some((done, size, last)) = st.plain.get_mut(&digest) {
                     *done += bytes;
@@ -176,6 +184,11 @@ impl View {
                 bar.set_prefix(short(&digest));
                 bar.set_position(offset);
                 st.advance_total(offset);
+                st.bars.insert(digest, bar);
+            }
+            Event::Checking { digest, size } => {
+                let bar = multi.add(bar(size, BLOB_TEMPLATE));
+                bar.set_prefix(short(&digest));
                 st.bars.insert(digest, bar);
             }
             Event::Progress { digest, bytes } => {

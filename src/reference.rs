@@ -334,7 +334,9 @@ fn is_alnum(b: u8) -> bool {
 }
 
 /// `[\w][\w.-]{0,127}`
-fn valid_tag(t: &str) -> bool {
+/// Whether `t` is a valid tag: letters, digits, `_`, `.`, `-`, at most 128,
+/// not starting with `.` or `-`.
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128

@@ -8,6 +8,7 @@
 mod docker;
 mod legacy;
 mod oci_dir;
+pub mod read;
 mod tar_out;
 
 use std::fs::File;

@@ -31,6 +31,7 @@ mod renewal;
 mod run;
 mod secrets;
 mod tls;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -31,3 +31,4 @@ mod resume;
 mod settings;
 mod streaming;
 mod tokens;
+mod verify;
