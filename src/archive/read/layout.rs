@@ -444,7 +444,11 @@ fn children(ctx: &Ctx<'_>, index: &Document, problems: &mut Vec<Problem>) -> Vec
         };
         let platform = e.platform.as_ref().and_then(RawPlatform::platform);
         let reference_type = e.annotations.remove("vnd.docker.reference.type");
-        let image = if part_of(&e.media_type) == Part::Index {
+        let image = if !ctx.store.contains(&blob.entry) {
+            // A partial index, as an engine with the containerd image store
+            // saves one: only some platforms' images are there.
+            None
+        } else if part_of(&e.media_type) == Part::Index {
             problems.push(Problem::invalid(
                 Part::Index,
                 &blob.entry,
@@ -467,6 +471,13 @@ fn children(ctx: &Ctx<'_>, index: &Document, problems: &mut Vec<Problem>) -> Vec
             reference_type,
             image,
         });
+    }
+    if !out.is_empty() && out.iter().all(|c| !ctx.store.contains(&c.blob.entry)) {
+        problems.push(Problem::invalid(
+            Part::Index,
+            &index.blob.entry,
+            "none of the images it lists is in the source",
+        ));
     }
     out
 }

@@ -416,8 +416,8 @@ impl Image {
         }
     }
 
-    /// `linux/amd64`; an index's platforms, comma-separated (attestations
-    /// left out); `unknown` when nothing says.
+    /// `linux/amd64`; an index's platforms that the source holds,
+    /// comma-separated (attestations left out); `unknown` when nothing says.
     pub fn platform(&self) -> String {
         let shown = |p: &Option<Platform>| {
             p.as_ref().map_or_else(
@@ -431,7 +431,9 @@ impl Image {
             Content::Index { children, .. } => {
                 let all: Vec<String> = children
                     .iter()
-                    .filter(|c| c.reference_type.is_none())
+                    // The platforms the source holds (a partial index
+                    // lists more).
+                    .filter(|c| c.reference_type.is_none() && c.image.is_some())
                     .map(|c| {
                         shown(
                             &c.image
@@ -460,7 +462,7 @@ pub struct Source {
     pub images: Vec<Image>,
     /// What is wrong with the source as a whole (not with one image).
     pub problems: Vec<Problem>,
-    store: store::Store,
+    store: std::sync::Arc<store::Store>,
 }
 
 impl Source {
@@ -474,6 +476,7 @@ impl Source {
             store::Store::Compressed { compression, .. } => Container::CompressedTar(*compression),
         };
         let read = layout::read(&store, path)?;
+        let store = std::sync::Arc::new(store);
         Ok(Source {
             path: path.to_path_buf(),
             container,
@@ -509,6 +512,37 @@ impl Source {
             blob.digest.clone(),
             blob.size.or(Some(found.size)),
         ))
+    }
+
+    /// [`open_blob`](Self::open_blob) for a reader that owns what it
+    /// reads from (it may go to another thread). Not for compressed
+    /// archives: see [`decompress_into`](Self::decompress_into).
+    pub fn open_blob_owned(
+        &self,
+        blob: &Blob,
+    ) -> Result<BlobReader<Box<dyn Read + Send>>, ReadError> {
+        let found = self.locate(blob).map_err(|e| ReadError::Entry {
+            name: escape_untrusted(&blob.entry),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+        })?;
+        let reader = self
+            .store
+            .open_entry_owned(&found)
+            .map_err(|source| ReadError::Entry {
+                name: escape_untrusted(&blob.entry),
+                source,
+            })?;
+        Ok(BlobReader::new(
+            reader,
+            blob.digest.clone(),
+            blob.size.or(Some(found.size)),
+        ))
+    }
+
+    /// For a compressed archive: its tar, decompressed, written to `out`
+    /// (`None` for any other source).
+    pub fn decompress_into(&self, out: &mut dyn std::io::Write) -> std::io::Result<Option<u64>> {
+        self.store.decompress_into(out)
     }
 
     /// Hands each of `entries` (names as [`locate`](Self::locate) gives

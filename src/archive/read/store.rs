@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +79,29 @@ impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.seen.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// One entry's data in an uncompressed tar, holding the store.
+struct OwnedSection {
+    store: Arc<Store>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for OwnedSection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Store::Tar { input, .. } = &*self.store else {
+            return Err(io::Error::other("not an uncompressed tar"));
+        };
+        let mut section = Section {
+            input: input.as_ref(),
+            pos: self.pos,
+            end: self.end,
+        };
+        let n = section.read(buf)?;
+        self.pos = section.pos;
         Ok(n)
     }
 }
@@ -215,6 +238,39 @@ impl Store {
                 }
                 Ok(Box::new(stream.take(found.size)))
             }
+        }
+    }
+
+    /// A reader of the file `found` names that holds the store, so it can
+    /// outlive a borrow (an upload re-opens blobs from other threads). A
+    /// compressed tar has none: decompress it whole first
+    /// ([`decompress_into`](Self::decompress_into)).
+    pub fn open_entry_owned(self: &Arc<Self>, found: &Found) -> io::Result<Box<dyn Read + Send>> {
+        match &**self {
+            Store::Dir(root) => Ok(Box::new(open_in_dir(root, &found.name)?)),
+            Store::Tar { .. } => Ok(Box::new(OwnedSection {
+                store: Arc::clone(self),
+                pos: found.offset,
+                end: found.offset + found.size,
+            })),
+            Store::Compressed { .. } => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a compressed archive is read front to back; decompress it first",
+            )),
+        }
+    }
+
+    /// Writes a compressed tar's tar, decompressed, into `out`; `None` when
+    /// the store is not a compressed tar.
+    pub fn decompress_into(&self, out: &mut dyn Write) -> io::Result<Option<u64>> {
+        match self {
+            Store::Compressed {
+                input, compression, ..
+            } => Ok(Some(io::copy(
+                &mut decompressed(input.as_ref(), *compression)?,
+                out,
+            )?)),
+            _ => Ok(None),
         }
     }
 
