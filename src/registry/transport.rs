@@ -10,6 +10,7 @@
 //! exactly those (reqwest's own environment lookup is off), so what messages
 //! say about proxies is what the connections do.
 
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct TransportOptions {
     pub timeout: Duration,
     /// Attempts per request.
     pub retries: u32,
+    /// The cap on the run's total transfer rate, bytes per second
+    /// (`--limit-rate`); see [`RateLimit`](super::RateLimit).
+    pub limit_rate: Option<NonZeroU64>,
 }
 
 impl Default for TransportOptions {
@@ -47,6 +51,7 @@ impl Default for TransportOptions {
             certs_d_roots: Vec::new(),
             timeout: Duration::from_secs(30),
             retries: 5,
+            limit_rate: None,
         }
     }
 }
