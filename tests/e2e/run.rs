@@ -141,6 +141,7 @@ where
         "DOCKER_PULL_PASSWORD",
         "DOCKER_PULL_CACHE",
         "DOCKER_PULL_MIRRORS",
+        "DOCKER_PULL_LIMIT_RATE",
         "REGISTRY_AUTH_FILE",
         "XDG_RUNTIME_DIR",
     ] {
