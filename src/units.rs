@@ -22,6 +22,8 @@ pub enum UnitError {
     SizeUnit(String),
     #[error("{0:?} is out of range")]
     SizeOutOfRange(String),
+    #[error("{0:?} is not a rate such as 500K or 2M (bytes per second)")]
+    NotARate(String),
     #[error("{0:?} is no rate: give bytes per second above 0, such as 500K or 2M")]
     ZeroRate(String),
 }
@@ -78,7 +80,11 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
 /// Parses a rate in bytes per second, written as a size (`2M` is 2 MiB/s,
 /// `1024` is 1 KiB/s); less than one byte per second is refused.
 pub fn parse_rate(s: &str) -> Result<NonZeroU64, UnitError> {
-    NonZeroU64::new(parse_size(s)?).ok_or_else(|| UnitError::ZeroRate(s.to_string()))
+    let bytes = parse_size(s).map_err(|e| match e {
+        UnitError::NotASize(v) => UnitError::NotARate(v),
+        other => other,
+    })?;
+    NonZeroU64::new(bytes).ok_or_else(|| UnitError::ZeroRate(s.to_string()))
 }
 
 #[cfg(test)]
@@ -137,9 +143,10 @@ mod tests {
         for zero in ["0", "0K", "0.1", " 0 "] {
             assert_eq!(rate(zero), Err(UnitError::ZeroRate(zero.into())), "{zero}");
         }
-        for bad in ["", "fast", "2X", "-1M", "M"] {
-            assert!(rate(bad).is_err(), "{bad}");
+        for bad in ["", "fast", "-1M", "M"] {
+            assert_eq!(rate(bad), Err(UnitError::NotARate(bad.into())), "{bad}");
         }
+        assert_eq!(rate("2X"), Err(UnitError::SizeUnit("2X".into())));
         let e = parse_rate("0").unwrap_err().to_string();
         assert!(e.starts_with("\"0\" is no rate"), "{e}");
     }
