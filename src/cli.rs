@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::platform::Platform;
 use crate::reference::{DOCKER_HUB, Reference};
 use crate::registry::transport;
 use crate::registry::{Credentials, EnvProxies, TransportOptions};
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_rate, parse_size};
 
 /// Download container images from Docker/OCI registries without a Docker
 /// daemon and write archives that `docker load` accepts.
@@ -119,6 +120,10 @@ pub struct Cli {
     /// Talk plain HTTP, not HTTPS, to the registry (loopback registries fall back to HTTP by themselves)
     #[arg(long)]
     pub plain_http: bool,
+
+    /// Cap on the total transfer rate of the run, across all connections, in bytes per second: K, M, G, T are powers of 1024 (2M = 2 MiB/s) [env: DOCKER_PULL_LIMIT_RATE]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<NonZeroU64>,
 
     /// Extra trusted CA certificate, PEM (repeatable)
     #[arg(long, value_name = "FILE")]
@@ -345,6 +350,14 @@ impl Env<'_> {
     fn size(&self, name: &str) -> Result<Option<u64>, UsageError> {
         self.text(name)
             .map(|v| parse_size(&v).map_err(|e| UsageError(format!("{name}: {e}"))))
+            .transpose()
+    }
+
+    /// A rate such as `2M` (bytes per second, not 0); an unreadable one is a
+    /// usage error naming the variable.
+    fn rate(&self, name: &str) -> Result<Option<NonZeroU64>, UsageError> {
+        self.text(name)
+            .map(|v| parse_rate(&v).map_err(|e| UsageError(format!("{name}: {e}"))))
             .transpose()
     }
 }
@@ -674,8 +687,9 @@ impl Cli {
     }
 
     /// How to reach registries: the flags, the proxy variables (unless
-    /// `--proxy` is given; `NO_PROXY` counts with it too) and Docker's
-    /// `certs.d` directories.
+    /// `--proxy` is given; `NO_PROXY` counts with it too), Docker's
+    /// `certs.d` directories and the rate limit (`--limit-rate`, else
+    /// `DOCKER_PULL_LIMIT_RATE`, which is not read when the flag is given).
     fn transport(
         &self,
         env: &Env,
@@ -700,6 +714,10 @@ impl Cli {
             env_proxies.http = proxy(["HTTP_PROXY", "http_proxy"]);
             env_proxies.all = proxy(["ALL_PROXY", "all_proxy"]);
         }
+        let limit_rate = match self.limit_rate {
+            Some(rate) => Some(rate),
+            None => env.rate("DOCKER_PULL_LIMIT_RATE")?,
+        };
         Ok(TransportOptions {
             insecure: self.insecure,
             plain_http: self.plain_http,
@@ -709,6 +727,7 @@ impl Cli {
             certs_d_roots: certs_d_roots(env),
             timeout: Duration::from_secs(self.timeout),
             retries: self.retries,
+            limit_rate,
         })
     }
 }
@@ -784,6 +803,49 @@ mod tests {
             .into_settings_with(&mut std::io::empty(), &|name| {
                 vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
             })
+    }
+
+    #[test]
+    fn limit_rate_from_the_flag_else_the_environment() {
+        let rate = |args: &[&str], vars: &[(&str, &str)]| {
+            settings_env(args, vars).map(|s| s.transport.limit_rate.map(NonZeroU64::get))
+        };
+        assert_eq!(rate(&["nginx"], &[]).unwrap(), None);
+        assert_eq!(
+            rate(&["--limit-rate", "2M", "nginx"], &[]).unwrap(),
+            Some(2 << 20)
+        );
+        let env = [("DOCKER_PULL_LIMIT_RATE", "512K")];
+        assert_eq!(rate(&["nginx"], &env).unwrap(), Some(512 << 10));
+        // The flag wins, and the variable is then not read at all.
+        assert_eq!(
+            rate(&["--limit-rate", "100", "nginx"], &env).unwrap(),
+            Some(100)
+        );
+        let bad = [("DOCKER_PULL_LIMIT_RATE", "lots")];
+        assert_eq!(
+            rate(&["--limit-rate", "1K", "nginx"], &bad).unwrap(),
+            Some(1024)
+        );
+        assert_eq!(
+            rate(&["nginx"], &[("DOCKER_PULL_LIMIT_RATE", " ")]).unwrap(),
+            None,
+            "blank is unset"
+        );
+        for value in ["lots", "0", "-1M"] {
+            let e = rate(&["nginx"], &[("DOCKER_PULL_LIMIT_RATE", value)]).unwrap_err();
+            assert!(e.0.starts_with("DOCKER_PULL_LIMIT_RATE: "), "{e}");
+            assert!(e.0.contains(&format!("{value:?}")), "{e}");
+        }
+        for value in ["lots", "0", ""] {
+            let e =
+                Cli::try_parse_from(["docker-pull", "--limit-rate", value, "nginx"]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The per-run pools a pull shares across its images: one set of HTTP
 //! clients (and one per registry that Docker's `certs.d` configures), the
-//! credential store with what it has found, and one [`Registry`] client per
-//! registry, scheme and identity, so tokens and connections are reused.
+//! credential store with what it has found, one [`Registry`] client per
+//! registry, scheme and identity, so tokens and connections are reused, and
+//! the one [`RateLimit`] (`--limit-rate`) every client's bodies share.
 //!
 //! It decides which credentials a source gets (those given with `-u` only
 //! for the registry they were given for, never a mirror; else stored ones),
@@ -19,7 +20,7 @@ use crate::credentials::{CredentialStore, GivenCredentials, Locations};
 use crate::error::PullError;
 use crate::mirror::Source;
 use crate::mirror::daemon::Insecure;
-use crate::registry::{Credentials, Registry, TransportOptions, Trust, transport};
+use crate::registry::{Credentials, RateLimit, Registry, TransportOptions, Trust, transport};
 
 /// What makes two registry clients the same: where they go and as whom.
 #[derive(PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct Session {
     /// Stored credentials found, by registry and repository.
     found: HashMap<(String, String), Option<Credentials>>,
     registries: Vec<(RegistryKey, Arc<Registry>)>,
+    /// The cap on the run's total rate, shared by every client.
+    rate: Option<Arc<RateLimit>>,
 }
 
 impl Session {
@@ -58,6 +61,7 @@ impl Session {
     ) -> Result<Session, PullError> {
         let http =
             transport::build_client(&transport).map_err(|e| PullError::Setup(e.to_string()))?;
+        let rate = transport.limit_rate.map(|r| Arc::new(RateLimit::new(r)));
         Ok(Session {
             transport,
             given,
@@ -69,6 +73,7 @@ impl Session {
             store: CredentialStore::load(locations),
             found: HashMap::new(),
             registries: Vec::new(),
+            rate,
         })
     }
 
@@ -97,7 +102,8 @@ impl Session {
                 key.credentials.clone(),
             )
             .with_scheme(source.scheme)
-            .with_trust(trust),
+            .with_trust(trust)
+            .with_rate_limit(self.rate.clone()),
         );
         self.registries.push((key, Arc::clone(&registry)));
         Ok(registry)

@@ -1,8 +1,10 @@
 //! Sizes and durations as users write them: `500M`, `10G`, `2GiB`, `1024`
-//! (powers of 1024) and `90s`, `30m`, `12h`, `7d`, `2w`. Parsing only; the
+//! (powers of 1024), rates as sizes per second (`2M` is 2 MiB/s) and `90s`,
+//! `30m`, `12h`, `7d`, `2w`. Parsing only; the
 //! flags (clap value parsers) and environment variables that take them live in
 //! [`crate::cli`]. Errors quote the value and say what was expected.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// Why a size or duration could not be read.
@@ -20,6 +22,10 @@ pub enum UnitError {
     SizeUnit(String),
     #[error("{0:?} is out of range")]
     SizeOutOfRange(String),
+    #[error("{0:?} is not a rate such as 500K or 2M (bytes per second)")]
+    NotARate(String),
+    #[error("{0:?} is no rate: give bytes per second above 0, such as 500K or 2M")]
+    ZeroRate(String),
 }
 
 /// Parses `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
@@ -71,6 +77,16 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     Ok(bytes as u64)
 }
 
+/// Parses a rate in bytes per second, written as a size (`2M` is 2 MiB/s,
+/// `1024` is 1 KiB/s); less than one byte per second is refused.
+pub fn parse_rate(s: &str) -> Result<NonZeroU64, UnitError> {
+    let bytes = parse_size(s).map_err(|e| match e {
+        UnitError::NotASize(v) => UnitError::NotARate(v),
+        other => other,
+    })?;
+    NonZeroU64::new(bytes).ok_or_else(|| UnitError::ZeroRate(s.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +129,26 @@ mod tests {
             parse_size("99999999999T"),
             Err(UnitError::SizeOutOfRange("99999999999T".into()))
         );
+    }
+
+    #[test]
+    fn rates() {
+        let rate = |s| parse_rate(s).map(NonZeroU64::get);
+        assert_eq!(rate("2M"), Ok(2 << 20));
+        assert_eq!(rate("500K"), Ok(500 << 10));
+        assert_eq!(rate("1g"), Ok(1 << 30));
+        assert_eq!(rate("1T"), Ok(1 << 40));
+        assert_eq!(rate("100"), Ok(100));
+        assert_eq!(rate("1.5K"), Ok(1536));
+        for zero in ["0", "0K", "0.1", " 0 "] {
+            assert_eq!(rate(zero), Err(UnitError::ZeroRate(zero.into())), "{zero}");
+        }
+        for bad in ["", "fast", "-1M", "M"] {
+            assert_eq!(rate(bad), Err(UnitError::NotARate(bad.into())), "{bad}");
+        }
+        assert_eq!(rate("2X"), Err(UnitError::SizeUnit("2X".into())));
+        let e = parse_rate("0").unwrap_err().to_string();
+        assert!(e.starts_with("\"0\" is no rate"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! (ignored, refused, or with a range that starts elsewhere). The caller sees
 //! bytes and "start over", never a status code or a header.
 //!
+//! Both kinds of body pass under the run's rate limit ([`RateLimit`]), when
+//! there is one, in pieces of at most its burst. Silence (`--timeout`) is
+//! timed here, only while a read waits on the network: the time a reader
+//! spends waiting on the rate limit is neither silence nor a trickle.
+//!
 //! It does not hash or store anything: the caller verifies what it receives.
 
 use bytes::Bytes;
@@ -18,12 +23,45 @@ use tracing::{debug, warn};
 
 use super::client::Registry;
 use super::error::RegistryError;
+use super::rate::RateLimit;
 use super::retry::{Budget, LOW_SPEED_BYTES, SpeedWatch};
 use super::transport::classify_send_error;
 use crate::digest::Digest;
 
+/// The next chunk of `resp`, waiting at most `--timeout` for it. The one
+/// place a body's silence is timed, so that only time spent waiting on the
+/// network counts, not what the reader spends between chunks (on the rate
+/// limit, on the disk).
+async fn next_chunk(
+    registry: &Registry,
+    resp: &mut Response,
+    what: &str,
+) -> Result<Option<Bytes>, RegistryError> {
+    let opts = registry.transport();
+    match tokio::time::timeout(opts.timeout, resp.chunk()).await {
+        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Err(e)) => Err(classify_send_error(registry.name(), what, opts, &e)),
+        Err(_) => Err(registry.silent(what)),
+    }
+}
+
+/// The next piece of `pending`: as much as the rate limit lets pass at once
+/// (all of it without a limit). The time waited for it is left out of
+/// `watch`.
+async fn pass(limit: Option<&RateLimit>, watch: &mut SpeedWatch, pending: &mut Bytes) -> Bytes {
+    match limit {
+        Some(limit) => {
+            let (piece, waited) = limit.take(pending).await;
+            watch.pause(waited);
+            piece
+        }
+        None => std::mem::take(pending),
+    }
+}
+
 /// Reads a whole (small) body, refusing more than `limit` bytes and a body
 /// that stalls or trickles (fewer than [`LOW_SPEED_BYTES`] in a window).
+/// Manifests, tokens and error envelopes count against the rate limit too.
 pub(super) async fn read_small(
     registry: &Registry,
     mut resp: Response,
@@ -44,23 +82,21 @@ pub(super) async fn read_small(
     }
     let mut watch = registry.policy().watch();
     let mut out = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if out.len() + chunk.len() > limit {
-                    return Err(too_large(format!(
-                        "{what} is larger than the {limit} bytes allowed"
-                    )));
-                }
-                out.extend_from_slice(&chunk);
-                if watch.record(chunk.len() as u64) {
-                    return Err(registry.too_slow(what, 1, String::new()));
-                }
-            }
-            Ok(None) => return Ok(out),
-            Err(e) => return Err(classify_send_error(name, what, registry.transport(), &e)),
+    while let Some(mut chunk) = next_chunk(registry, &mut resp, what).await? {
+        if out.len() + chunk.len() > limit {
+            return Err(too_large(format!(
+                "{what} is larger than the {limit} bytes allowed"
+            )));
+        }
+        if watch.record(chunk.len() as u64) {
+            return Err(registry.too_slow(what, 1, String::new()));
+        }
+        while !chunk.is_empty() {
+            let piece = pass(registry.rate_limit(), &mut watch, &mut chunk).await;
+            out.extend_from_slice(&piece);
         }
     }
+    Ok(out)
 }
 
 /// Which bytes of a blob to read.
@@ -91,8 +127,10 @@ pub struct BlobBody<'a> {
     digest: &'a Digest,
     urls: &'a [String],
     span: Span,
-    /// The next byte to hand out.
+    /// One past the last byte received (the next byte to ask for).
     pos: u64,
+    /// Bytes received but not handed out yet (they wait on the rate limit).
+    pending: Bytes,
     /// One past the last byte wanted.
     end: u64,
     resp: Option<Response>,
@@ -128,6 +166,7 @@ impl<'a> BlobBody<'a> {
             span,
             pos,
             end,
+            pending: Bytes::new(),
             resp: None,
             budget: registry.policy().budget(),
             watch: registry.policy().watch(),
@@ -139,14 +178,17 @@ impl<'a> BlobBody<'a> {
         }
     }
 
-    /// The offset of the next byte.
+    /// The offset of the next byte handed out.
     pub fn position(&self) -> u64 {
-        self.pos
+        self.pos - self.pending.len() as u64
     }
 
     /// The next bytes, a restart, or `None` once every byte wanted arrived.
     pub async fn next(&mut self) -> Result<Option<Piece>, RegistryError> {
         loop {
+            if !self.pending.is_empty() {
+                return Ok(Some(self.hand_out().await));
+            }
             if self.pos >= self.end {
                 self.resp = None;
                 return Ok(None);
@@ -156,10 +198,11 @@ impl<'a> BlobBody<'a> {
             {
                 return Ok(Some(piece));
             }
+            let what = self.what();
             let Some(resp) = self.resp.as_mut() else {
                 continue;
             };
-            match resp.chunk().await {
+            match next_chunk(self.registry, resp, &what).await {
                 Ok(Some(bytes)) => return self.take(bytes).await.map(Some),
                 Ok(None) => {
                     self.resp = None;
@@ -167,23 +210,16 @@ impl<'a> BlobBody<'a> {
                     let detail = format!("the body ended at byte {} of {}", self.pos, self.end);
                     self.broken(&detail, None).await?;
                 }
-                Err(e) => {
+                Err(err) => {
                     self.resp = None;
-                    let what = self.what();
-                    let err = classify_send_error(
-                        self.registry.name(),
-                        &what,
-                        self.registry.transport(),
-                        &e,
-                    );
                     self.broken(&err.to_string(), Some(err)).await?;
                 }
             }
         }
     }
 
-    /// Hands out bytes that arrived, after checking they fit and that the
-    /// connection is not trickling.
+    /// Takes bytes that arrived, after checking they fit and that the
+    /// connection is not trickling, and hands out their first piece.
     async fn take(&mut self, bytes: Bytes) -> Result<Piece, RegistryError> {
         let n = bytes.len() as u64;
         if self.pos + n > self.end {
@@ -222,7 +258,14 @@ impl<'a> BlobBody<'a> {
                 None => return Err(err),
             }
         }
-        Ok(Piece::Data(bytes))
+        self.pending = bytes;
+        Ok(self.hand_out().await)
+    }
+
+    /// The next piece of what arrived, once the rate limit lets it pass.
+    async fn hand_out(&mut self) -> Piece {
+        let limit = self.registry.rate_limit();
+        Piece::Data(pass(limit, &mut self.watch, &mut self.pending).await)
     }
 
     /// A connection broke (or ended early): resume at once after progress,
@@ -364,6 +407,7 @@ impl<'a> BlobBody<'a> {
             });
         }
         self.pos = 0;
+        self.pending = Bytes::new();
         self.ended_short = false;
         Ok(Piece::Restart)
     }
@@ -399,7 +443,43 @@ fn content_range_starts_at(header: &str, offset: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU64;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_on_the_rate_limit_is_not_a_trickle() {
+        // 100 B/s: far below LOW_SPEED_BYTES per one-second window.
+        let limit = RateLimit::new(NonZeroU64::new(100).unwrap());
+        let mut watch = SpeedWatch::new(Duration::from_secs(1));
+        let start = Instant::now();
+        for _ in 0..10 {
+            // 200 bytes arrive at once, then take two seconds to pass.
+            let mut pending = Bytes::from(vec![0u8; 200]);
+            assert!(!watch.record(200), "a trickle at {:?}", start.elapsed());
+            while !pending.is_empty() {
+                let piece = pass(Some(&limit), &mut watch, &mut pending).await;
+                assert!(piece.len() as u64 <= limit.burst());
+            }
+        }
+        assert!(start.elapsed() >= Duration::from_secs(19));
+        // Time on the network still counts.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!watch.record(10), "the window before had enough");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(watch.record(10), "10 bytes in 2 s on the network");
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_everything_passes_at_once() {
+        let mut watch = SpeedWatch::new(Duration::from_secs(1));
+        let mut pending = Bytes::from(vec![7u8; 1 << 20]);
+        let piece = pass(None, &mut watch, &mut pending).await;
+        assert_eq!((piece.len(), pending.len()), (1 << 20, 0));
+    }
 
     #[test]
     fn content_range_check() {

@@ -4,7 +4,10 @@
 //!
 //! Every request goes through [`Registry::send`], which adds authentication,
 //! answers challenges (only those from the registry's own origin) and
-//! retries transient failures under the one [`RetryPolicy`].
+//! retries transient failures under the one [`RetryPolicy`]. A request
+//! whose answer does not begin within `--timeout` counts as silent.
+
+use std::sync::Arc;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{Method, Response, StatusCode};
@@ -15,6 +18,7 @@ use url::Url;
 use super::auth::{self, AuthState, Challenge, Credentials};
 use super::body::{self, BlobBody, Span};
 use super::error::{self, RegistryError};
+use super::rate::RateLimit;
 use super::retry::{self, Budget, LOW_SPEED_BYTES, RetryPolicy};
 use super::transport::{self, Clients, TransportOptions, classify_send_error, error_chain};
 use crate::digest::Digest;
@@ -40,6 +44,8 @@ pub struct Registry {
     trust: Trust,
     base: OnceCell<Url>,
     pub(super) auth: Mutex<AuthState>,
+    /// The run's cap on the total rate, shared with every other client.
+    rate: Option<Arc<RateLimit>>,
 }
 
 /// How far a registry is trusted to prove who it is.
@@ -83,7 +89,20 @@ impl Registry {
             trust: Trust::Verified,
             base: OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
+            rate: None,
         }
+    }
+
+    /// Puts every body this client reads under `rate` (the run's one
+    /// [`RateLimit`], shared by all its clients).
+    pub fn with_rate_limit(mut self, rate: Option<Arc<RateLimit>>) -> Registry {
+        self.rate = rate;
+        self
+    }
+
+    /// The rate limit bodies pass under, if any.
+    pub(super) fn rate_limit(&self) -> Option<&RateLimit> {
+        self.rate.as_deref()
     }
 
     /// Fixes the scheme (`http` or `https`) instead of choosing it.
@@ -129,6 +148,15 @@ impl Registry {
         RegistryError::Protocol {
             registry: self.name.clone(),
             detail,
+        }
+    }
+
+    /// Nothing arrived for `--timeout` while waiting on `what`.
+    pub(super) fn silent(&self, what: &str) -> RegistryError {
+        RegistryError::Timeout {
+            registry: self.name.clone(),
+            what: what.to_string(),
+            seconds: self.opts.timeout.as_secs(),
         }
     }
 
@@ -209,7 +237,8 @@ impl Registry {
 
     /// Sends what `make` builds until the answer is not a transient
     /// failure, or the budget is spent: then the last answer (the caller
-    /// reads its status) or the transport error.
+    /// reads its status) or the transport error. An answer that does not
+    /// begin within `--timeout` is a failure like any other.
     pub(super) async fn with_retries(
         &self,
         budget: &mut Budget,
@@ -217,7 +246,12 @@ impl Registry {
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Response, RegistryError> {
         loop {
-            let (err, wait) = match make().send().await {
+            let sent = match tokio::time::timeout(self.opts.timeout, make().send()).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(classify_send_error(&self.name, what, &self.opts, &e)),
+                Err(_) => Err(self.silent(what)),
+            };
+            let (err, wait) = match sent {
                 Ok(resp) if retry::status_is_retryable(resp.status()) => {
                     let err = RegistryError::Status {
                         registry: self.name.clone(),
@@ -231,13 +265,10 @@ impl Registry {
                     }
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) => {
-                    let err = classify_send_error(&self.name, what, &self.opts, &e);
-                    match budget.failed(&err, None) {
-                        Some(wait) => (err, wait),
-                        None => return Err(err),
-                    }
-                }
+                Err(err) => match budget.failed(&err, None) {
+                    Some(wait) => (err, wait),
+                    None => return Err(err),
+                },
             };
             warn!("{err} ({what}); retrying in {:.1} s", wait.as_secs_f64());
             tokio::time::sleep(wait).await;
@@ -559,10 +590,11 @@ impl Registry {
                 req = req.header(RANGE, range);
             }
             debug!(%url, "fetching a foreign layer from its URL");
-            match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Some(resp),
-                Ok(resp) => debug!(%url, status = %resp.status(), "layer URL failed"),
-                Err(e) => debug!(%url, error = %error_chain(&e), "layer URL failed"),
+            match tokio::time::timeout(self.opts.timeout, req.send()).await {
+                Ok(Ok(resp)) if resp.status().is_success() => return Some(resp),
+                Ok(Ok(resp)) => debug!(%url, status = %resp.status(), "layer URL failed"),
+                Ok(Err(e)) => debug!(%url, error = %error_chain(&e), "layer URL failed"),
+                Err(_) => debug!(%url, "layer URL sent no answer in time"),
             }
         }
         None

@@ -1,7 +1,8 @@
 //! The only code that speaks HTTP: a client for one registry's distribution API
 //! (`/v2/`), with its transport (TLS, proxies, plain-HTTP fallback), its
-//! authentication (challenges, tokens, credentials), its one retry policy and
-//! its one resumable, verifying blob body.
+//! authentication (challenges, tokens, credentials), its one retry policy,
+//! its one resumable, verifying blob body and the run's cap on the total
+//! transfer rate.
 //!
 //! It knows nothing of caches, platforms or archives; callers above it see
 //! bytes and typed errors, never a status code or a header.
@@ -10,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod rate;
 pub mod retry;
 mod token;
 pub mod transport;
@@ -18,4 +20,5 @@ pub use auth::Credentials;
 pub use body::{BlobBody, Piece, Span};
 pub use client::{Manifest, Registry, Trust};
 pub use error::RegistryError;
+pub use rate::RateLimit;
 pub use transport::{EnvProxies, TransportOptions};

@@ -7,7 +7,9 @@
 //!
 //! Nothing else in the crate decides when to retry.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -111,7 +113,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// Watches a body's speed over windows of the stall length.
+/// Watches a body's speed over windows of the stall length. A window is
+/// time spent on the network: what the reader spends waiting on the rate
+/// limit is left out ([`SpeedWatch::pause`]), so a cap below
+/// [`LOW_SPEED_BYTES`] per window is not taken for a trickling link.
 #[derive(Debug)]
 pub struct SpeedWatch {
     window: Duration,
@@ -139,6 +144,14 @@ impl SpeedWatch {
         self.start = Instant::now();
         self.bytes = 0;
         slow
+    }
+
+    /// Leaves `waited` out of the current window: the reader spent it
+    /// waiting on something other than the network (the rate limit), after
+    /// the window began.
+    pub fn pause(&mut self, waited: Duration) {
+        let now = Instant::now();
+        self.start = self.start.checked_add(waited).unwrap_or(now).min(now);
     }
 
     /// How long until the current window ends (for a read that waits).
@@ -221,5 +234,20 @@ mod tests {
         assert!(!w.record(LOW_SPEED_BYTES * 10));
         std::thread::sleep(Duration::from_millis(25));
         assert!(!w.record(0), "the window before had enough");
+    }
+
+    #[test]
+    fn time_waiting_on_the_rate_limit_is_left_out() {
+        let mut w = SpeedWatch::new(Duration::from_millis(40));
+        assert!(!w.record(10));
+        std::thread::sleep(Duration::from_millis(50));
+        w.pause(Duration::from_millis(50));
+        assert!(!w.record(10), "the window has not run yet");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(w.record(10), "time on the network still counts");
+        // A pause longer than the window so far cannot move it into the future.
+        w.pause(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(w.record(10), "10 bytes in a window is a trickle");
     }
 }

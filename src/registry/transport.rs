@@ -1,13 +1,16 @@
 //! The HTTP client under every registry request: TLS (verified by default,
 //! extra CA files, Docker's per-registry `certs.d` directories, `--insecure`),
-//! proxies (`--proxy` and the `*_PROXY` environment), timeouts, and turning
-//! transport failures into [`RegistryError`]s that name the registry.
+//! proxies (`--proxy` and the `*_PROXY` environment), the connect timeout,
+//! and turning transport failures into [`RegistryError`]s that name the
+//! registry. Silence after connecting is timed by the callers (`client.rs`
+//! for answers, `body.rs` for bodies), only while they wait on the network.
 //!
 //! It never reads the environment: the proxy variables and the `certs.d`
 //! directories arrive resolved in [`TransportOptions`], and the client uses
 //! exactly those (reqwest's own environment lookup is off), so what messages
 //! say about proxies is what the connections do.
 
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +35,9 @@ pub struct TransportOptions {
     pub timeout: Duration,
     /// Attempts per request.
     pub retries: u32,
+    /// The cap on the run's total transfer rate, bytes per second
+    /// (`--limit-rate`); see [`RateLimit`](super::RateLimit).
+    pub limit_rate: Option<NonZeroU64>,
 }
 
 impl Default for TransportOptions {
@@ -45,6 +51,7 @@ impl Default for TransportOptions {
             certs_d_roots: Vec::new(),
             timeout: Duration::from_secs(30),
             retries: 5,
+            limit_rate: None,
         }
     }
 }
@@ -263,7 +270,8 @@ pub fn build_client_with(
             .no_proxy()
             .user_agent(concat!("docker-pull/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
-            .read_timeout(opts.timeout)
+            // No read timeout here: reqwest's would keep running between
+            // reads, while a reader waits on the rate limit.
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .redirect(redirects);

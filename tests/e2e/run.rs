@@ -143,6 +143,7 @@ where
         "DOCKER_PULL_MIRRORS",
         "DOCKER_PULL_DAEMON_JSON",
         "CONTAINERS_REGISTRIES_CONF",
+        "DOCKER_PULL_LIMIT_RATE",
         "REGISTRY_AUTH_FILE",
         "XDG_RUNTIME_DIR",
     ] {
