@@ -247,13 +247,13 @@ fn write_layer(
         LayerLimit::Default | LayerLimit::Size(_) => free_space(scratch_dir),
     };
     let budget = budget(limit, job.layer.size, free);
-    let scratch = tempfile::Builder::new()
-        .prefix(".docker-pull-layer.")
-        .tempfile_in(scratch_dir)
-        .map_err(|e| PullError::io("creating a temporary file in", scratch_dir, e))?;
-    let scratch_path = scratch.path().to_path_buf();
     // Removed on Ctrl-C like a partial archive; otherwise when `scratch` drops.
-    super::track(&scratch_path);
+    let scratch = super::create_tracked(
+        tempfile::Builder::new().prefix(".docker-pull-layer."),
+        scratch_dir,
+    )
+    .map_err(|e| PullError::io("creating a temporary file in", scratch_dir, e))?;
+    let scratch_path = scratch.path().to_path_buf();
     let result = fill_and_append(tar, job, &scratch, cache, budget, scratch_dir);
     super::untrack(&scratch_path);
     result

@@ -214,11 +214,9 @@ impl Temp {
         // only by its owner as temporary files are.
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let file = builder
-            .tempfile_in(&dir)
+        let file = create_tracked(&builder, &dir)
             .map_err(|e| PullError::io("creating a temporary file in", &dir, e))?;
         let path = file.path().to_path_buf();
-        track(&path);
         Ok(Temp {
             file: Some(file),
             path,
@@ -390,13 +388,24 @@ fn writer_lost(e: tokio::task::JoinError) -> PullError {
     PullError::io("writing", "the archive", std::io::Error::other(e))
 }
 
-/// Notes a temporary file being written (a partial archive, a decompressed
-/// layer) for [`remove_partial_archives`]; [`untrack`] when it is gone.
-pub(crate) fn track(path: &Path) {
-    PARTIAL
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(path.to_path_buf());
+/// Creates a temporary file (a partial archive, a decompressed layer) in
+/// `dir` and notes it for [`remove_partial_archives`] in one step, so an
+/// interruption never falls between the two; once interrupted, none is
+/// created. [`untrack`] it when it is gone.
+pub(crate) fn create_tracked(
+    builder: &tempfile::Builder<'_, '_>,
+    dir: &Path,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if STOPPED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "interrupted",
+        ));
+    }
+    let file = builder.tempfile_in(dir)?;
+    partial.push(file.path().to_path_buf());
+    Ok(file)
 }
 
 pub(crate) fn untrack(path: &Path) {
@@ -410,9 +419,16 @@ pub(crate) fn untrack(path: &Path) {
 /// when the process is interrupted.
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// Set once interrupted: no temporary file is created after that.
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Removes every archive still being written (on Ctrl-C, before exiting).
 pub fn remove_partial_archives() {
-    let paths = std::mem::take(&mut *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()));
+    let paths = {
+        let mut partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+        STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::mem::take(&mut *partial)
+    };
     for p in paths {
         let _ = std::fs::remove_file(p);
     }
