@@ -304,6 +304,13 @@ fn valid_registry(s: &str) -> bool {
     }
 }
 
+/// Whether `path` is a repository path as registries name them
+/// (`library/nginx`): components of lowercase letters and digits joined by
+/// `.`, `_`, `__` or dashes, separated by `/`, 255 characters at most.
+pub fn valid_repository(path: &str) -> bool {
+    path.len() <= MAX_NAME_LEN && path.split('/').all(valid_component)
+}
+
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
 fn valid_component(c: &str) -> bool {
     let b = c.as_bytes();
@@ -522,6 +529,19 @@ mod tests {
             Reference::parse("Nginx", DOCKER_HUB),
             Err(ReferenceError::Uppercase(_))
         ));
+    }
+
+    #[test]
+    fn repository_paths() {
+        for good in ["library/nginx", "a", "team/app-1/x__y", "a.b/c_d"] {
+            assert!(valid_repository(good), "{good}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "", "/", "a//b", "../x", "a/../b", "Team/app", "a b", "a:b", "a/", "-a", &long,
+        ] {
+            assert!(!valid_repository(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -357,14 +357,81 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
+/// What a request needs the registry to allow in a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Reading: manifests, blobs (`repository:<name>:pull`).
+    Pull,
+    /// Writing as well: uploads, manifests put (`repository:<name>:pull,push`).
+    Push,
+}
+
+/// The permission one request needs: a repository, the access to it, and
+/// for a cross-repository mount the repository the blob is mounted from
+/// (which must be readable too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub repository: &'a str,
+    pub access: Access,
+    /// The source of a cross-repository mount, read with `pull`.
+    pub from: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    /// Reading `repository`.
+    pub fn pull(repository: &'a str) -> Scope<'a> {
+        Scope {
+            repository,
+            access: Access::Pull,
+            from: None,
+        }
+    }
+
+    /// Writing to `repository`.
+    pub fn push(repository: &'a str) -> Scope<'a> {
+        Scope {
+            repository,
+            access: Access::Push,
+            from: None,
+        }
+    }
+
+    /// Writing to `repository` a blob mounted from `from`.
+    pub fn mount(repository: &'a str, from: &'a str) -> Scope<'a> {
+        Scope {
+            from: Some(from),
+            ..Scope::push(repository)
+        }
+    }
+
+    /// The token scopes this permission needs, before anything a challenge
+    /// added.
+    pub fn base(&self) -> Vec<String> {
+        let own = match self.access {
+            Access::Pull => pull_scope(self.repository),
+            Access::Push => push_scope(self.repository),
+        };
+        let mut scopes = vec![own];
+        if let Some(from) = self.from.filter(|f| *f != self.repository) {
+            scopes.push(pull_scope(from));
+        }
+        scopes
+    }
+
+    /// The key of [`base`](Self::base) in the token and challenge caches.
+    pub fn key(&self) -> String {
+        self.base().join(" ")
+    }
+}
+
 /// What the registry asked for on its last challenge, and the tokens we hold.
 #[derive(Debug, Default)]
 pub struct AuthState {
     /// `None` until the registry has challenged us.
     pub challenge: Option<Challenge>,
-    /// Tokens by scope.
+    /// Tokens by the scopes they were asked for (one string, space-separated).
     pub tokens: HashMap<String, Token>,
-    /// Scopes a 401 asked for beyond the pull scope, by repository.
+    /// Scopes a 401 asked for beyond a permission's own, by [`Scope::key`].
     pub extra_scopes: HashMap<String, Vec<String>>,
     /// The refresh token in use, once a token server has rotated it.
     pub refresh_token: Option<RefreshToken>,
@@ -376,11 +443,12 @@ impl AuthState {
         self.tokens.get(scope).filter(|t| t.expires > now)
     }
 
-    /// The scopes to ask for to pull from `repository`: the pull scope and
-    /// whatever a challenge for it added.
-    pub fn scopes(&self, repository: &str) -> Vec<String> {
-        let mut scopes = vec![pull_scope(repository)];
-        for s in self.extra_scopes.get(repository).into_iter().flatten() {
+    /// The scopes to ask for `scope`'s permission: its own (pull, or pull
+    /// and push, plus pull on a mount's source) and whatever a challenge to
+    /// a request with that permission added. Tokens are cached per result.
+    pub fn scopes(&self, scope: &Scope<'_>) -> Vec<String> {
+        let mut scopes = scope.base();
+        for s in self.extra_scopes.get(&scope.key()).into_iter().flatten() {
             if !scopes.contains(s) {
                 scopes.push(s.clone());
             }
@@ -392,6 +460,11 @@ impl AuthState {
 /// The scope to pull from `repository`.
 pub fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
+}
+
+/// The scope to pull from and push to `repository`.
+pub fn push_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull,push")
 }
 
 #[cfg(test)]
@@ -589,16 +662,43 @@ mod tests {
     #[test]
     fn scopes_add_what_a_challenge_asked_for() {
         let mut state = AuthState::default();
-        assert_eq!(state.scopes("a/b"), ["repository:a/b:pull"]);
+        let pull = Scope::pull("a/b");
+        assert_eq!(state.scopes(&pull), ["repository:a/b:pull"]);
         state.extra_scopes.insert(
-            "a/b".into(),
+            pull.key(),
             vec!["repository:a/b:pull".into(), "repository:c:pull".into()],
         );
         assert_eq!(
-            state.scopes("a/b"),
+            state.scopes(&pull),
             ["repository:a/b:pull", "repository:c:pull"]
         );
-        assert_eq!(state.scopes("x"), ["repository:x:pull"]);
+        assert_eq!(state.scopes(&Scope::pull("x")), ["repository:x:pull"]);
+        assert_eq!(
+            state.scopes(&Scope::push("a/b")),
+            ["repository:a/b:pull,push"],
+            "what a pull's challenge added is not asked for a push"
+        );
+    }
+
+    #[test]
+    fn push_and_mount_scopes_are_their_own_cache_keys() {
+        let push = Scope::push("team/app");
+        assert_eq!(push.base(), ["repository:team/app:pull,push"]);
+        let mount = Scope::mount("team/app", "library/base");
+        assert_eq!(
+            mount.base(),
+            [
+                "repository:team/app:pull,push",
+                "repository:library/base:pull"
+            ]
+        );
+        assert_eq!(
+            Scope::mount("team/app", "team/app").base(),
+            push.base(),
+            "mounting from itself needs nothing more"
+        );
+        let keys = [Scope::pull("team/app").key(), push.key(), mount.key()];
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
     }
 
     #[test]

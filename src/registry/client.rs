@@ -2,10 +2,17 @@
 //! loopback and insecure registries, plain HTTP, and learns how to authenticate),
 //! manifests, and blob requests (with `Range`, and foreign layers' URLs).
 //!
-//! Every request goes through [`Registry::send`], which adds authentication,
-//! answers challenges (only those from the registry's own origin) and
-//! retries transient failures under the one [`RetryPolicy`]. A request
-//! whose answer does not begin within `--timeout` counts as silent.
+//! Every request goes through `Registry::call` (what [`Registry::send`]
+//! builds), which adds authentication for the permission the request needs
+//! (pull, or push for uploads), answers challenges (only those from the
+//! registry's own origin) and retries transient failures under the one
+//! [`RetryPolicy`]; or, for a streamed upload body that cannot be sent
+//! twice, through `Registry::call_once`, whose caller (`upload.rs`) resumes.
+//! Credentials go only to the registry's own origin. The errors a user sees
+//! for refused requests are made here (`refusal`): for a push, a 401 after
+//! fresh credentials or a 403 says the account may pull but not push, and a
+//! 401 without credentials says to log in.
+//! A request whose answer does not begin within `--timeout` counts as silent.
 
 use std::sync::Arc;
 
@@ -15,7 +22,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tracing::{debug, warn};
 use url::Url;
 
-use super::auth::{self, AuthState, Challenge, Credentials};
+use super::auth::{self, Access, AuthState, Challenge, Credentials, Scope, Secret};
 use super::body::{self, BlobBody, Span};
 use super::error::{self, RegistryError};
 use super::rate::RateLimit;
@@ -61,6 +68,19 @@ pub enum Trust {
     Insecure,
 }
 
+/// One request: where it goes, the permission it needs, and what it
+/// carries. A `body` here can be sent again; streamed bodies go to
+/// [`Registry::call_once`].
+pub(super) struct Call<'a> {
+    pub method: Method,
+    pub url: Url,
+    pub scope: Scope<'a>,
+    pub headers: HeaderMap,
+    pub body: Option<bytes::Bytes>,
+    /// The object, for messages (`blob sha256:... of library/x`).
+    pub what: &'a str,
+}
+
 /// A manifest as the registry served it.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -91,6 +111,11 @@ impl Registry {
             auth: Mutex::new(AuthState::default()),
             rate: None,
         }
+    }
+
+    /// The run's cap on the total rate, for bodies this client sends.
+    pub(super) fn shared_rate_limit(&self) -> Option<Arc<RateLimit>> {
+        self.rate.clone()
     }
 
     /// Puts every body this client reads under `rate` (the run's one
@@ -144,7 +169,15 @@ impl Registry {
         self.base.get_or_try_init(|| self.ping()).await
     }
 
-    fn protocol(&self, detail: String) -> RegistryError {
+    /// `scheme://host` once the registry was reached (every answer in hand
+    /// comes after that).
+    pub(super) fn base_url(&self) -> Result<&Url, RegistryError> {
+        self.base
+            .get()
+            .ok_or_else(|| self.protocol("the registry was not reached yet".into()))
+    }
+
+    pub(super) fn protocol(&self, detail: String) -> RegistryError {
         RegistryError::Protocol {
             registry: self.name.clone(),
             detail,
@@ -294,19 +327,61 @@ impl Registry {
         }
     }
 
-    pub(super) fn unauthorized(&self, repository: &str) -> RegistryError {
-        if let Some(c) = &self.credentials {
-            RegistryError::AuthRejected {
-                registry: self.name.clone(),
-                repository: repository.to_string(),
+    /// A 401 or 403 from a token server: the credentials (or their absence)
+    /// are the problem.
+    pub(super) fn credentials_refused(&self, scope: &Scope<'_>) -> RegistryError {
+        let registry = self.name.clone();
+        let repository = scope.repository.to_string();
+        match (&self.credentials, scope.access) {
+            (Some(c), _) => RegistryError::AuthRejected {
+                registry,
+                repository,
                 from: c.source.clone(),
-            }
-        } else {
-            RegistryError::AuthRequired {
-                registry: self.name.clone(),
-                repository: repository.to_string(),
-            }
+            },
+            (None, Access::Pull) => RegistryError::AuthRequired {
+                registry,
+                repository,
+            },
+            (None, Access::Push) => RegistryError::PushAuthRequired {
+                registry,
+                repository,
+            },
         }
+    }
+
+    /// The registry's last 401, after fresh credentials did not help. For
+    /// a push with a token the token server granted for our credentials,
+    /// the credentials were good: the account lacks push access.
+    async fn unauthorized(&self, scope: &Scope<'_>) -> RegistryError {
+        let bearer = self
+            .auth
+            .lock()
+            .await
+            .challenge
+            .as_ref()
+            .is_some_and(|c| c.scheme == "bearer");
+        match &self.credentials {
+            Some(c)
+                if scope.access == Access::Push
+                    && bearer
+                    && !matches!(c.secret, Secret::RegistryToken(_)) =>
+            {
+                RegistryError::PushDenied {
+                    registry: self.name.clone(),
+                    repository: scope.repository.to_string(),
+                    answer: format!("401, credentials from {}", c.source),
+                }
+            }
+            _ => self.credentials_refused(scope),
+        }
+    }
+
+    /// The URL of `path` below `/v2/<repository>/`.
+    pub(super) async fn url_in(&self, repository: &str, path: &str) -> Result<Url, RegistryError> {
+        self.base()
+            .await?
+            .join(&format!("v2/{repository}/{path}"))
+            .map_err(|e| self.protocol(e.to_string()))
     }
 
     /// Sends a request for `path` (below `/v2/<repository>/`) with
@@ -336,23 +411,39 @@ impl Registry {
         headers: HeaderMap,
         what: &str,
     ) -> Result<Response, RegistryError> {
+        let call = Call {
+            method,
+            url: self.url_in(repository, path).await?,
+            scope: Scope::pull(repository),
+            headers,
+            body: None,
+            what,
+        };
+        self.call(budget, &call).await
+    }
+
+    /// Sends `call` with authentication (only to the registry's own origin)
+    /// and retries under `budget`, renewing credentials once after a 401;
+    /// returns a successful response or the error a user should see.
+    pub(super) async fn call(
+        &self,
+        budget: &mut Budget,
+        call: &Call<'_>,
+    ) -> Result<Response, RegistryError> {
         let base = self.base().await?;
-        let url = base
-            .join(&format!("v2/{repository}/{path}"))
-            .map_err(|e| self.protocol(e.to_string()))?;
+        let own = is_own_origin(&call.url, base);
         let mut reauthenticated = false;
         loop {
-            let authorization = self.authorization(repository).await?;
-            debug!(%method, %url, "request");
+            let authorization = match own {
+                true => self.authorization(&call.scope).await?,
+                false => None,
+            };
+            debug!(method = %call.method, url = %call.url, "request");
             let resp = self
-                .with_retries(budget, what, || {
-                    let req = self
-                        .http
-                        .registry
-                        .request(method.clone(), url.clone())
-                        .headers(headers.clone());
-                    match &authorization {
-                        Some(a) => req.header(AUTHORIZATION, a),
+                .with_retries(budget, call.what, || {
+                    let req = self.request(call, authorization.as_deref());
+                    match &call.body {
+                        Some(body) => req.body(body.clone()),
                         None => req,
                     }
                 })
@@ -367,28 +458,72 @@ impl Registry {
                 // is not ours to answer, nor its realm ours to trust.
                 return Err(RegistryError::Redirected {
                     registry: self.name.clone(),
-                    what: what.to_string(),
+                    what: call.what.to_string(),
                     origin: origin_of(resp.url()),
                     status,
                 });
             }
-            if status == StatusCode::UNAUTHORIZED {
-                if !reauthenticated && self.renew_after_401(repository, resp.headers()).await {
-                    reauthenticated = true;
-                    continue;
-                }
-                return Err(self.unauthorized(repository));
+            if status == StatusCode::UNAUTHORIZED
+                && !reauthenticated
+                && self.renew_after_401(&call.scope, resp.headers()).await
+            {
+                reauthenticated = true;
+                continue;
             }
             return Err(self
-                .status_error(resp, repository, what, budget.failures())
+                .refusal(resp, &call.scope, call.what, budget.failures())
                 .await);
+        }
+    }
+
+    /// Sends `call` once with `body` (a stream that cannot be sent again),
+    /// with authentication when it goes to the registry's own origin.
+    /// Returns the answer whatever its status, or the transport failure;
+    /// an answer from anywhere but `call.url` (a redirect) is an error.
+    pub(super) async fn call_once(
+        &self,
+        call: &Call<'_>,
+        body: reqwest::Body,
+    ) -> Result<Response, RegistryError> {
+        let base = self.base().await?;
+        let authorization = match is_own_origin(&call.url, base) {
+            true => self.authorization(&call.scope).await?,
+            false => None,
+        };
+        debug!(method = %call.method, url = %strip_query(&call.url), "request with a body");
+        let resp = self
+            .request(call, authorization.as_deref())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify_send_error(&self.name, call.what, &self.opts, &e))?;
+        debug!(status = %resp.status(), "response");
+        if resp.url() != &call.url {
+            return Err(self.protocol(format!(
+                "{} was redirected to {}; uploads are not redirected",
+                call.what,
+                origin_of(resp.url())
+            )));
+        }
+        Ok(resp)
+    }
+
+    fn request(&self, call: &Call<'_>, authorization: Option<&str>) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .registry
+            .request(call.method.clone(), call.url.clone())
+            .headers(call.headers.clone());
+        match authorization {
+            Some(a) => req.header(AUTHORIZATION, a),
+            None => req,
         }
     }
 
     /// After a 401 from the registry: takes its challenge and the scopes it
     /// asks for, drops the token that failed, and says whether trying once
     /// more with fresh credentials can help.
-    async fn renew_after_401(&self, repository: &str, headers: &HeaderMap) -> bool {
+    pub(super) async fn renew_after_401(&self, scope: &Scope<'_>, headers: &HeaderMap) -> bool {
         let had_challenge = self.auth.lock().await.challenge.is_some();
         self.remember_challenge(headers).await;
         let mut state = self.auth.lock().await;
@@ -398,12 +533,14 @@ impl Registry {
             .and_then(|c| c.param("scope"))
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
+        let before = state.scopes(scope).join(" ");
         if !asked.is_empty() {
-            state.extra_scopes.insert(repository.to_string(), asked);
+            state.extra_scopes.insert(scope.key(), asked);
         }
-        let key = state.scopes(repository).join(" ");
-        state.tokens.remove(&key);
-        debug!(repository, "401: renewing the token");
+        let after = state.scopes(scope).join(" ");
+        state.tokens.remove(&before);
+        state.tokens.remove(&after);
+        debug!(repository = scope.repository, access = ?scope.access, "401: renewing the token");
         match state.challenge.as_ref().map(|c| c.scheme.as_str()) {
             Some("bearer") => true,
             Some("basic") => self.credentials.is_some() && !had_challenge,
@@ -411,36 +548,51 @@ impl Registry {
         }
     }
 
-    async fn status_error(
+    /// The error a user should see for an answer that is not a success.
+    /// `attempts`: how many tries it took (for rate limits).
+    pub(super) async fn refusal(
         &self,
         resp: Response,
-        repository: &str,
+        scope: &Scope<'_>,
         what: &str,
         attempts: u32,
     ) -> RegistryError {
         let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return self.unauthorized(scope).await;
+        }
         let url = resp.url().clone();
         let headers = resp.headers().clone();
         let body = body::read_small(self, resp, MAX_ERROR_BODY, "an error body")
             .await
             .unwrap_or_default();
         let envelope = error::envelope_message(&body);
-        let detail = || {
-            envelope
-                .as_ref()
-                .map(|(c, m)| format!(": {c} {m}"))
-                .unwrap_or_default()
-        };
+        let detail = envelope
+            .as_ref()
+            .map(|(c, m)| format!(": {c} {m}"))
+            .unwrap_or_default();
+        let repository = scope.repository.to_string();
         match status {
             StatusCode::PROXY_AUTHENTICATION_REQUIRED => RegistryError::ProxyAuth {
                 registry: self.name.clone(),
                 proxy: transport::proxy_for_url(&self.opts, &url)
                     .unwrap_or_else(|| "in use".to_string()),
             },
+            StatusCode::FORBIDDEN if scope.access == Access::Push => match &self.credentials {
+                Some(c) => RegistryError::PushDenied {
+                    registry: self.name.clone(),
+                    repository,
+                    answer: format!("{}, credentials from {}{detail}", status.as_u16(), c.source),
+                },
+                None => RegistryError::PushAuthRequired {
+                    registry: self.name.clone(),
+                    repository,
+                },
+            },
             StatusCode::FORBIDDEN => RegistryError::Denied {
                 registry: self.name.clone(),
-                repository: repository.to_string(),
-                detail: detail(),
+                repository,
+                detail,
             },
             StatusCode::NOT_FOUND => RegistryError::NotFound {
                 registry: self.name.clone(),
@@ -459,7 +611,7 @@ impl Registry {
                 registry: self.name.clone(),
                 status,
                 url: strip_query(&url),
-                detail: detail(),
+                detail,
             },
         }
     }
@@ -611,7 +763,7 @@ pub(super) fn same_origin(a: &Url, b: &Url) -> bool {
 /// Whether a response from `url` is the registry at `base` itself: the same
 /// origin, or the same host upgraded from plain HTTP to HTTPS on its default
 /// port (a registry reached over HTTP that redirects to HTTPS).
-fn is_own_origin(url: &Url, base: &Url) -> bool {
+pub(super) fn is_own_origin(url: &Url, base: &Url) -> bool {
     same_origin(url, base)
         || (base.scheme() == "http"
             && url.scheme() == "https"

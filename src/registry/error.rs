@@ -36,6 +36,35 @@ pub enum RegistryError {
         from: String,
     },
 
+    #[error(
+        "{registry} asks for credentials to push to {repository} (401): log in to push, with -u USER --password-stdin or docker login {registry}"
+    )]
+    PushAuthRequired {
+        registry: String,
+        repository: String,
+    },
+
+    #[error(
+        "{registry} does not let the account push to {repository} ({answer}): the account may pull but not push there; ask for push access, or use an account that has it"
+    )]
+    PushDenied {
+        registry: String,
+        repository: String,
+        /// The status, where the credentials came from, and the registry's
+        /// words: `403, credentials from -u/-p: DENIED ...`.
+        answer: String,
+    },
+
+    #[error(
+        "cannot upload {what} to {repository} on {registry}: the source {problem}; nothing was committed"
+    )]
+    UploadSource {
+        registry: String,
+        repository: String,
+        what: String,
+        problem: Box<SourceProblem>,
+    },
+
     #[error("access to {repository} on {registry} is denied (403){detail}")]
     Denied {
         registry: String,
@@ -116,15 +145,43 @@ pub enum RegistryError {
     #[error("{registry} does not serve byte ranges of {what}")]
     RangesUnsupported { registry: String, what: String },
 
-    #[error("{what} from {registry} had to start over {times} times; giving up")]
+    #[error("{what} on {registry} had to start over {times} times; giving up")]
     Restarts {
         registry: String,
         what: String,
         times: u32,
     },
 
+    #[error(
+        "{registry} took fewer than {bytes} bytes of {what} in {seconds} s; the link is too slow for --timeout {seconds}"
+    )]
+    UploadStalled {
+        registry: String,
+        what: String,
+        bytes: u64,
+        seconds: u64,
+    },
+
+    #[error("cannot send {what} to {registry}: {detail}")]
+    Unsendable {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+
     #[error("invalid response from {registry}: {detail}")]
     Protocol { registry: String, detail: String },
+}
+
+/// What is wrong with the bytes an upload was given to send.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceProblem {
+    #[error("could not be read: {0}")]
+    Read(std::io::Error),
+    #[error("ended after {found} of its {expected} bytes")]
+    Short { found: u64, expected: u64 },
+    #[error("has the digest {found}, not the one it is pushed as")]
+    Digest { found: crate::digest::Digest },
 }
 
 impl RegistryError {
@@ -134,6 +191,7 @@ impl RegistryError {
             RegistryError::Connect { .. }
             | RegistryError::Timeout { .. }
             | RegistryError::TooSlow { .. }
+            | RegistryError::UploadStalled { .. }
             | RegistryError::RateLimited { .. } => true,
             RegistryError::Status { status, .. } => super::retry::status_is_retryable(*status),
             _ => false,

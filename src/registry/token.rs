@@ -15,7 +15,7 @@ use reqwest::{Response, StatusCode};
 use tracing::debug;
 use url::Url;
 
-use super::auth::{self, Challenge, Credentials, Secret};
+use super::auth::{self, Challenge, Credentials, Scope, Secret};
 use super::body;
 use super::client::{Registry, same_origin, strip_query};
 use super::error::RegistryError;
@@ -77,11 +77,12 @@ fn plain_realm_allowed(registry_scheme: &str, opts: &super::TransportOptions) ->
 }
 
 impl Registry {
-    /// The `Authorization` header for a request in `repository`, fetching a
-    /// token if the registry wants one.
+    /// The `Authorization` header for a request that needs `scope`,
+    /// fetching a token if the registry wants one. Tokens are cached per
+    /// set of scopes, so pulls and pushes each have theirs.
     pub(super) async fn authorization(
         &self,
-        repository: &str,
+        scope: &Scope<'_>,
     ) -> Result<Option<String>, RegistryError> {
         let mut state = self.auth.lock().await;
         let Some(challenge) = state.challenge.clone() else {
@@ -96,14 +97,14 @@ impl Registry {
                 {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                let scopes = state.scopes(repository);
+                let scopes = state.scopes(scope);
                 let key = scopes.join(" ");
                 if let Some(t) = state.token(&key, Instant::now()) {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
                 let refresh = state.refresh_token.clone();
                 let grant = self
-                    .fetch_token(&challenge, &scopes, repository, refresh)
+                    .fetch_token(&challenge, &scopes, scope, refresh)
                     .await?;
                 let header = format!("Bearer {}", grant.token.value);
                 if grant.refresh_token.is_some() {
@@ -161,7 +162,7 @@ impl Registry {
         &self,
         challenge: &Challenge,
         scopes: &[String],
-        repository: &str,
+        scope: &Scope<'_>,
         rotated: Option<auth::RefreshToken>,
     ) -> Result<auth::TokenGrant, RegistryError> {
         let realm = self.realm(challenge).await?;
@@ -188,7 +189,7 @@ impl Registry {
                 form: Some(form),
                 basic: None,
             };
-            match self.token_request(&request, repository).await {
+            match self.token_request(&request, scope).await {
                 Err(TokenFailure::NotOAuth(status)) => {
                     debug!(%status, "the token server does not take OAuth2 requests; asking with GET");
                 }
@@ -216,7 +217,7 @@ impl Registry {
             form: None,
             basic: basic.as_deref(),
         };
-        self.token_request(&request, repository)
+        self.token_request(&request, scope)
             .await
             .map_err(|f| match f {
                 TokenFailure::Error(e) => e,
@@ -234,14 +235,14 @@ impl Registry {
     async fn token_request(
         &self,
         request: &TokenRequest<'_>,
-        repository: &str,
+        scope: &Scope<'_>,
     ) -> Result<auth::TokenGrant, TokenFailure> {
         let mut budget = self.policy().budget();
         loop {
             let resp = self.token_response(request, &mut budget).await?;
             let status = resp.status();
             if !status.is_success() {
-                return Err(self.token_status(status, &resp, repository));
+                return Err(self.token_status(status, &resp, scope));
             }
             match body::read_small(self, resp, MAX_TOKEN_BYTES, "a token").await {
                 Ok(bytes) => {
@@ -305,10 +306,10 @@ impl Registry {
         )))
     }
 
-    fn token_status(&self, status: StatusCode, resp: &Response, repository: &str) -> TokenFailure {
+    fn token_status(&self, status: StatusCode, resp: &Response, scope: &Scope<'_>) -> TokenFailure {
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                self.unauthorized(repository).into()
+                self.credentials_refused(scope).into()
             }
             StatusCode::PROXY_AUTHENTICATION_REQUIRED => RegistryError::ProxyAuth {
                 registry: self.name().to_string(),

@@ -270,3 +270,128 @@ fn bearer_flow() {
     });
     assert_eq!(registry.token_requests(), 2);
 }
+
+#[test]
+fn takes_uploads_as_distribution_does() {
+    let registry = FakeRegistry::anonymous();
+    let image = small_image(Flavor::Oci, "uploaded");
+    let base = format!("http://{}", registry.addr());
+    let layer = image.layers[0].clone();
+    let (head, tail) = layer.data.split_at(layer.data.len() / 2);
+    block_on(async {
+        let client = reqwest::Client::new();
+        let r = client
+            .post(format!("{base}/v2/lib/app/blobs/uploads/"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(r.headers()["range"], "0-0");
+        assert!(r.headers().contains_key("docker-upload-uuid"));
+        let location = format!("{base}{}", r.headers()["location"].to_str().unwrap());
+        let patch = |range: String, body: Vec<u8>| {
+            client
+                .patch(&location)
+                .header("content-range", range)
+                .body(body)
+                .send()
+        };
+        let r = patch(format!("5-{}", 4 + head.len()), head.to_vec())
+            .await
+            .expect("PATCH");
+        assert_eq!(
+            r.status(),
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "not where it stands"
+        );
+        let r = patch(format!("0-{}", head.len() - 1), head.to_vec())
+            .await
+            .expect("PATCH");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            r.headers()["range"],
+            format!("0-{}", head.len() - 1).as_str()
+        );
+        let r = client.get(&location).send().await.expect("GET status");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            r.headers()["range"],
+            format!("0-{}", head.len() - 1).as_str()
+        );
+        let r = client
+            .put(format!("{location}?digest={}", sha256_digest(b"other")))
+            .body(tail.to_vec())
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(r.text().await.unwrap().contains("DIGEST_INVALID"));
+        let r = client.get(&location).send().await.expect("GET status");
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "a refused session is gone"
+        );
+
+        let r = client
+            .post(format!(
+                "{base}/v2/lib/app/blobs/uploads/?digest={}",
+                layer.digest
+            ))
+            .body(layer.data.clone())
+            .send()
+            .await
+            .expect("POST whole");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(r.headers()["docker-content-digest"], layer.digest.as_str());
+        let manifest_url = format!("{base}/v2/lib/app/manifests/v1");
+        let put_manifest = || {
+            client
+                .put(&manifest_url)
+                .header("content-type", image.manifest.media_type.as_str())
+                .body(image.manifest.data.clone())
+                .send()
+        };
+        let r = put_manifest().await.expect("PUT manifest");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the config is missing");
+        assert!(r.text().await.unwrap().contains("MANIFEST_BLOB_UNKNOWN"));
+        let r = client
+            .post(format!(
+                "{base}/v2/lib/app/blobs/uploads/?mount={}&from=lib/base",
+                image.config.digest
+            ))
+            .send()
+            .await
+            .expect("POST mount");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "nothing to mount from");
+    });
+    registry.put_blob("lib/base", &image.config);
+    block_on(async {
+        let client = reqwest::Client::new();
+        let r = client
+            .post(format!(
+                "{base}/v2/lib/app/blobs/uploads/?mount={}&from=lib/base",
+                image.config.digest
+            ))
+            .send()
+            .await
+            .expect("POST mount");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = client
+            .put(format!("{base}/v2/lib/app/manifests/v1"))
+            .header("content-type", image.manifest.media_type.as_str())
+            .body(image.manifest.data.clone())
+            .send()
+            .await
+            .expect("PUT manifest");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(
+            r.headers()["docker-content-digest"],
+            image.manifest.digest.as_str()
+        );
+    });
+    assert_eq!(
+        registry.manifest("lib/app", "v1").map(|(_, bytes)| bytes),
+        Some(image.manifest.data.clone())
+    );
+}

@@ -32,4 +32,5 @@ mod resume;
 mod settings;
 mod streaming;
 mod tokens;
+mod upload;
 mod verify;

@@ -21,10 +21,21 @@
 //! [`FakeRegistry::stream_manifests`] and [`FakeRegistry::drip_manifests`] add (or, turning a
 //! behaviour off, remove) entries of that table.
 //!
+//! It takes uploads as distribution does: `POST /v2/<name>/blobs/uploads/` opens a session (`202`,
+//! `Location`, `Range: 0-0`, `Docker-Upload-UUID`), or mounts with `?mount=&from=` (`201` when
+//! the blob is in `from` and [`Mounts::Allowed`]), or takes a whole blob with `?digest=`; `PATCH`
+//! appends (a `Content-Range` must start at the session's offset, else `416`), `PUT ?digest=`
+//! appends its body and commits after checking the sha256 (`400 DIGEST_INVALID` otherwise, and
+//! the session is gone), `GET` tells the `Range` held, `DELETE` cancels. `PUT` of a manifest
+//! checks that the blobs (and, for an index, the manifests) it names are there
+//! (`400 MANIFEST_BLOB_UNKNOWN`). Pushing needs the push scope (see [`PushGrant`]); chunked
+//! uploads can be ignored or refused ([`Chunked`]); bytes received are counted per blob
+//! ([`FakeRegistry::uploaded_bytes`]). An upload request can be cut off after N bytes of its body
+//! ([`Action::ResetRequest`]).
+//!
 //! The server runs on its own thread with its own tokio runtime, so plain synchronous `#[test]`
 //! functions can start one, run the binary against it and inspect it afterwards. It is dropped
-//! (and its thread joined) with the [`FakeRegistry`] value. It never pushes: uploads are not
-//! implemented.
+//! (and its thread joined) with the [`FakeRegistry`] value.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -98,6 +109,42 @@ pub enum IssuedAt {
     Absent,
 }
 
+/// Whether `POST ?mount=&from=` mounts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mounts {
+    /// A blob that is in `from` is mounted (`201`).
+    #[default]
+    Allowed,
+    /// Never: a mount request opens an ordinary upload (`202`), as a registry that does not
+    /// mount across repositories answers.
+    Refused,
+}
+
+/// What the registry does with `PATCH`es (chunks of an upload).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chunked {
+    /// Appends them.
+    #[default]
+    Accepted,
+    /// Answers `202` but drops the bytes: the `Range` never advances.
+    Ignored,
+    /// Answers `416`; only a whole blob in the final `PUT` is taken.
+    Refused,
+}
+
+/// Who may push.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PushGrant {
+    /// Anyone with the registry's credentials: with [`Auth::Bearer`], tokens issued to
+    /// authenticated requests carry `push`, anonymous ones never; with [`Auth::Basic`], the user;
+    /// with [`Auth::None`], everyone.
+    #[default]
+    Authenticated,
+    /// Nobody (accounts that may pull only): tokens never carry `push` (a push gets `401` with an
+    /// `insufficient_scope` challenge), and without token auth a push gets `403 DENIED`.
+    Nobody,
+}
+
 /// Settings for [`FakeRegistry::start`].
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -115,6 +162,12 @@ pub struct Config {
     /// How long an issued token is really accepted, whatever `expires_in` says (`None`: forever).
     /// An older token gets `401` with a fresh challenge carrying `error="invalid_token"`.
     pub token_validity: Option<Duration>,
+    /// Whether cross-repository mounts happen.
+    pub mounts: Mounts,
+    /// What `PATCH` does.
+    pub chunked: Chunked,
+    /// Who may push.
+    pub push: PushGrant,
 }
 
 impl Default for Config {
@@ -126,6 +179,9 @@ impl Default for Config {
             expires_in: Some(300),
             issued_at: IssuedAt::Now,
             token_validity: None,
+            mounts: Mounts::default(),
+            chunked: Chunked::default(),
+            push: PushGrant::default(),
         }
     }
 }
@@ -166,6 +222,24 @@ impl Config {
     /// How long tokens are really accepted.
     pub fn token_validity(mut self, validity: Duration) -> Self {
         self.token_validity = Some(validity);
+        self
+    }
+
+    /// Whether cross-repository mounts happen.
+    pub fn mounts(mut self, mounts: Mounts) -> Self {
+        self.mounts = mounts;
+        self
+    }
+
+    /// What `PATCH` does.
+    pub fn chunked(mut self, chunked: Chunked) -> Self {
+        self.chunked = chunked;
+        self
+    }
+
+    /// Who may push.
+    pub fn push(mut self, push: PushGrant) -> Self {
+        self.push = push;
         self
     }
 }
@@ -227,7 +301,11 @@ pub struct Request {
     pub auth_scheme: Option<String>,
     /// The `Range` header, verbatim.
     pub range: Option<String>,
-    /// The status code the registry answered with.
+    /// The `Content-Range` header, verbatim.
+    pub content_range: Option<String>,
+    /// Bytes of the request body received (up to where a [`Action::ResetRequest`] cut it).
+    pub body_bytes: usize,
+    /// The status code the registry answered with (`0`: the connection was cut).
     pub status: u16,
 }
 
@@ -243,6 +321,8 @@ pub enum Kind {
     Blob,
     /// `/token`.
     Token,
+    /// `/v2/<name>/blobs/uploads/` and the upload sessions below it.
+    Upload,
 }
 
 /// Which requests a [`Fault`] applies to: every condition that is set must hold.
@@ -300,6 +380,15 @@ impl Match {
         }
     }
 
+    /// Requests to upload endpoints (`POST .../blobs/uploads/` and the sessions: `PATCH`, `PUT`,
+    /// `GET`, `DELETE`).
+    pub fn uploads() -> Self {
+        Self {
+            kind: Kind::Upload,
+            ..Self::default()
+        }
+    }
+
     /// Requests to the token endpoint.
     pub fn token() -> Self {
         Self {
@@ -328,6 +417,7 @@ impl Match {
             Kind::Manifest => matches!(target, Target::Manifest { .. }),
             Kind::Blob => matches!(target, Target::Blob { .. }),
             Kind::Token => matches!(target, Target::Token),
+            Kind::Upload => matches!(target, Target::Upload { .. }),
         };
         kind && (ranged || !self.ranged)
             && self
@@ -376,6 +466,13 @@ pub enum Action {
     StreamManifest,
     /// Send the manifest body one byte at a time, one every this long.
     DripManifest(Duration),
+    /// Upload requests with a body (`PATCH`, `PUT`, `POST`): read `after` bytes of the body (a
+    /// session keeps them, as a registry that wrote them to storage does), then drop the
+    /// connection without an answer, as a reset mid-request looks to the client.
+    ResetRequest { after: usize },
+    /// Like [`Action::ResetRequest`], but instead of dropping the connection stop reading it (a
+    /// registry that stopped taking the body) until the client gives up.
+    StallRequest { after: usize },
 }
 
 /// One entry of the fault table: `action` for the next `times` requests `when` matches
@@ -494,9 +591,26 @@ struct Repo {
     blobs: HashMap<String, Vec<u8>>,
 }
 
+/// An upload in progress.
+struct UploadSession {
+    repo: String,
+    data: Vec<u8>,
+    /// Body bytes that arrived for it, dropped ones included.
+    received: u64,
+}
+
 #[derive(Default)]
 struct State {
     repos: HashMap<String, Repo>,
+    /// Upload sessions by id.
+    uploads: HashMap<String, UploadSession>,
+    /// Upload sessions opened so far (for ids).
+    upload_count: u64,
+    /// Body bytes received by upload endpoints, by the digest they were committed (or refused)
+    /// as.
+    uploaded: HashMap<String, u64>,
+    /// Body bytes received by upload endpoints in all.
+    upload_bytes: u64,
     log: Vec<Request>,
     blob_gets: HashMap<String, usize>,
     blob_bytes_sent: u64,
@@ -519,6 +633,8 @@ struct State {
 struct Grant {
     /// Repositories it may pull.
     repos: HashSet<String>,
+    /// Repositories it may push to.
+    push: HashSet<String>,
     /// When it was really issued.
     at: Instant,
 }
@@ -586,9 +702,9 @@ impl FakeRegistry {
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .expect("registering the fake registry socket");
                     let app = Router::new().fallback(
-                        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                        move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
                             let shared = app_state.clone();
-                            async move { handle(shared, method, uri, headers, body) }
+                            async move { handle(shared, method, uri, headers, body).await }
                         },
                     );
                     tokio::select! {
@@ -874,10 +990,73 @@ impl FakeRegistry {
             token.to_string(),
             Grant {
                 repos: repos.iter().map(|r| r.to_string()).collect(),
+                push: HashSet::new(),
                 at: Instant::now(),
             },
         );
         state.issued.push(token.to_string());
+    }
+
+    /// The stored bytes of blob `digest` in `repo`.
+    pub fn blob(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
+        let state = self.shared.lock();
+        state.repos.get(repo)?.blobs.get(digest).cloned()
+    }
+
+    /// The media type and bytes stored under `reference` (a tag or a digest) in `repo`.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<(String, Vec<u8>)> {
+        let state = self.shared.lock();
+        state.repos.get(repo)?.manifests.get(reference).cloned()
+    }
+
+    /// Body bytes received by upload endpoints for blob `digest`: every request of the sessions
+    /// committed (or refused) as that digest, cut and dropped ones included, and whole-blob
+    /// `POST`s.
+    pub fn uploaded_bytes(&self, digest: &str) -> u64 {
+        let state = self.shared.lock();
+        state.uploaded.get(digest).copied().unwrap_or(0)
+    }
+
+    /// Body bytes received by upload endpoints in all (sessions never committed included).
+    pub fn upload_bytes(&self) -> u64 {
+        self.shared.lock().upload_bytes
+    }
+
+    /// Upload sessions open now.
+    pub fn open_uploads(&self) -> usize {
+        self.shared.lock().uploads.len()
+    }
+
+    /// Requests to upload endpoints, in arrival order.
+    pub fn upload_requests(&self) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/blobs/uploads/"))
+            .collect()
+    }
+
+    /// Stops reading the next `times` upload requests with method `method` after `after` bytes of
+    /// their body ([`Action::StallRequest`] for [`Match::uploads`]).
+    pub fn stall_uploads(&self, method: Method, after: usize, times: usize) {
+        self.add_fault(
+            Fault::new(
+                Match::uploads().method(method),
+                Action::StallRequest { after },
+            )
+            .times(times),
+        );
+    }
+
+    /// Cuts the next `times` upload requests with method `method` after `after` bytes of their
+    /// body ([`Action::ResetRequest`] for [`Match::uploads`]).
+    pub fn reset_uploads(&self, method: Method, after: usize, times: usize) {
+        self.add_fault(
+            Fault::new(
+                Match::uploads().method(method),
+                Action::ResetRequest { after },
+            )
+            .times(times),
+        );
     }
 
     /// Requests to manifest endpoints (GET and HEAD).
@@ -907,41 +1086,142 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-fn handle(
+async fn handle(
     shared: Arc<Shared>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let response = route(&shared, &method, &uri, &headers, &body);
+    let path = uri.path().to_string();
+    let request = Incoming {
+        method: &method,
+        path: &path,
+        query: uri.query(),
+        target: Target::parse(&path),
+        range: header_str(&headers, header::RANGE),
+        headers: &headers,
+    };
+    let gate = gate(&shared, &request);
+    let picked = pick(&shared, &request, matches!(gate, Gate::Serve));
+    let cut = picked.cut;
+    let (body, end) = read_body(body, cut.map(|(after, _)| after)).await;
+    if end == BodyEnd::Cut {
+        cut_upload(&shared, &request, &body);
+        log_request(&shared, &request, &uri, body.len(), 0);
+        if let Some((_, Cut::Stall)) = cut {
+            // Silent, connection open, until the client hangs up (which drops this).
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        return cut_response();
+    }
+    let response = route(&shared, &request, &uri, gate, picked, &body);
+    log_request(
+        &shared,
+        &request,
+        &uri,
+        body.len(),
+        response.status().as_u16(),
+    );
+    response
+}
+
+/// Records a request in the log (`status` 0: the connection was cut).
+fn log_request(shared: &Shared, request: &Incoming, uri: &Uri, body_bytes: usize, status: u16) {
+    let headers = request.headers;
     let mut state = shared.lock();
-    if method == Method::GET
-        && let Some((_, digest)) = uri.path().rsplit_once("/blobs/")
-        && uri.path().starts_with("/v2/")
+    if *request.method == Method::GET
+        && let Target::Blob {
+            digest, cdn: false, ..
+        } = request.target
     {
         *state.blob_gets.entry(digest.to_string()).or_default() += 1;
     }
     state.log.push(Request {
-        method: method.to_string(),
-        path: uri.path().to_string(),
+        method: request.method.to_string(),
+        path: request.path.to_string(),
         query: uri.query().map(str::to_string),
-        accept: header_str(&headers, header::ACCEPT),
-        auth_scheme: header_str(&headers, header::AUTHORIZATION)
+        accept: header_str(headers, header::ACCEPT),
+        auth_scheme: header_str(headers, header::AUTHORIZATION)
             .and_then(|v| v.split_whitespace().next().map(str::to_string)),
-        range: header_str(&headers, header::RANGE),
-        status: response.status().as_u16(),
+        range: request.range.clone(),
+        content_range: header_str(headers, header::CONTENT_RANGE),
+        body_bytes,
+        status,
     });
-    response
+}
+
+/// What happens to a request whose body is cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// The connection is dropped.
+    Reset,
+    /// The connection stays open and nothing more is read.
+    Stall,
+}
+
+/// How a request body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyEnd {
+    /// Whole.
+    Complete,
+    /// Cut by an [`Action::ResetRequest`], or broken by the client.
+    Cut,
+}
+
+/// Reads a request body, or its first `limit` bytes when an [`Action::ResetRequest`] applies.
+async fn read_body(body: Body, limit: Option<usize>) -> (Vec<u8>, BodyEnd) {
+    use futures_util::StreamExt as _;
+    if limit == Some(0) {
+        return (Vec::new(), BodyEnd::Cut);
+    }
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(frame) = stream.next().await {
+        let Ok(frame) = frame else {
+            return (out, BodyEnd::Cut);
+        };
+        out.extend_from_slice(&frame);
+        if let Some(limit) = limit
+            && out.len() >= limit
+        {
+            out.truncate(limit);
+            return (out, BodyEnd::Cut);
+        }
+    }
+    (out, BodyEnd::Complete)
+}
+
+/// An answer that never arrives: its body fails before the head is written, so the server drops
+/// the connection (with unread request bytes, a reset).
+fn cut_response() -> Response {
+    let cut = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fake registry: connection cut mid-request",
+        ))
+    });
+    response(StatusCode::INTERNAL_SERVER_ERROR, Body::from_stream(cut))
 }
 
 /// A request as the router and the fault table see it.
 struct Incoming<'a> {
     method: &'a Method,
     path: &'a str,
+    query: Option<&'a str>,
     target: Target<'a>,
     /// The `Range` header, verbatim.
     range: Option<String>,
+    headers: &'a HeaderMap,
+}
+
+impl Incoming<'_> {
+    /// A query parameter.
+    fn param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
 }
 
 /// What a request's path asks for.
@@ -959,6 +1239,8 @@ enum Target<'a> {
         digest: &'a str,
         cdn: bool,
     },
+    /// `/v2/<name>/blobs/uploads/` (`id`: `None`) or a session `/v2/<name>/blobs/uploads/<id>`.
+    Upload { name: &'a str, id: Option<&'a str> },
     /// Anything else.
     Unknown,
 }
@@ -983,6 +1265,20 @@ impl<'a> Target<'a> {
         let Some(rest) = path.strip_prefix("/v2/") else {
             return Target::Unknown;
         };
+        if let Some(i) = rest.rfind("/blobs/uploads/") {
+            let id = &rest[i + "/blobs/uploads/".len()..];
+            return match id {
+                "" => Target::Upload {
+                    name: &rest[..i],
+                    id: None,
+                },
+                id if !id.contains('/') => Target::Upload {
+                    name: &rest[..i],
+                    id: Some(id),
+                },
+                _ => Target::Unknown,
+            };
+        }
         if let Some(i) = rest.rfind("/manifests/") {
             Target::Manifest {
                 name: &rest[..i],
@@ -1014,6 +1310,8 @@ enum Gate {
 #[derive(Default)]
 struct Picked {
     respond: Option<Canned>,
+    /// Where an [`Action::ResetRequest`] or [`Action::StallRequest`] cuts the body, and how.
+    cut: Option<(usize, Cut)>,
     /// The `Location` of an [`Action::Redirect`].
     redirect: Option<String>,
     blob: BlobFaults,
@@ -1046,20 +1344,12 @@ struct ManifestFaults {
 
 fn route(
     shared: &Arc<Shared>,
-    method: &Method,
+    request: &Incoming,
     uri: &Uri,
-    headers: &HeaderMap,
+    gate: Gate,
+    picked: Picked,
     body: &[u8],
 ) -> Response {
-    let path = uri.path();
-    let request = Incoming {
-        method,
-        path,
-        target: Target::parse(path),
-        range: header_str(headers, header::RANGE),
-    };
-    let gate = gate(shared, &request, headers);
-    let picked = pick(shared, &request, matches!(gate, Gate::Serve));
     if let Some(canned) = picked.respond {
         return canned_response(canned);
     }
@@ -1069,37 +1359,67 @@ fn route(
         return response;
     }
     match gate {
-        Gate::Token => token(shared, method, uri, headers, body),
+        Gate::Token => token(shared, request.method, uri, request.headers, body),
         Gate::Answer(response) => response,
-        Gate::Serve => serve(shared, &request, picked),
+        Gate::Serve => serve(shared, request, picked, body),
     }
 }
 
+/// What a request needs to be allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Pull,
+    Push,
+}
+
+fn reading(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
 /// Routing and authentication, without side effects (so a fault can still answer instead).
-fn gate(shared: &Shared, request: &Incoming, headers: &HeaderMap) -> Gate {
-    if let Target::Token = request.target {
-        return Gate::Token;
-    }
-    if *request.method != Method::GET && *request.method != Method::HEAD {
-        return Gate::Answer(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "the fake registry is read-only",
-        ));
-    }
-    let repo = match request.target {
-        Target::Blob { cdn: true, .. } => return Gate::Serve,
-        Target::Token | Target::Unknown => {
+fn gate(shared: &Shared, request: &Incoming) -> Gate {
+    let method = request.method;
+    let upload_session = [
+        Method::PATCH,
+        Method::PUT,
+        Method::GET,
+        Method::HEAD,
+        Method::DELETE,
+    ];
+    let (repo, need) = match request.target {
+        Target::Token => return Gate::Token,
+        Target::Blob { cdn: true, .. } if reading(method) => return Gate::Serve,
+        Target::Unknown => {
             return Gate::Answer(error(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 "no such endpoint",
             ));
         }
-        Target::Ping => None,
-        Target::Manifest { name, .. } | Target::Blob { name, .. } => Some(name),
+        Target::Ping if reading(method) => (None, Need::Pull),
+        Target::Manifest { name, .. } | Target::Blob { name, .. } if reading(method) => {
+            (Some(name), Need::Pull)
+        }
+        Target::Manifest { name, .. } if *method == Method::PUT => (Some(name), Need::Push),
+        Target::Upload { name, id: None } if *method == Method::POST => (Some(name), Need::Push),
+        Target::Upload { name, id: Some(_) } if upload_session.contains(method) => {
+            (Some(name), Need::Push)
+        }
+        _ => {
+            return Gate::Answer(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "the operation is unsupported",
+            ));
+        }
     };
-    if let Some(denied) = authorize(shared, headers, repo) {
+    let from = match request.target {
+        Target::Upload { id: None, .. } if request.param("mount").is_some() => {
+            request.param("from")
+        }
+        _ => None,
+    };
+    if let Some(denied) = authorize(shared, request.headers, repo, need, from.as_deref()) {
         return Gate::Answer(denied);
     }
     match request.target {
@@ -1136,6 +1456,13 @@ fn pick(shared: &Shared, request: &Incoming, served: bool) -> Picked {
     }
     let mut picked = Picked::default();
     match request.target {
+        Target::Upload { .. } if !reading(request.method) => {
+            picked.cut = take(faults, request, ranged, |action| match action {
+                Action::ResetRequest { after } => Some((*after, Cut::Reset)),
+                Action::StallRequest { after } => Some((*after, Cut::Stall)),
+                _ => None,
+            });
+        }
         Target::Blob { name, digest, cdn } => {
             if !cdn {
                 picked.redirect = take(faults, request, ranged, |action| match action {
@@ -1262,13 +1589,17 @@ fn canned_response(canned: Canned) -> Response {
     response
 }
 
-/// A manifest or blob request that got through [`gate`], served as `picked` says.
-fn serve(shared: &Arc<Shared>, request: &Incoming, picked: Picked) -> Response {
+/// A request that got through [`gate`], served as `picked` says.
+fn serve(shared: &Arc<Shared>, request: &Incoming, picked: Picked, body: &[u8]) -> Response {
     let head = *request.method == Method::HEAD;
     match request.target {
+        Target::Manifest { name, reference } if *request.method == Method::PUT => {
+            put_manifest(shared, request, name, reference, body)
+        }
         Target::Manifest { name, reference } => {
             manifest(shared, name, reference, head, picked.manifest)
         }
+        Target::Upload { name, id } => upload(shared, request, name, id, body),
         Target::Blob { name, digest, .. } => blob(
             shared,
             name,
@@ -1322,13 +1653,22 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
-/// `None` when the request may proceed, else the 401 to send.
-fn authorize(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Option<Response> {
+/// `None` when the request may proceed (with `need` in `repo`, and pull in `from`, the source of
+/// a mount), else the 401 (or, for a push nobody may make, the 403) to send.
+fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    repo: Option<&str>,
+    need: Need,
+    from: Option<&str>,
+) -> Option<Response> {
+    let read_only = need == Need::Push && shared.config.push == PushGrant::Nobody;
     match &shared.auth {
+        Auth::None if read_only => Some(push_denied()),
         Auth::None => None,
         Auth::Basic { user, pass } => {
             if basic_credentials(headers) == Some((user.clone(), pass.clone())) {
-                return None;
+                return read_only.then(push_denied);
             }
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
@@ -1342,51 +1682,86 @@ fn authorize(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Option
             );
             Some(response)
         }
-        Auth::Bearer { .. } => {
-            let token = header_str(headers, header::AUTHORIZATION)
-                .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-            let mut expired = false;
-            let allowed = token.is_some_and(|token| {
-                let state = shared.lock();
-                let Some(grant) = state.tokens.get(&token) else {
-                    return false;
-                };
-                if shared
-                    .config
-                    .token_validity
-                    .is_some_and(|validity| grant.at.elapsed() > validity)
-                {
-                    expired = true;
-                    return false;
-                }
-                repo.is_none_or(|repo| grant.repos.contains(repo))
-            });
-            if allowed {
-                return None;
-            }
-            let mut challenge = format!(
-                "Bearer realm=\"http://{}/token\",service=\"{SERVICE}\"",
-                shared.addr
-            );
-            if let Some(repo) = repo {
-                challenge.push_str(&format!(",scope=\"repository:{repo}:pull\""));
-            }
-            if expired {
-                challenge.push_str(",error=\"invalid_token\"");
-            }
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                if expired {
-                    "token expired"
-                } else {
-                    "authentication required"
-                },
-            );
-            set_header(&mut response, header::WWW_AUTHENTICATE, &challenge);
-            Some(response)
-        }
+        Auth::Bearer { .. } => bearer_authorize(shared, headers, repo, need, from),
     }
+}
+
+/// The `403` of a push by an account that may only pull.
+fn push_denied() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "DENIED",
+        "requested access to the resource is denied",
+    )
+}
+
+/// [`authorize`] for token auth: the token must be live and grant what is needed.
+fn bearer_authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    repo: Option<&str>,
+    need: Need,
+    from: Option<&str>,
+) -> Option<Response> {
+    let token = header_str(headers, header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    let mut expired = false;
+    let mut insufficient = false;
+    let allowed = token.is_some_and(|token| {
+        let state = shared.lock();
+        let Some(grant) = state.tokens.get(&token) else {
+            return false;
+        };
+        if shared
+            .config
+            .token_validity
+            .is_some_and(|validity| grant.at.elapsed() > validity)
+        {
+            expired = true;
+            return false;
+        }
+        let ok = repo.is_none_or(|repo| {
+            grant.repos.contains(repo) && (need == Need::Pull || grant.push.contains(repo))
+        }) && from.is_none_or(|from| grant.repos.contains(from));
+        insufficient = !ok;
+        ok
+    });
+    if allowed {
+        return None;
+    }
+    let mut scopes = Vec::new();
+    if let Some(repo) = repo {
+        scopes.push(match need {
+            Need::Pull => format!("repository:{repo}:pull"),
+            Need::Push => format!("repository:{repo}:pull,push"),
+        });
+    }
+    if let Some(from) = from {
+        scopes.push(format!("repository:{from}:pull"));
+    }
+    let mut challenge = format!(
+        "Bearer realm=\"http://{}/token\",service=\"{SERVICE}\"",
+        shared.addr
+    );
+    if !scopes.is_empty() {
+        challenge.push_str(&format!(",scope=\"{}\"", scopes.join(" ")));
+    }
+    if expired {
+        challenge.push_str(",error=\"invalid_token\"");
+    } else if insufficient {
+        challenge.push_str(",error=\"insufficient_scope\"");
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        if expired {
+            "token expired"
+        } else {
+            "authentication required"
+        },
+    );
+    set_header(&mut response, header::WWW_AUTHENTICATE, &challenge);
+    Some(response)
 }
 
 /// The token endpoint: classic `GET` (anonymous or Basic) and OAuth2 `POST` (refresh token or
@@ -1555,13 +1930,21 @@ fn token_refused(post: bool) -> Response {
 /// Issues a token for the pull scopes in `record` and answers with it.
 fn issue_token(shared: &Shared, record: &mut TokenRequest) -> Response {
     let mut repos = HashSet::new();
+    let mut push = HashSet::new();
+    let may_push =
+        record.auth != TokenAuth::Anonymous && shared.config.push == PushGrant::Authenticated;
     for scope in &record.scopes {
         let mut parts = scope.splitn(3, ':');
         if let (Some("repository"), Some(name), Some(actions)) =
             (parts.next(), parts.next(), parts.next())
-            && actions.split(',').any(|a| a == "pull" || a == "*")
         {
-            repos.insert(name.to_string());
+            let has = |wanted: &str| actions.split(',').any(|a| a == wanted || a == "*");
+            if has("pull") {
+                repos.insert(name.to_string());
+            }
+            if has("push") && may_push {
+                push.insert(name.to_string());
+            }
         }
     }
     let mut state = shared.lock();
@@ -1574,6 +1957,7 @@ fn issue_token(shared: &Shared, record: &mut TokenRequest) -> Response {
         token.clone(),
         Grant {
             repos,
+            push,
             at: Instant::now(),
         },
     );
@@ -1931,4 +2315,290 @@ fn endless_response(shared: Arc<Shared>) -> Response {
         "application/octet-stream",
     );
     response
+}
+
+const DIGEST_HEADER: &str = "docker-content-digest";
+const UPLOAD_UUID: &str = "docker-upload-uuid";
+
+/// The upload endpoints: open (or mount, or take a whole blob), append, commit, status, cancel.
+fn upload(
+    shared: &Shared,
+    request: &Incoming,
+    name: &str,
+    id: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let Some(id) = id else {
+        return start_upload(shared, request, name, body);
+    };
+    let method = request.method;
+    let mut state = shared.lock();
+    let Some(session) = state.uploads.get(id).filter(|s| s.repo == name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            "blob upload unknown to registry",
+        );
+    };
+    let held = session.data.len();
+    if reading(method) {
+        return session_response(StatusCode::NO_CONTENT, name, id, held);
+    }
+    if *method == Method::DELETE {
+        state.uploads.remove(id);
+        return response(StatusCode::NO_CONTENT, Body::empty());
+    }
+    state.upload_bytes += body.len() as u64;
+    if *method == Method::PATCH {
+        return patch_upload(&mut state, shared.config.chunked, request, name, id, body);
+    }
+    let digest = request.param("digest").unwrap_or_default();
+    let mut session = state.uploads.remove(id).expect("looked up above");
+    session.data.extend_from_slice(body);
+    session.received += body.len() as u64;
+    commit_blob(&mut state, name, &digest, session.data, session.received)
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: a mount, a whole blob (`?digest=`), or a new session.
+fn start_upload(shared: &Shared, request: &Incoming, name: &str, body: &[u8]) -> Response {
+    let mut state = shared.lock();
+    state.upload_bytes += body.len() as u64;
+    if let (Some(digest), Some(from)) = (request.param("mount"), request.param("from")) {
+        let found = state
+            .repos
+            .get(&from)
+            .and_then(|repo| repo.blobs.get(&digest))
+            .cloned();
+        if let (Mounts::Allowed, Some(data)) = (shared.config.mounts, found) {
+            state
+                .repos
+                .entry(name.to_string())
+                .or_default()
+                .blobs
+                .insert(digest.clone(), data);
+            return blob_created(name, &digest);
+        }
+    } else if let Some(digest) = request.param("digest") {
+        return commit_blob(&mut state, name, &digest, body.to_vec(), body.len() as u64);
+    }
+    state.upload_count += 1;
+    let id = format!("upload-{}-{}", shared.addr.port(), state.upload_count);
+    state.uploads.insert(
+        id.clone(),
+        UploadSession {
+            repo: name.to_string(),
+            data: Vec::new(),
+            received: body.len() as u64,
+        },
+    );
+    session_response(StatusCode::ACCEPTED, name, &id, 0)
+}
+
+/// `PATCH`: appends a chunk whose `Content-Range` (if any) starts where the session stands.
+fn patch_upload(
+    state: &mut State,
+    chunked: Chunked,
+    request: &Incoming,
+    name: &str,
+    id: &str,
+    body: &[u8],
+) -> Response {
+    let session = state.uploads.get_mut(id).expect("looked up by the caller");
+    session.received += body.len() as u64;
+    let held = session.data.len();
+    let range = header_str(request.headers, header::CONTENT_RANGE);
+    let fits = range.as_deref().is_none_or(|r| {
+        let (start, end) = r.trim().split_once('-').unwrap_or(("", ""));
+        let (start, end) = (start.parse::<usize>(), end.parse::<usize>());
+        matches!((start, end), (Ok(s), Ok(e)) if s == held && e + 1 == held + body.len())
+    });
+    match chunked {
+        Chunked::Refused => return range_refused(held),
+        Chunked::Ignored => return session_response(StatusCode::ACCEPTED, name, id, held),
+        Chunked::Accepted if !fits => return range_refused(held),
+        Chunked::Accepted => session.data.extend_from_slice(body),
+    }
+    let held = session.data.len();
+    session_response(StatusCode::ACCEPTED, name, id, held)
+}
+
+fn range_refused(held: usize) -> Response {
+    let mut response = error(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "BLOB_UPLOAD_INVALID",
+        "the chunk does not start where the upload stands",
+    );
+    set_header(&mut response, header::RANGE, &upload_range(held));
+    response
+}
+
+/// Commits `data` as `digest` in `name` if its sha256 says so (`received`: the body bytes that
+/// went into it, counted for the digest either way).
+fn commit_blob(
+    state: &mut State,
+    name: &str,
+    digest: &str,
+    data: Vec<u8>,
+    received: u64,
+) -> Response {
+    *state.uploaded.entry(digest.to_string()).or_default() += received;
+    if digest.is_empty() || sha256_digest(&data) != digest {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "provided digest did not match uploaded content",
+        );
+    }
+    state
+        .repos
+        .entry(name.to_string())
+        .or_default()
+        .blobs
+        .insert(digest.to_string(), data);
+    blob_created(name, digest)
+}
+
+fn blob_created(name: &str, digest: &str) -> Response {
+    let mut response = response(StatusCode::CREATED, Body::empty());
+    set_header(
+        &mut response,
+        header::LOCATION,
+        &format!("/v2/{name}/blobs/{digest}"),
+    );
+    set_header(&mut response, header::CONTENT_LENGTH, "0");
+    set_header(
+        &mut response,
+        header::HeaderName::from_static(DIGEST_HEADER),
+        digest,
+    );
+    response
+}
+
+/// Distribution's `Range` of an upload holding `held` bytes: `0-<last>`, and `0-0` when empty.
+fn upload_range(held: usize) -> String {
+    format!("0-{}", held.saturating_sub(1))
+}
+
+/// The headers of an upload session's answers.
+fn session_response(status: StatusCode, name: &str, id: &str, held: usize) -> Response {
+    let mut response = response(status, Body::empty());
+    set_header(
+        &mut response,
+        header::LOCATION,
+        &format!("/v2/{name}/blobs/uploads/{id}"),
+    );
+    set_header(&mut response, header::RANGE, &upload_range(held));
+    set_header(&mut response, header::CONTENT_LENGTH, "0");
+    set_header(
+        &mut response,
+        header::HeaderName::from_static(UPLOAD_UUID),
+        id,
+    );
+    response
+}
+
+/// A cut upload request: the bytes that arrived stay in the session (if they fit where it
+/// stands), as they would in a registry that wrote them before the connection broke.
+fn cut_upload(shared: &Shared, request: &Incoming, body: &[u8]) {
+    let mut state = shared.lock();
+    state.upload_bytes += body.len() as u64;
+    let Target::Upload { id: Some(id), .. } = request.target else {
+        return;
+    };
+    let chunked = shared.config.chunked;
+    let Some(session) = state.uploads.get_mut(id) else {
+        return;
+    };
+    session.received += body.len() as u64;
+    let start = header_str(request.headers, header::CONTENT_RANGE)
+        .and_then(|r| r.split_once('-').and_then(|(s, _)| s.parse::<usize>().ok()));
+    let appends = match *request.method {
+        Method::PATCH => chunked == Chunked::Accepted,
+        _ => true,
+    };
+    if appends && start.is_none_or(|s| s == session.data.len()) {
+        session.data.extend_from_slice(body);
+    }
+}
+
+/// `PUT /v2/<name>/manifests/<reference>`: checks what it names is there, stores it under its
+/// digest and `reference`.
+fn put_manifest(
+    shared: &Shared,
+    request: &Incoming,
+    name: &str,
+    reference: &str,
+    body: &[u8],
+) -> Response {
+    let digest = sha256_digest(body);
+    if reference.starts_with("sha256:") && reference != digest {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "the manifest is not the digest it is put as",
+        );
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            "manifest invalid",
+        );
+    };
+    let media_type = header_str(request.headers, header::CONTENT_TYPE)
+        .or_else(|| value["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut state = shared.lock();
+    let repo = state.repos.entry(name.to_string()).or_default();
+    if let Some(missing) = missing_reference(repo, &value) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            &format!("blob unknown to registry: {missing}"),
+        );
+    }
+    let entry = (media_type, body.to_vec());
+    repo.manifests.insert(digest.clone(), entry.clone());
+    repo.manifests.insert(reference.to_string(), entry);
+    let mut response = response(StatusCode::CREATED, Body::empty());
+    set_header(
+        &mut response,
+        header::LOCATION,
+        &format!("/v2/{name}/manifests/{digest}"),
+    );
+    set_header(&mut response, header::CONTENT_LENGTH, "0");
+    set_header(
+        &mut response,
+        header::HeaderName::from_static(DIGEST_HEADER),
+        &digest,
+    );
+    response
+}
+
+/// The first blob (config, layers that are not foreign) or child manifest (of an index) that a
+/// manifest names and `repo` does not have.
+fn missing_reference(repo: &Repo, manifest: &serde_json::Value) -> Option<String> {
+    let digest_of = |d: &serde_json::Value| d["digest"].as_str().map(str::to_string);
+    let foreign = |d: &serde_json::Value| {
+        d["urls"].as_array().is_some_and(|u| !u.is_empty())
+            || d["mediaType"]
+                .as_str()
+                .is_some_and(|m| m.contains("foreign") || m.contains("nondistributable"))
+    };
+    let blobs = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| !foreign(d))
+        .chain(manifest.get("config"))
+        .filter_map(digest_of);
+    let children = manifest["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(digest_of);
+    blobs
+        .filter(|d| !repo.blobs.contains_key(d))
+        .chain(children.filter(|d| !repo.manifests.contains_key(d)))
+        .next()
 }
