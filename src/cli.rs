@@ -19,6 +19,8 @@ use crate::credentials::Locations;
 use crate::fetch::Chunking;
 use crate::mirror::{ConfigFiles, Mirror, conf, daemon};
 use crate::platform::Platform;
+use crate::push::PushSettings;
+use crate::push::target::Target;
 use crate::reference::{DOCKER_HUB, Reference};
 use crate::registry::transport;
 use crate::registry::{Credentials, EnvProxies, TransportOptions};
@@ -38,7 +40,7 @@ pub const VERSION: &str = concat!(
 
 #[derive(Debug, Parser)]
 #[command(name = "docker-pull", version = VERSION, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(subcommand_negates_reqs = true)]
 #[command(
     after_help = "Examples:\n  docker-pull nginx\n  docker-pull --platform linux/arm64 -o nginx-arm64.tar nginx:1.27\n  docker-pull alpine busybox -o bundle.tar\n  docker-pull 127.0.0.1:5000/app:v1 --json\n\nExit codes: 0 written, 1 pull failed, 2 bad usage or reference, 130 interrupted."
 )]
@@ -66,12 +68,18 @@ pub struct Cli {
     #[arg(short, long, value_enum, default_value_t = FormatArg::Docker)]
     pub format: FormatArg,
 
-    /// Blobs downloaded at once
-    #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Blobs downloaded (or, with push, uploaded) at once
+    #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
     pub jobs: u16,
 
-    /// Registry username, for the registry of the first image (other registries use their stored credentials)
-    #[arg(short, long, env = "DOCKER_PULL_USERNAME", value_name = "USER")]
+    /// Registry username: for the registry of the first image (other registries use their stored credentials); with push, for the target registry
+    #[arg(
+        short,
+        long,
+        env = "DOCKER_PULL_USERNAME",
+        value_name = "USER",
+        global = true
+    )]
     pub username: Option<String>,
 
     /// Registry password or token (visible to other users in the process list: prefer --password-stdin)
@@ -81,12 +89,13 @@ pub struct Cli {
         env = "DOCKER_PULL_PASSWORD",
         hide_env_values = true,
         value_name = "PASSWORD",
-        conflicts_with = "password_stdin"
+        conflicts_with = "password_stdin",
+        global = true
     )]
     pub password: Option<String>,
 
     /// Read the registry password or token from standard input
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub password_stdin: bool,
 
     /// Registry for references that name none
@@ -98,11 +107,11 @@ pub struct Cli {
     pub mirror: Vec<String>,
 
     /// Blob cache directory [default: the platform cache dir, e.g. ~/.cache/docker-pull]
-    #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR")]
+    #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
 
     /// Neither read nor write the cache (a temporary one is used and removed)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_cache: bool,
 
     /// Flush each archive to disk before it gets its name and the command ends (slower; worth it before unplugging removable media)
@@ -114,23 +123,23 @@ pub struct Cli {
     pub max_layer_size: Option<LayerLimit>,
 
     /// Do not verify TLS certificates
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub insecure: bool,
 
     /// Talk plain HTTP, not HTTPS, to the registry (loopback registries fall back to HTTP by themselves)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub plain_http: bool,
 
     /// Cap on the total transfer rate of the run, across all connections, in bytes per second: K, M, G, T are powers of 1024 (2M = 2 MiB/s) [env: DOCKER_PULL_LIMIT_RATE]
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, global = true)]
     pub limit_rate: Option<NonZeroU64>,
 
     /// Extra trusted CA certificate, PEM (repeatable)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub ca_cert: Vec<PathBuf>,
 
     /// HTTP(S) or SOCKS5 proxy URL (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured too)
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub proxy: Option<String>,
 
     /// The name the archive gives the image, NAME:TAG (one image only)
@@ -142,27 +151,27 @@ pub struct Cli {
     pub images_file: Option<PathBuf>,
 
     /// Abandon (and resume) a response that sends nothing for this many seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub timeout: u64,
 
     /// Attempts per request before giving up
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
     pub retries: u32,
 
     /// Write a detailed log to this file (credentials are never logged)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub log_file: Option<PathBuf>,
 
     /// Debug-level logging on stderr
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub debug: bool,
 
     /// No progress: only errors and the result
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub quiet: bool,
 
     /// Print one JSON object per image on stdout
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -200,9 +209,6 @@ pub enum Command {
     Cache {
         #[command(subcommand)]
         action: CacheAction,
-        /// Blob cache directory [default: the platform cache dir, e.g. ~/.cache/docker-pull]
-        #[arg(long, env = "DOCKER_PULL_CACHE", value_name = "DIR", global = true)]
-        cache_dir: Option<PathBuf>,
     },
     /// Check archives or layouts offline: every manifest, config and layer present with the right size and sha256, layers matching the config's diff_ids, names that parse
     #[command(
@@ -212,12 +218,21 @@ pub enum Command {
         /// Archives (.tar, .tar.gz, .tar.zst) or OCI layout directories
         #[arg(value_name = "SOURCE", required = true)]
         sources: Vec<PathBuf>,
-        /// No progress: only problems and the result
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print one JSON object per image on stdout
-        #[arg(long)]
-        json: bool,
+    },
+    /// Put the images of an archive or layout into a registry, digests unchanged
+    #[command(
+        after_help = "SOURCE: an archive docker-pull wrote (-f docker, oci, legacy, a bundle), one from docker save or skopeo (docker-archive:, oci-archive:), a gzip- or zstd-compressed one, or an OCI layout directory.\nTARGET: REGISTRY[:PORT]/REPOSITORY[:TAG] for one image (the tag defaults to the image's own), REGISTRY[:PORT][/PREFIX] for several (each image goes to PREFIX/<its repository>:<its tag>).\n\nExamples:\n  docker-pull push nginx.tar 127.0.0.1:5000/web/nginx:1.27\n  docker-pull push bundle.tar harbor.internal/mirror\n  docker-pull push layout/ registry.lan:5000 --image docker.io/library/alpine:3.20\n\nExit codes: 0 every image pushed, 1 a push failed, 2 bad usage."
+    )]
+    Push {
+        /// Archive (.tar, .tar.gz, .tar.zst) or OCI layout directory
+        #[arg(value_name = "SOURCE")]
+        source: PathBuf,
+        /// REGISTRY[:PORT]/REPOSITORY[:TAG], or REGISTRY[:PORT][/PREFIX] for several images
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// Push only this image of SOURCE (a name it has, or its digest)
+        #[arg(long, value_name = "NAME")]
+        image: Option<String>,
     },
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions {
@@ -312,6 +327,33 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// `--max-layer-size`: how far `-f legacy` lets a layer decompress.
     pub max_layer_size: LayerLimit,
+}
+
+/// Where logs go.
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub debug: bool,
+    pub quiet: bool,
+    pub log_file: Option<PathBuf>,
+}
+
+/// What a command besides pulling needs of the registry options.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub logging: Logging,
+    pub json: bool,
+    pub warnings: Vec<String>,
+    pub password_on_command_line: bool,
+}
+
+impl Settings {
+    pub fn logging(&self) -> Logging {
+        Logging {
+            debug: self.debug,
+            quiet: self.quiet,
+            log_file: self.log_file.clone(),
+        }
+    }
 }
 
 /// A usage error: exit code 2.
@@ -566,6 +608,63 @@ impl Cli {
             chunking,
             warnings,
         })
+    }
+
+    /// The settings of `push SOURCE TARGET`: the registry options as for a
+    /// pull, `-u` for the target's registry.
+    pub fn into_push_settings(
+        self,
+        source: PathBuf,
+        target: &str,
+        image: Option<String>,
+        stdin: &mut dyn Read,
+    ) -> Result<(PushSettings, RunOptions), UsageError> {
+        let lookup = |name: &str| std::env::var_os(name);
+        let env = Env(&lookup);
+        let target = Target::parse(target).map_err(|e| UsageError(e.to_string()))?;
+        let mut warnings = Vec::new();
+        let for_target = Reference {
+            registry: target.registry.clone(),
+            repository: target.path.clone().unwrap_or_default(),
+            tag: None,
+            digest: None,
+        };
+        let credentials = self.credentials(
+            stdin,
+            &env,
+            &[(target.to_string(), for_target)],
+            &mut warnings,
+        )?;
+        let transport = self.transport(&env, &mut warnings)?;
+        let scratch = if self.no_cache {
+            None
+        } else {
+            Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
+        };
+        let options = RunOptions {
+            logging: Logging {
+                debug: self.debug,
+                quiet: self.quiet,
+                log_file: self.log_file.clone(),
+            },
+            json: self.json,
+            warnings,
+            password_on_command_line: self.password.is_some()
+                && env.raw("DOCKER_PULL_PASSWORD").is_none(),
+        };
+        Ok((
+            PushSettings {
+                source,
+                target,
+                image,
+                jobs: usize::from(self.jobs),
+                transport,
+                credentials,
+                credential_locations: credential_locations(&env),
+                scratch,
+            },
+            options,
+        ))
     }
 
     /// `--tag NAME:TAG`, for one image only.
@@ -1158,8 +1257,29 @@ mod tests {
         let cli = Cli::try_parse_from(["docker-pull", "verify", "-q", "a.tar", "dir"]).unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Verify { ref sources, quiet: true, json: false }) if sources.len() == 2
+            Some(Command::Verify { ref sources }) if sources.len() == 2
         ));
+        assert!(cli.quiet && !cli.json);
+        // The registry options go before or after the command.
+        let cli = Cli::try_parse_from([
+            "docker-pull",
+            "--insecure",
+            "push",
+            "a.tar",
+            "r.io/x:1",
+            "--json",
+            "-j",
+            "8",
+            "--image",
+            "nginx",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Push { ref target, image: Some(_), .. }) if target == "r.io/x:1"
+        ));
+        assert!(cli.insecure && cli.json && cli.jobs == 8);
+        assert!(Cli::try_parse_from(["docker-pull", "push", "a.tar"]).is_err());
         assert!(Cli::try_parse_from(["docker-pull", "verify"]).is_err());
         let cli = Cli::try_parse_from(["docker-pull", "completions", "zsh"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Completions { .. })));

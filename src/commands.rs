@@ -1,5 +1,5 @@
-//! The commands besides pulling: `cache`, `verify`, `completions` and the
-//! hidden `man`.
+//! The commands besides pulling: `push`, `cache`, `verify`, `completions`
+//! and the hidden `man`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -10,18 +10,21 @@ use clap::CommandFactory;
 use docker_pull::cache::{Cache, PruneOutcome};
 use docker_pull::cli::{CacheAction, Cli, Command, default_cache_dir};
 use docker_pull::progress::{self, Mode, View};
+use docker_pull::push;
 use docker_pull::report::human_bytes;
 use docker_pull::text::escape_for_terminal;
 use docker_pull::verify;
 
-/// Runs a command; returns the exit code.
-pub fn run(command: Command) -> u8 {
+/// Runs a command (`cli` holds the options given with it); returns the
+/// exit code.
+pub fn run(command: Command, cli: Cli) -> u8 {
     let result = match command {
-        Command::Verify {
-            sources,
-            quiet,
-            json,
-        } => return verify_command(&sources, quiet, json),
+        Command::Verify { sources } => return verify_command(&sources, cli.quiet, cli.json),
+        Command::Push {
+            source,
+            target,
+            image,
+        } => return push_command(cli, source, &target, image),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "docker-pull", &mut std::io::stdout());
@@ -35,8 +38,8 @@ pub fn run(command: Command) -> u8 {
                 _ => Ok(()),
             }
         }
-        Command::Cache { action, cache_dir } => {
-            let dir = cache_dir.unwrap_or_else(default_cache_dir);
+        Command::Cache { action } => {
+            let dir = cli.cache_dir.clone().unwrap_or_else(default_cache_dir);
             match Cache::open(&dir) {
                 Ok(cache) => match cache_command(&cache, action) {
                     Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -62,6 +65,77 @@ pub fn run(command: Command) -> u8 {
 
 /// `verify SOURCE...`: 0 when every image of every source is sound, else 1
 /// with every problem on stderr (and in the `--json` objects).
+/// `push SOURCE TARGET`.
+fn push_command(cli: Cli, source: PathBuf, target: &str, image: Option<String>) -> u8 {
+    let (settings, options) =
+        match cli.into_push_settings(source, target, image, &mut std::io::stdin()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        };
+    if let Err(e) = crate::init_logging(&options.logging) {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    for warning in &options.warnings {
+        tracing::warn!("{warning}");
+    }
+    if options.password_on_command_line {
+        tracing::warn!(
+            "a password given with -p is visible to other users of this machine; use --password-stdin"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let json = options.json;
+    let mode = if options.logging.quiet || json && !std::io::stderr().is_terminal() {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Plain
+    };
+    let view: std::sync::Arc<dyn docker_pull::events::Observer> =
+        std::sync::Arc::new(View::new(mode));
+    let code = runtime.block_on(async {
+        let pushing = push::run(
+            &settings,
+            view,
+            |r| {
+                let mut out = std::io::stdout().lock();
+                let _ = push::print_report(&mut out, r, json).and_then(|_| out.flush());
+            },
+            |e| {
+                let _ = progress::write_stderr(crate::line_for(e).as_bytes());
+            },
+        );
+        let outcome = tokio::select! {
+            r = pushing => r,
+            _ = tokio::signal::ctrl_c() => return 130,
+        };
+        match outcome {
+            Ok(o) if o.failed == 0 => 0,
+            Ok(_) => 1,
+            Err(e) => {
+                let _ = progress::write_stderr(crate::line_for(&e).as_bytes());
+                e.exit_code()
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
+}
+
 fn verify_command(sources: &[PathBuf], quiet: bool, json: bool) -> u8 {
     let stderr_terminal = std::io::stderr().is_terminal();
     let mode = if quiet || json && !stderr_terminal {

@@ -1,7 +1,8 @@
 //! What a transfer tells whoever watches it: one stream of events, image
 //! level (an image starts, its blobs are all there, a note such as the
 //! archive being written) and blob level (found in the cache, started,
-//! bytes, rewound, finished; or, for `verify`, being checked). The pipeline sends them to an [`Observer`];
+//! bytes, rewound, finished; for `verify`, being checked; for `push`,
+//! uploading or skipped). The pipeline sends them to an [`Observer`];
 //! the terminal view in `progress` is one. Nothing here draws or decides.
 
 use crate::digest::Digest;
@@ -37,6 +38,29 @@ pub enum Event {
     Checking { digest: Digest, size: u64 },
     /// A blob was verified (and, when downloaded, stored).
     Finished { digest: Digest },
+    /// An upload (`push`) started, or went on from `offset` after a break;
+    /// its bytes follow as [`Event::Progress`], its end as
+    /// [`Event::Finished`].
+    Uploading {
+        digest: Digest,
+        size: u64,
+        offset: u64,
+    },
+    /// A blob needed no upload.
+    Skipped {
+        digest: Digest,
+        size: u64,
+        why: Skip,
+    },
+}
+
+/// Why a blob was not uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The registry has it in the repository.
+    Present,
+    /// It was mounted from another repository of the registry.
+    Mounted,
 }
 
 /// Receives every [`Event`] of a run.

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod platform;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod report;

@@ -14,7 +14,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use docker_pull::archive;
 use docker_pull::cache::Cache;
-use docker_pull::cli::{Cli, Settings};
+use docker_pull::cli::{Cli, Logging, Settings};
 use docker_pull::error::PullError;
 use docker_pull::progress::{self, Mode, View};
 use docker_pull::pull::Puller;
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     };
     let mut cli = cli;
     if let Some(command) = cli.command.take() {
-        return ExitCode::from(commands::run(command));
+        return ExitCode::from(commands::run(command, cli));
     }
     let settings = match cli.into_settings(&mut std::io::stdin()) {
         Ok(s) => s,
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(&settings) {
+    if let Err(e) = init_logging(&settings.logging()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -199,12 +199,17 @@ fn raise_open_file_limit() {
 /// left (but the line's own line feeds), so that no message can rewrite the
 /// terminal.
 fn error_line(e: &PullError) -> String {
+    line_for(e)
+}
+
+/// `error: ...` for the terminal, escaped.
+pub fn line_for(e: &dyn std::fmt::Display) -> String {
     docker_pull::text::escape_for_terminal(&format!("error: {e}\n"))
 }
 
 /// Logs go to stderr (warnings, or everything with `--debug`) and, with
 /// `--log-file`, in full to that file.
-fn init_logging(settings: &Settings) -> Result<(), String> {
+pub fn init_logging(settings: &Logging) -> Result<(), String> {
     let stderr_filter = if settings.debug {
         EnvFilter::new("docker_pull=debug")
     } else if settings.quiet {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::digest::Digest;
-use crate::events::{Event, Observer};
+use crate::events::{Event, Observer, Skip};
 use crate::report::human_bytes;
 
 /// The live multi-bar display, if any, so that log lines can be printed
@@ -143,6 +143,32 @@ impl View {
                 st.plain.remove(&digest);
                 line(&format!("  {}: done", short(&digest)));
             }
+            Event::Uploading {
+                digest,
+                size,
+                offset,
+            } => {
+                line(&if offset > 0 {
+                    format!(
+                        "  {}: upload going on at {} of {}",
+                        short(&digest),
+                        human_bytes(offset),
+                        human_bytes(size)
+                    )
+                } else {
+                    format!("  {}: uploading {}", short(&digest), human_bytes(size))
+                });
+                st.plain.insert(digest, (offset, size, Instant::now()));
+            }
+            Event::Skipped { digest, size, why } => line(&format!(
+                "  {}: {} ({})",
+                short(&digest),
+                match why {
+                    Skip::Present => "already there",
+                    Skip::Mounted => "mounted",
+                },
+                human_bytes(size)
+            )),
         }
     }
 
@@ -211,6 +237,28 @@ impl View {
                     b.finish_and_clear();
                 }
             }
+            Event::Uploading {
+                digest,
+                size,
+                offset,
+            } => match st.bars.get(&digest) {
+                // Going on after a break: back to where the registry stands.
+                Some(b) => {
+                    let back = b.position().saturating_sub(offset);
+                    b.set_position(offset);
+                    if let Some(t) = &st.total {
+                        t.set_position(t.position().saturating_sub(back));
+                    }
+                }
+                None => {
+                    let bar = multi.add(bar(size, BLOB_TEMPLATE));
+                    bar.set_prefix(short(&digest));
+                    bar.set_position(offset);
+                    st.advance_total(offset);
+                    st.bars.insert(digest, bar);
+                }
+            },
+            Event::Skipped { size, .. } => st.advance_total(size),
         }
     }
 }

@@ -824,8 +824,8 @@ impl Upload<'_> {
 
 /// Resolves when fewer than [`LOW_SPEED_BYTES`] went out in a stall window
 /// while the body (complete once `counter` reaches `complete_at`) was still
-/// being sent; once it is all sent, waiting for the answer is the read
-/// timeout's business.
+/// being sent, or when no answer began within `--timeout` once it was all
+/// handed to the connection.
 async fn stalled(policy: RetryPolicy, counter: Arc<AtomicU64>, complete_at: u64) {
     let mut watch = policy.watch();
     let mut last = counter.load(Ordering::Relaxed);
@@ -833,7 +833,8 @@ async fn stalled(policy: RetryPolicy, counter: Arc<AtomicU64>, complete_at: u64)
         tokio::time::sleep(watch.remaining().max(Duration::from_millis(10))).await;
         let now = counter.load(Ordering::Relaxed);
         if now >= complete_at {
-            std::future::pending::<()>().await;
+            tokio::time::sleep(policy.stall).await;
+            return;
         }
         if watch.record(now - last) {
             return;

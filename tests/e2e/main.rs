@@ -26,6 +26,7 @@ mod formats;
 mod mirrors;
 mod proxies;
 mod pull;
+mod push;
 mod ratelimit;
 mod redirect;
 mod renewal;

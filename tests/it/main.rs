@@ -26,6 +26,7 @@ mod neighbour;
 mod platform;
 mod proxy;
 mod pull;
+mod push;
 mod ratelimit;
 mod refs;
 mod resume;

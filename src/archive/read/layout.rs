@@ -628,15 +628,34 @@ fn merge_docker(ctx: &Ctx<'_>, images: &mut Vec<Image>, entry: DockerEntry) {
         .iter()
         .map(|l| normalise(l).unwrap_or_else(|_| l.clone()))
         .collect();
-    let matched = images.iter_mut().find_map(|image| {
-        let layers = image
+    let layers_of = |image: &Image| -> Option<Vec<String>> {
+        image
             .parts()
             .into_iter()
             .find(|(c, _)| c.blob.entry == config_entry)
-            .map(|(_, layers)| layers.iter().map(|l| l.blob.entry.clone()).collect());
-        layers.map(|l: Vec<String>| (image, l))
-    });
-    if let Some((image, layers)) = matched {
+            .map(|(_, layers)| layers.iter().map(|l| l.blob.entry.clone()).collect())
+    };
+    // Images with the same config and layers (one pushed with Docker and with
+    // OCI media types, say) are told apart by the names they already have.
+    let candidates: Vec<usize> = (0..images.len())
+        .filter(|&i| layers_of(&images[i]).is_some())
+        .collect();
+    let shares_a_name = |i: &&usize| {
+        (images[**i].names.iter()).any(|m| names.iter().any(|n: &Name| n.reference == m.reference))
+    };
+    let picked = match candidates.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        many => many
+            .iter()
+            .find(shares_a_name)
+            .or_else(|| many.iter().find(|i| images[**i].names.is_empty()))
+            .or(many.first())
+            .copied(),
+    };
+    if let Some(i) = picked {
+        let layers = layers_of(&images[i]).unwrap_or_default();
+        let image = &mut images[i];
         if layers != layer_entries {
             image.problems.push(Problem::Layout(format!(
                 "manifest.json lists other layers for config {} than its manifest does",
