@@ -38,7 +38,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "docker-pull", version = VERSION, about, long_about = None)]
 #[command(subcommand_negates_reqs = true)]
 #[command(
@@ -203,7 +203,7 @@ impl From<FormatArg> for Format {
 }
 
 /// Commands besides pulling.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Inspect and manage the local blob cache
     Cache {
@@ -234,6 +234,27 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         image: Option<String>,
     },
+    /// Copy an image from one registry to another through the blob cache, digests unchanged
+    #[command(
+        after_help = "TARGET: REGISTRY[:PORT]/REPOSITORY[:TAG] (the tag defaults to the image's own).\nWith -i FILE: lines `IMAGE TARGET` (# comments and blank lines are ignored).\nThe image is pulled into the cache (mirrors apply) and pushed from there: an interrupted copy resumes on both sides. -u is for the target registry; the source uses stored credentials.\n\nExamples:\n  docker-pull copy nginx:1.27 harbor.internal/mirror/library/nginx\n  docker-pull copy --platform all ghcr.io/owner/app:v1 registry.lan:5000/owner/app\n  docker-pull copy -i images.txt\n\nExit codes: 0 every image copied, 1 a copy failed, 2 bad usage."
+    )]
+    Copy {
+        /// The image to copy
+        #[arg(value_name = "IMAGE", required_unless_present = "images_file")]
+        image: Option<String>,
+        /// Where it goes: REGISTRY[:PORT]/REPOSITORY[:TAG]
+        #[arg(value_name = "TARGET", required_unless_present = "images_file")]
+        target: Option<String>,
+        /// Platform to copy (OS/ARCH[/VARIANT]), or `all` for the whole multi-platform image [default: the host's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        /// Lines `IMAGE TARGET` to copy, one pair per line
+        #[arg(short = 'i', long, value_name = "FILE", conflicts_with_all = ["image", "target"])]
+        images_file: Option<PathBuf>,
+        /// Mirror for the source, as for pulls (repeatable)
+        #[arg(long, value_name = "[REGISTRY=]HOST[:PORT]")]
+        mirror: Vec<String>,
+    },
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions {
         #[arg(value_enum)]
@@ -245,7 +266,7 @@ pub enum Command {
 }
 
 /// `docker-pull cache ...`
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum CacheAction {
     /// Blob count, bytes and partial downloads
     Stats {
@@ -829,6 +850,32 @@ impl Cli {
             limit_rate,
         })
     }
+}
+
+/// `copy -i FILE`: lines `IMAGE TARGET`, `#` comments, blank lines.
+pub fn parse_copy_file(text: &str) -> Result<Vec<(String, String)>, UsageError> {
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [image, target] => pairs.push((image.to_string(), target.to_string())),
+            _ => {
+                return Err(UsageError(format!(
+                    "line {}: expected `IMAGE TARGET`, got {:?}",
+                    i + 1,
+                    crate::text::escape_untrusted(line)
+                )));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Err(UsageError("the file lists no `IMAGE TARGET` line".into()));
+    }
+    Ok(pairs)
 }
 
 /// References from an images file: one per line, `#` comments, blank lines.

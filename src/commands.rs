@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use clap::CommandFactory;
 
 use docker_pull::cache::{Cache, PruneOutcome};
-use docker_pull::cli::{CacheAction, Cli, Command, default_cache_dir};
+use docker_pull::cli::{CacheAction, Cli, Command, FormatArg, default_cache_dir, parse_copy_file};
 use docker_pull::progress::{self, Mode, View};
 use docker_pull::push;
 use docker_pull::report::human_bytes;
@@ -25,6 +25,28 @@ pub fn run(command: Command, cli: Cli) -> u8 {
             target,
             image,
         } => return push_command(cli, source, &target, image),
+        Command::Copy {
+            image,
+            target,
+            platform,
+            images_file,
+            mirror,
+        } => {
+            let pairs = match (images_file, image, target) {
+                (Some(file), _, _) => std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))
+                    .and_then(|text| parse_copy_file(&text).map_err(|e| e.to_string())),
+                (None, Some(image), Some(target)) => Ok(vec![(image, target)]),
+                _ => Err("give IMAGE TARGET, or -i FILE".to_string()),
+            };
+            return match pairs {
+                Ok(pairs) => copy_command(cli, pairs, platform, mirror),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            };
+        }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "docker-pull", &mut std::io::stdout());
@@ -65,19 +87,178 @@ pub fn run(command: Command, cli: Cli) -> u8 {
 
 /// `verify SOURCE...`: 0 when every image of every source is sound, else 1
 /// with every problem on stderr (and in the `--json` objects).
-/// `push SOURCE TARGET`.
-fn push_command(cli: Cli, source: PathBuf, target: &str, image: Option<String>) -> u8 {
-    let (settings, options) =
-        match cli.into_push_settings(source, target, image, &mut std::io::stdin()) {
-            Ok(s) => s,
+/// `copy IMAGE TARGET` (or `-i FILE`): every image pulled into one layout in
+/// the cache directory (so the cache serves and resumes the pull side), then
+/// each pushed from there to its target.
+fn copy_command(
+    cli: Cli,
+    pairs: Vec<(String, String)>,
+    platform: Option<String>,
+    mirror: Vec<String>,
+) -> u8 {
+    let root = if cli.no_cache {
+        std::env::temp_dir()
+    } else {
+        cli.cache_dir.clone().unwrap_or_else(default_cache_dir)
+    };
+    let scratch = match std::fs::create_dir_all(&root)
+        .and_then(|_| tempfile::Builder::new().prefix(".copy-").tempdir_in(&root))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create a scratch directory in {}: {e}",
+                root.display()
+            );
+            return 1;
+        }
+    };
+    let layout = scratch.path().join("layout");
+    let mut pull_cli = cli.clone();
+    pull_cli.command = None;
+    pull_cli.images = pairs.iter().map(|(i, _)| i.clone()).collect();
+    pull_cli.images_file = None;
+    pull_cli.platform = platform;
+    pull_cli.mirror = mirror;
+    pull_cli.format = FormatArg::OciDir;
+    pull_cli.output = Some(layout.clone());
+    pull_cli.tag = None;
+    // -u is for the target; the source uses stored credentials.
+    pull_cli.username = None;
+    pull_cli.password = None;
+    pull_cli.password_stdin = false;
+    let pull = match pull_cli.into_settings(&mut std::io::empty()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let Some((first_image, first_target)) = pairs.first().cloned() else {
+        return 2;
+    };
+    let prepared = cli.into_push_settings(
+        layout,
+        &first_target,
+        Some(first_image),
+        &mut std::io::stdin(),
+    );
+    let (push_base, options) = match prepared {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut pushes = vec![push_base.clone()];
+    for (image, target) in pairs.iter().skip(1) {
+        match docker_pull::push::target::Target::parse(target) {
+            Ok(t) => pushes.push(docker_pull::push::PushSettings {
+                target: t,
+                image: Some(image.clone()),
+                ..push_base.clone()
+            }),
             Err(e) => {
                 eprintln!("error: {e}");
                 return 2;
             }
-        };
+        }
+    }
+    let Some((runtime, view)) = start(&options) else {
+        return 1;
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = copy_all(&pull, &pushes, view, options.json) => code,
+            _ = tokio::signal::ctrl_c() => {
+                docker_pull::archive::remove_partial_archives();
+                130
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    drop(scratch);
+    code
+}
+
+/// The pull into the layout, then each push; the exit code.
+async fn copy_all(
+    pull: &docker_pull::cli::Settings,
+    pushes: &[docker_pull::push::PushSettings],
+    view: std::sync::Arc<dyn docker_pull::events::Observer>,
+    json: bool,
+) -> u8 {
+    let cache = match &pull.cache_dir {
+        Some(dir) => Cache::open(dir),
+        None => Cache::temporary(),
+    };
+    let cache = match cache {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            eprintln!("error: cannot open the cache: {e}; choose another with --cache-dir");
+            return 1;
+        }
+    };
+    let pulled = match docker_pull::pull::Puller::new(pull, cache, std::sync::Arc::clone(&view)) {
+        Ok(mut puller) => {
+            puller
+                .run(
+                    |_| {},
+                    |e| {
+                        let _ = progress::write_stderr(crate::line_for(e).as_bytes());
+                    },
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let pulled = match pulled {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = progress::write_stderr(crate::line_for(&e).as_bytes());
+            return 1;
+        }
+    };
+    let mut failed = pulled.failed;
+    for settings in pushes {
+        let wanted = settings.image.as_deref().unwrap_or_default();
+        let resolved = pulled.reports.iter().find(|r| r.image == wanted);
+        if resolved.is_none() {
+            continue; // its pull failed, and said so
+        }
+        let outcome = push::run(
+            settings,
+            std::sync::Arc::clone(&view),
+            |r| {
+                let mut out = std::io::stdout().lock();
+                let _ = push::print_report(&mut out, r, json).and_then(|_| out.flush());
+            },
+            |e| {
+                let _ = progress::write_stderr(crate::line_for(e).as_bytes());
+            },
+        )
+        .await;
+        match outcome {
+            Ok(o) => failed += o.failed,
+            Err(e) => {
+                let _ = progress::write_stderr(crate::line_for(&e).as_bytes());
+                failed += 1;
+            }
+        }
+    }
+    u8::from(failed > 0)
+}
+
+/// Logging, the runtime and the progress view of a command.
+fn start(
+    options: &docker_pull::cli::RunOptions,
+) -> Option<(
+    tokio::runtime::Runtime,
+    std::sync::Arc<dyn docker_pull::events::Observer>,
+)> {
     if let Err(e) = crate::init_logging(&options.logging) {
         eprintln!("error: {e}");
-        return 2;
+        return None;
     }
     for warning in &options.warnings {
         tracing::warn!("{warning}");
@@ -94,11 +275,10 @@ fn push_command(cli: Cli, source: PathBuf, target: &str, image: Option<String>) 
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return 1;
+            return None;
         }
     };
-    let json = options.json;
-    let mode = if options.logging.quiet || json && !std::io::stderr().is_terminal() {
+    let mode = if options.logging.quiet || options.json && !std::io::stderr().is_terminal() {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
         Mode::Bars
@@ -107,6 +287,23 @@ fn push_command(cli: Cli, source: PathBuf, target: &str, image: Option<String>) 
     };
     let view: std::sync::Arc<dyn docker_pull::events::Observer> =
         std::sync::Arc::new(View::new(mode));
+    Some((runtime, view))
+}
+
+/// `push SOURCE TARGET`.
+fn push_command(cli: Cli, source: PathBuf, target: &str, image: Option<String>) -> u8 {
+    let (settings, options) =
+        match cli.into_push_settings(source, target, image, &mut std::io::stdin()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        };
+    let json = options.json;
+    let Some((runtime, view)) = start(&options) else {
+        return 1;
+    };
     let code = runtime.block_on(async {
         let pushing = push::run(
             &settings,

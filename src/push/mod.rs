@@ -37,7 +37,7 @@ use target::{Destination, Target, TargetError};
 pub const CHUNK: u64 = 16 * 1024 * 1024;
 
 /// What a push is told.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PushSettings {
     pub source: PathBuf,
     pub target: Target,

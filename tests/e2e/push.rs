@@ -284,3 +284,50 @@ fn a_damaged_archive_writes_no_tag() {
         "no tag was written"
     );
 }
+
+/// `copy`: the plain registry's image into the token registry (credentials for the target),
+/// the same digest there, and the engine pulls and runs it.
+#[test]
+fn copy_between_real_registries() {
+    let (_engine, env) = setup();
+    env.reset_engine();
+    let scratch = Scratch::new();
+    let source = format!("{}/small:latest", env.registry);
+    let target = format!("{}/copied/small:v1", env.token_registry);
+    let mut cmd = scratch.command(&[
+        "copy",
+        &source,
+        &target,
+        "--json",
+        "-u",
+        &env.token_user,
+        "--password-stdin",
+    ]);
+    cmd.env_remove("DOCKER_PULL_PASSWORD");
+    let run = scratch
+        .run(cmd, Some(&format!("{}\n", env.token_pass)))
+        .success();
+    let report = only_report(&run);
+    let want = env.fixtures.small.manifest.digest.as_str();
+    assert_eq!(field(&report, "digest"), want, "{}", run.describe());
+    let creds = format!("{}:{}", env.token_user, env.token_pass);
+    assert_eq!(remote_digest(&target, Some(&creds)).as_deref(), Some(want));
+    // The engine logs in to the token registry and pulls what was copied.
+    let mut login = std::process::Command::new(crate::run::docker_cli());
+    login.args([
+        "login",
+        "-u",
+        &env.token_user,
+        "--password-stdin",
+        &env.token_registry,
+    ]);
+    crate::run::run_command(
+        login,
+        Some(env.token_pass.as_bytes()),
+        Duration::from_secs(60),
+    )
+    .success();
+    docker(["pull", "-q", &target]).success();
+    docker(["logout", &env.token_registry]).success();
+    assert_runs(&target);
+}

@@ -12,6 +12,7 @@ mod chunked;
 mod commands;
 mod common;
 mod concurrency;
+mod copy;
 mod credentials;
 mod fake_registry;
 mod faults;
