@@ -24,6 +24,9 @@ CASES = [
     ("warm-oci-dir-big5", "warm `-f oci-dir` of big5 (blobs hard-linked from the cache)"),
     ("after-base-app45", "app45 after base45 (docker-pull cache warm from base45; skopeo cold)"),
     ("no-cache-big5", "`--no-cache` pull of big5 (skopeo: cold, as always)"),
+    ("push-big5", "push of a big5 archive into a new empty registry (skopeo: `copy oci-archive:` of the same file)"),
+    ("push-again-big5", "the same push again (every blob there: HEAD only)"),
+    ("copy-big5", "registry to registry (docker-pull: empty cache; skopeo `copy docker:// docker://`)"),
     ("slow-link-big5", "cold pull of big5 over the emulated slow link"),
     ("per-conn-mid1", "cold pull of mid1 (one layer) through a relay that limits each connection"),
 ]
@@ -36,6 +39,11 @@ TOOL_NAMES = {
     "dp-one-stream": "docker-pull, one stream (DOCKER_PULL_CHUNK_THRESHOLD=0)",
     "dp-after-base": "docker-pull (after base45)",
     "skopeo": "skopeo",
+    "dp-push": "docker-pull push",
+    "dp-push-again": "docker-pull push (again)",
+    "dp-copy": "docker-pull copy",
+    "skopeo-push": "skopeo",
+    "skopeo-copy": "skopeo",
     "cp": "cp of the same-size archive",
 }
 
@@ -142,8 +150,9 @@ def main():
             label = f"{case}: {title}" if first else ""
             first = False
             ratios = ["", "", ""]
-            if tool.startswith("dp-") and ("skopeo" in others):
-                o = stats[(case, "skopeo")]
+            sk = next((t for t in others if t.startswith("skopeo")), None)
+            if tool.startswith("dp-") and sk:
+                o = stats[(case, sk)]
                 ratios = [ratio(s["wall"], o["wall"]) + " vs skopeo",
                           ratio(s["cpu"], o["cpu"]), ratio(s["rss"], o["rss"])]
             w(f"| {label} | {TOOL_NAMES.get(tool, tool)} | {fmt_s(s['wall'])} "

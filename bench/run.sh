@@ -10,6 +10,7 @@
 #   BENCH_BIN=PATH          docker-pull binary to measure (default: cargo build --release,
 #                           honouring CARGO_TARGET_DIR)
 #   BENCH_SLOW=0            skip the slow-link case
+#   BENCH_PUSH=0            skip the push and copy cases
 #   BENCH_LINK=auto|netem|relay   how to emulate the slow link (auto: netem when the kernel
 #                           has it, else the userspace relay bench/link_relay.py)
 #   BENCH_LINK_DELAY_MS=25  one-way delay (the round trip is twice this)
@@ -165,8 +166,53 @@ run_tool() {
             timed "$case" "$tool" "$run" cp "$W/ref.tar" "$W/out.tar"
             rm -f "$W/out.tar"
             ;;
+        dp-push)
+            fresh_target "$tool-$run"
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "$DP" -q push --cache-dir "$W/push-cache" \
+                "$W/push-src.tar" "$REG2/pushed:latest"
+            rm -rf "$W/store-$tool-$run"
+            ;;
+        dp-push-again)
+            fresh_target "$tool-$run"
+            dp push --cache-dir "$W/push-cache" "$W/push-src.tar" "$REG2/pushed:latest" >/dev/null
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "$DP" -q push --cache-dir "$W/push-cache" \
+                "$W/push-src.tar" "$REG2/pushed:latest"
+            rm -rf "$W/store-$tool-$run"
+            ;;
+        skopeo-push)
+            fresh_target "$tool-$run"
+            rm -rf "$W/skopeo-tmp"
+            mkdir -p "$W/skopeo-tmp"
+            timed "$case" "$tool" "$run" env TMPDIR="$W/skopeo-tmp" skopeo --insecure-policy \
+                copy -q --dest-tls-verify=false "oci-archive:$W/push-src.tar" "docker://$REG2/pushed:latest"
+            rm -rf "$W/skopeo-tmp" "$W/store-$tool-$run"
+            ;;
+        dp-copy)
+            fresh_target "$tool-$run"
+            rm -rf "$W/copy-cache"
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "$DP" -q copy --cache-dir "$W/copy-cache" \
+                "$ref" "$REG2/copied:latest"
+            rm -rf "$W/copy-cache" "$W/store-$tool-$run"
+            ;;
+        skopeo-copy)
+            fresh_target "$tool-$run"
+            rm -rf "$W/skopeo-tmp"
+            mkdir -p "$W/skopeo-tmp"
+            timed "$case" "$tool" "$run" env TMPDIR="$W/skopeo-tmp" skopeo --insecure-policy \
+                copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$ref" \
+                "docker://$REG2/copied:latest"
+            rm -rf "$W/skopeo-tmp" "$W/store-$tool-$run"
+            ;;
         *) die "unknown tool $tool" ;;
     esac
+}
+
+# fresh_target NAME: a new, empty registry for one push or copy run (REG2). A registry of its
+# own per run, so that neither tool can mount what an earlier run put there (skopeo's blob
+# info cache remembers where it pushed).
+fresh_target() {
+    start_registry "target-$1" "$W/store-$1" >&2
+    REG2=$REGISTRY_ADDR
 }
 
 # run_case CASE IMAGE TOOL...: BENCH_RUNS rounds, each running every TOOL once, in order.
@@ -287,6 +333,15 @@ main() {
 
     run_case after-base-app45 app45 dp-after-base skopeo
     run_case no-cache-big5 big5 dp-no-cache skopeo
+
+    if [ "${BENCH_PUSH:-1}" = 1 ]; then
+        section "push and copy, each run into a new empty registry" >&2
+        dp --cache-dir "$W/push-cache" -o "$W/push-src.tar" "$REG/big5:latest" >/dev/null
+        run_case push-big5 big5 dp-push skopeo-push
+        run_case push-again-big5 big5 dp-push-again
+        run_case copy-big5 big5 dp-copy skopeo-copy
+        rm -rf "$W/push-cache" "$W/push-src.tar"
+    fi
 
     if [ "$SLOW" = 1 ]; then
         section "slow link: ${LINK_DELAY_MS} ms each way, ${LINK_RATE_MBIT} Mbit/s" >&2
