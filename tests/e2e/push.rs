@@ -331,3 +331,51 @@ fn copy_between_real_registries() {
     docker(["logout", &env.token_registry]).success();
     assert_runs(&target);
 }
+
+/// The HTTPS registry with htpasswd Basic auth: pushed with `--ca-cert` and the Basic user,
+/// the digest is the original's; without credentials the push is refused.
+#[test]
+fn push_to_the_htpasswd_registry_over_tls() {
+    let (_engine, env) = setup();
+    let net = env.net();
+    let scratch = Scratch::new();
+    let archive = pulled(
+        &scratch,
+        "basic.tar",
+        "docker",
+        &[&format!("{}/small:latest", env.registry)],
+    );
+    let ca = net.tls_ca.to_str().unwrap();
+    let target = format!("{}/pushed/basic:v1", net.tls_registry);
+    let anonymous = push(
+        &scratch,
+        &archive,
+        &target,
+        &["--ca-cert", ca, "--retries", "1"],
+    );
+    anonymous.exit_code(1);
+    let mut cmd = scratch.command(&[
+        "push",
+        archive.to_str().unwrap(),
+        &target,
+        "--json",
+        "--ca-cert",
+        ca,
+        "-u",
+        &net.basic_user,
+        "--password-stdin",
+    ]);
+    cmd.env_remove("DOCKER_PULL_PASSWORD");
+    let run = scratch
+        .run(cmd, Some(&format!("{}\n", net.basic_pass)))
+        .success();
+    let want = env.fixtures.small.manifest.digest.as_str();
+    assert_eq!(
+        field(&only_report(&run), "digest"),
+        want,
+        "{}",
+        run.describe()
+    );
+    let creds = format!("{}:{}", net.basic_user, net.basic_pass);
+    assert_eq!(remote_digest(&target, Some(&creds)).as_deref(), Some(want));
+}
