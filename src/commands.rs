@@ -164,8 +164,9 @@ fn copy_command(
             }
         }
     }
-    let Some((runtime, view)) = start(&options) else {
-        return 1;
+    let (runtime, view) = match start(&options) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         tokio::select! {
@@ -249,16 +250,20 @@ async fn copy_all(
     u8::from(failed > 0)
 }
 
-/// Logging, the runtime and the progress view of a command.
-fn start(
+/// Logging, the runtime and the progress view of a command; else the exit
+/// code (2 when the log file cannot be opened, 1 without a runtime).
+pub fn start(
     options: &docker_pull::cli::RunOptions,
-) -> Option<(
-    tokio::runtime::Runtime,
-    std::sync::Arc<dyn docker_pull::events::Observer>,
-)> {
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        std::sync::Arc<dyn docker_pull::events::Observer>,
+    ),
+    u8,
+> {
     if let Err(e) = crate::init_logging(&options.logging) {
         eprintln!("error: {e}");
-        return None;
+        return Err(2);
     }
     for warning in &options.warnings {
         tracing::warn!("{warning}");
@@ -268,16 +273,13 @@ fn start(
             "a password given with -p is visible to other users of this machine; use --password-stdin"
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("error: cannot start the runtime: {e}");
-            return None;
-        }
-    };
+            1u8
+        })?;
     let mode = if options.logging.quiet || options.json && !std::io::stderr().is_terminal() {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -287,7 +289,7 @@ fn start(
     };
     let view: std::sync::Arc<dyn docker_pull::events::Observer> =
         std::sync::Arc::new(View::new(mode));
-    Some((runtime, view))
+    Ok((runtime, view))
 }
 
 /// `push SOURCE TARGET`.
@@ -301,8 +303,9 @@ fn push_command(cli: Cli, source: PathBuf, target: &str, image: Option<String>) 
             }
         };
     let json = options.json;
-    let Some((runtime, view)) = start(&options) else {
-        return 1;
+    let (runtime, view) = match start(&options) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         let pushing = push::run(

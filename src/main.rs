@@ -1,7 +1,7 @@
 //! The `docker-pull` binary: parse flags, set up logging, run the pull, and
 //! map the outcome to an exit code (0 written, 1 failed, 2 usage, 130 interrupted).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use docker_pull::archive;
 use docker_pull::cache::Cache;
 use docker_pull::cli::{Cli, Logging, Settings};
 use docker_pull::error::PullError;
-use docker_pull::progress::{self, Mode, View};
+use docker_pull::progress;
 use docker_pull::pull::Puller;
 use docker_pull::report;
 
@@ -43,35 +43,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(&settings.logging()) {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    for warning in &settings.warnings {
-        tracing::warn!("{warning}");
-    }
-    if settings.password_on_command_line {
-        tracing::warn!(
-            "a password given with -p is visible to other users of this machine; use --password-stdin"
-        );
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let options = docker_pull::cli::RunOptions {
+        logging: settings.logging(),
+        json: settings.json,
+        warnings: settings.warnings.clone(),
+        password_on_command_line: settings.password_on_command_line,
     };
-    let code = runtime.block_on(run(settings));
+    let (runtime, view) = match commands::start(&options) {
+        Ok(started) => started,
+        Err(code) => return ExitCode::from(code),
+    };
+    let code = runtime.block_on(run(settings, view));
     // Blocking tasks (archive writers) may still run after an interrupt.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run(settings: Settings) -> u8 {
+async fn run(settings: Settings, view: Arc<dyn docker_pull::events::Observer>) -> u8 {
     let cache = match &settings.cache_dir {
         Some(dir) => Cache::open(dir),
         None => Cache::temporary(),
@@ -93,14 +81,6 @@ async fn run(settings: Settings) -> u8 {
         .cache_dir
         .is_none()
         .then(|| cache.root().to_path_buf());
-    let mode = if settings.quiet || settings.json && !std::io::stderr().is_terminal() {
-        Mode::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Mode::Bars
-    } else {
-        Mode::Plain
-    };
-    let view: Arc<dyn docker_pull::events::Observer> = Arc::new(View::new(mode));
     let json = settings.json;
 
     let outcome = {

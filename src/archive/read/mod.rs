@@ -496,22 +496,7 @@ impl Source {
     /// A reader of `blob` that fails unless the blob has the size and
     /// digest expected (see [`BlobReader`]).
     pub fn open_blob(&self, blob: &Blob) -> Result<BlobReader<Box<dyn Read + '_>>, ReadError> {
-        let found = self.locate(blob).map_err(|e| ReadError::Entry {
-            name: escape_untrusted(&blob.entry),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
-        })?;
-        let reader = self
-            .store
-            .open_entry(&found)
-            .map_err(|source| ReadError::Entry {
-                name: escape_untrusted(&blob.entry),
-                source,
-            })?;
-        Ok(BlobReader::new(
-            reader,
-            blob.digest.clone(),
-            blob.size.or(Some(found.size)),
-        ))
+        self.checked(blob, |found| self.store.open_entry(found))
     }
 
     /// [`open_blob`](Self::open_blob) for a reader that owns what it
@@ -521,17 +506,26 @@ impl Source {
         &self,
         blob: &Blob,
     ) -> Result<BlobReader<Box<dyn Read + Send>>, ReadError> {
-        let found = self.locate(blob).map_err(|e| ReadError::Entry {
+        self.checked(blob, |found| self.store.open_entry_owned(found))
+    }
+
+    /// `blob` located and opened with `open`, behind a [`BlobReader`].
+    fn checked<R: Read>(
+        &self,
+        blob: &Blob,
+        open: impl FnOnce(&Found) -> std::io::Result<R>,
+    ) -> Result<BlobReader<R>, ReadError> {
+        let entry = |source| ReadError::Entry {
             name: escape_untrusted(&blob.entry),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+            source,
+        };
+        let found = self.locate(blob).map_err(|e| {
+            entry(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                e.to_string(),
+            ))
         })?;
-        let reader = self
-            .store
-            .open_entry_owned(&found)
-            .map_err(|source| ReadError::Entry {
-                name: escape_untrusted(&blob.entry),
-                source,
-            })?;
+        let reader = open(&found).map_err(entry)?;
         Ok(BlobReader::new(
             reader,
             blob.digest.clone(),
