@@ -3,7 +3,7 @@
 //! reading its realm, service and scope, and turning the scope into the scopes to ask for.
 #![no_main]
 
-use docker_pull::registry::auth::{AuthState, parse_challenges, pull_scope};
+use docker_pull::registry::auth::{AuthState, Scope, parse_challenges, pull_scope};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -41,8 +41,9 @@ fuzz_target!(|data: &[u8]| {
         challenge: Some(chosen.clone()),
         ..AuthState::default()
     };
-    state.extra_scopes.insert(repository.to_string(), asked);
-    let scopes = state.scopes(repository);
+    let scope = Scope::pull(repository);
+    state.extra_scopes.insert(scope.key(), asked);
+    let scopes = state.scopes(&scope);
     assert_eq!(scopes.first(), Some(&pull_scope(repository)));
     let mut unique = scopes.clone();
     unique.sort();
