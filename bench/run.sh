@@ -71,6 +71,7 @@ RUN_PREFIX=()     # command prefix for timed runs (ip netns exec NS for the nete
 DP_EXTRA=()       # extra docker-pull flags for the current registry
 DP_ENV=()         # extra environment (NAME=VALUE) for docker-pull in the current case
 REG=""            # registry address the current case pulls from
+SOURCE_REG=""     # the registry the images were pushed to (fresh_target starts others)
 
 log() {
     printf '%s\n' "$*" >&2
@@ -266,7 +267,7 @@ netem_link() {
 }
 
 relay_link() {
-    start_py_server link-relay "$BENCH_DIR/link_relay.py" --upstream "$REGISTRY_ADDR" \
+    start_py_server link-relay "$BENCH_DIR/link_relay.py" --upstream "$SOURCE_REG" \
         --delay-ms "$LINK_DELAY_MS" --rate-mbit "$LINK_RATE_MBIT"
     REG=$SERVER_ADDR
     RUN_PREFIX=()
@@ -317,11 +318,12 @@ main() {
 
     section "registry and images ($SCALE)" >&2
     start_registry registry "$W/store" >&2
+    SOURCE_REG=$REGISTRY_ADDR
     local started=$SECONDS
-    python3 "$BENCH_DIR/push_images.py" "$REGISTRY_ADDR" "$SCALE" "$W/images.json" >&2
+    python3 "$BENCH_DIR/push_images.py" "$SOURCE_REG" "$SCALE" "$W/images.json" >&2
     info "pushed in $((SECONDS - started)) s" >&2
 
-    REG=$REGISTRY_ADDR
+    REG=$SOURCE_REG
     run_case cold-big5 big5 dp-cold skopeo
     run_case cold-big1 big1 dp-cold skopeo
 
@@ -359,7 +361,7 @@ main() {
     fi
     if [ "$CONN_RATE_MBIT" != 0 ]; then
         section "per-connection limit: ${CONN_RATE_MBIT} Mbit/s per connection, ${LINK_DELAY_MS} ms each way" >&2
-        start_py_server conn-relay "$BENCH_DIR/link_relay.py" --upstream "$REGISTRY_ADDR" \
+        start_py_server conn-relay "$BENCH_DIR/link_relay.py" --upstream "$SOURCE_REG" \
             --delay-ms "$LINK_DELAY_MS" --rate-mbit 1000 --conn-rate-mbit "$CONN_RATE_MBIT"
         REG=$SERVER_ADDR
         RUN_PREFIX=()
