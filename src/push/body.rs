@@ -1,6 +1,6 @@
 //! What `push` uploads from, as the registry layer's [`UploadBody`]: a blob
-//! of the source (checked against its size and sha256 as it is read, so a
-//! damaged source fails its upload), a file written for the push (a layer
+//! of the source (the registry layer checks its size and sha256 as it is
+//! sent, so a damaged source fails its upload), a file written for the push (a layer
 //! compressed to gzip), or bytes in memory (a config). Each re-opens at an
 //! offset when an upload resumes, and reports the bytes it hands over as
 //! progress events.
@@ -35,19 +35,11 @@ pub struct Body {
 impl UploadBody for Body {
     fn open_at(&self, offset: u64) -> io::Result<Box<dyn Read + Send>> {
         let inner: Box<dyn Read + Send> = match &self.from {
-            From::Source { source, blob } => {
-                let mut r = source.open_blob_owned(blob).map_err(io::Error::other)?;
-                // Read from the start so the whole blob is hashed, however
-                // often the upload resumes.
-                let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
-                if skipped != offset {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the blob in the source is shorter than the registry's offset",
-                    ));
-                }
-                Box::new(r)
-            }
+            // The registry layer checks the size and sha256 of what it
+            // sends (and hashes a resumed upload's prefix itself).
+            From::Source { source, blob } => source
+                .open_blob_unchecked_at(blob, offset)
+                .map_err(io::Error::other)?,
             From::File(path) => {
                 let mut f = crate::cache::fsx::open_nofollow_read(path)?;
                 f.seek(SeekFrom::Start(offset))?;

@@ -506,7 +506,29 @@ impl Source {
         &self,
         blob: &Blob,
     ) -> Result<BlobReader<Box<dyn Read + Send>>, ReadError> {
-        self.checked(blob, |found| self.store.open_entry_owned(found))
+        self.checked(blob, |found| self.store.open_entry_owned(found, 0))
+    }
+
+    /// The raw bytes of `blob` from `offset` on, for a reader that owns
+    /// what it reads from, with no check of their size or digest: for a
+    /// caller that checks them itself (an upload hashes what it sends, and
+    /// resumes without reading the prefix again). Not for compressed
+    /// archives.
+    pub fn open_blob_unchecked_at(
+        &self,
+        blob: &Blob,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send>, ReadError> {
+        let found = self.find(blob)?;
+        (self.store.open_entry_owned(&found, offset)).map_err(|e| entry_error(blob, e))
+    }
+
+    /// [`locate`](Self::locate), failing as a read of `blob` does.
+    fn find(&self, blob: &Blob) -> Result<Found, ReadError> {
+        self.locate(blob).map_err(|e| {
+            let e = std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string());
+            entry_error(blob, e)
+        })
     }
 
     /// `blob` located and opened with `open`, behind a [`BlobReader`].
@@ -515,17 +537,8 @@ impl Source {
         blob: &Blob,
         open: impl FnOnce(&Found) -> std::io::Result<R>,
     ) -> Result<BlobReader<R>, ReadError> {
-        let entry = |source| ReadError::Entry {
-            name: escape_untrusted(&blob.entry),
-            source,
-        };
-        let found = self.locate(blob).map_err(|e| {
-            entry(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                e.to_string(),
-            ))
-        })?;
-        let reader = open(&found).map_err(entry)?;
+        let found = self.find(blob)?;
+        let reader = open(&found).map_err(|e| entry_error(blob, e))?;
         Ok(BlobReader::new(
             reader,
             blob.digest.clone(),
@@ -548,6 +561,14 @@ impl Source {
         f: &mut dyn FnMut(&str, &mut dyn Read) -> std::io::Result<()>,
     ) -> Result<(), ReadError> {
         self.store.visit(entries, f)
+    }
+}
+
+/// A failure to read `blob` of a source.
+fn entry_error(blob: &Blob, source: std::io::Error) -> ReadError {
+    ReadError::Entry {
+        name: escape_untrusted(&blob.entry),
+        source,
     }
 }
 

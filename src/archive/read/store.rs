@@ -245,12 +245,22 @@ impl Store {
     /// outlive a borrow (an upload re-opens blobs from other threads). A
     /// compressed tar has none: decompress it whole first
     /// ([`decompress_into`](Self::decompress_into)).
-    pub fn open_entry_owned(self: &Arc<Self>, found: &Found) -> io::Result<Box<dyn Read + Send>> {
+    /// It starts `at` bytes into the file (its end when `at` is past it).
+    pub fn open_entry_owned(
+        self: &Arc<Self>,
+        found: &Found,
+        at: u64,
+    ) -> io::Result<Box<dyn Read + Send>> {
+        let at = at.min(found.size);
         match &**self {
-            Store::Dir(root) => Ok(Box::new(open_in_dir(root, &found.name)?)),
+            Store::Dir(root) => {
+                let mut file = open_in_dir(root, &found.name)?;
+                file.seek(SeekFrom::Start(at))?;
+                Ok(Box::new(file))
+            }
             Store::Tar { .. } => Ok(Box::new(OwnedSection {
                 store: Arc::clone(self),
-                pos: found.offset,
+                pos: found.offset + at,
                 end: found.offset + found.size,
             })),
             Store::Compressed { .. } => Err(io::Error::new(
