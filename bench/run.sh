@@ -11,6 +11,8 @@
 #                           honouring CARGO_TARGET_DIR)
 #   BENCH_SLOW=0            skip the slow-link case
 #   BENCH_PUSH=0            skip the push and copy cases
+#   BENCH_ONLY=CASE,...     run only these cases (e.g. push-big5,copy-big5); the report lists
+#                           only what ran
 #   BENCH_LINK=auto|netem|relay   how to emulate the slow link (auto: netem when the kernel
 #                           has it, else the userspace relay bench/link_relay.py)
 #   BENCH_LINK_DELAY_MS=25  one-way delay (the round trip is twice this)
@@ -52,6 +54,7 @@ LINK_DELAY_MS=${BENCH_LINK_DELAY_MS:-25}
 LINK_RATE_MBIT=${BENCH_LINK_RATE_MBIT:-200}
 CONN_RATE_MBIT=${BENCH_CONN_RATE_MBIT:-80}
 WORK_PARENT=${BENCH_WORK_PARENT:-/var/tmp}
+ONLY=${BENCH_ONLY:-}
 case "$RUNS" in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive integer" ;; esac
 case "$LINK_MODE" in auto | netem | relay) ;; *) die "BENCH_LINK must be auto, netem or relay" ;; esac
 
@@ -220,6 +223,9 @@ fresh_target() {
 run_case() {
     local case=$1 image=$2 r tool
     shift 2
+    if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$case,"* ]]; then
+        return 0
+    fi
     section "$case ($image): ${*}" >&2
     for ((r = 1; r <= RUNS; r++)); do
         for tool in "$@"; do
