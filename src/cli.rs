@@ -8,12 +8,12 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::num::NonZeroU64;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::archive::{Format, LayerLimit};
+use crate::archive::{Format, LayerLimit, Packing};
 use crate::credentials::GivenCredentials;
 use crate::credentials::Locations;
 use crate::fetch::Chunking;
@@ -60,13 +60,17 @@ pub struct Cli {
     #[arg(short = 'a', long, value_name = "ARCH")]
     pub arch: Option<String>,
 
-    /// A path ending in .tar is the archive (several images go into it together); any other path is a directory that receives one archive per image. With -f oci-dir: the layout directory [default: .]
+    /// A path ending in .tar (or .tar.gz, .tgz, .tar.zst, which imply --compress) is the archive (several images go into it together); - writes it to stdout (for | ssh host docker load); any other path is a directory that receives one archive per image. With -f oci-dir: the layout directory [default: .]
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
     /// Archive format
     #[arg(short, long, value_enum, default_value_t = FormatArg::Docker)]
     pub format: FormatArg,
+
+    /// Compress the archive as a whole (.tar.gz, .tar.zst); docker load reads gzip on every engine and zstd from Docker 23; worth it for -f legacy, whose layers are uncompressed
+    #[arg(long, value_enum, value_name = "gzip|zstd")]
+    pub compress: Option<CompressArg>,
 
     /// Blobs downloaded (or, with push, uploaded) at once
     #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
@@ -191,6 +195,22 @@ pub enum FormatArg {
     OciDir,
 }
 
+/// `--compress`: how the archive as a whole is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressArg {
+    Gzip,
+    Zstd,
+}
+
+impl From<CompressArg> for Packing {
+    fn from(c: CompressArg) -> Packing {
+        match c {
+            CompressArg::Gzip => Packing::Gzip,
+            CompressArg::Zstd => Packing::Zstd,
+        }
+    }
+}
+
 impl From<FormatArg> for Format {
     fn from(f: FormatArg) -> Format {
         match f {
@@ -299,6 +319,8 @@ pub enum CacheAction {
 pub enum Output {
     /// One archive holding every image.
     File(PathBuf),
+    /// One archive holding every image, on stdout (`-o -`).
+    Stdout,
     /// A directory receiving one default-named archive per image.
     Dir(PathBuf),
     /// An OCI layout directory receiving every image (`-f oci-dir`).
@@ -316,6 +338,8 @@ pub struct Settings {
     pub platform_all: bool,
     pub output: Output,
     pub format: Format,
+    /// `--compress`, or what the archive's name implies.
+    pub packing: Packing,
     pub jobs: usize,
     /// Credentials given on the command line or in the environment, and the
     /// one registry they are for.
@@ -500,6 +524,29 @@ fn certs_d_roots(env: &Env) -> Vec<PathBuf> {
 
 /// The ranged-chunk defaults, tuned by `DOCKER_PULL_CHUNK_THRESHOLD` (`0`
 /// turns chunking off) and `DOCKER_PULL_CHUNK_SIZE` (at least 64 KiB).
+/// What an archive's name says of it: `None` for a name that is not an
+/// archive's (a directory), else how it is compressed.
+fn archive_name_packing(path: &Path) -> Option<Packing> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    [
+        (".tar", Packing::None),
+        (".tar.gz", Packing::Gzip),
+        (".tgz", Packing::Gzip),
+        (".tar.zst", Packing::Zstd),
+    ]
+    .into_iter()
+    .find(|(end, _)| name.ends_with(end))
+    .map(|(_, packing)| packing)
+}
+
+fn packing_name(packing: Packing) -> &'static str {
+    match packing {
+        Packing::None => "none",
+        Packing::Gzip => "gzip",
+        Packing::Zstd => "zstd",
+    }
+}
+
 fn chunking(env: &Env) -> Result<Chunking, UsageError> {
     let mut c = Chunking::default();
     if let Some(t) = env.size("DOCKER_PULL_CHUNK_THRESHOLD")? {
@@ -576,7 +623,7 @@ impl Cli {
         };
 
         let tag = self.tag(images.len())?;
-        let output = self.output(format)?;
+        let (output, packing) = self.output(format)?;
 
         // `--mirror` replaces DOCKER_PULL_MIRRORS, as every flag replaces its
         // variable; the files' mirrors come after either.
@@ -606,6 +653,7 @@ impl Cli {
             platform_all,
             output,
             format,
+            packing,
             jobs: usize::from(self.jobs),
             credentials,
             credential_locations: credential_locations(&env),
@@ -708,30 +756,64 @@ impl Cli {
         }
     }
 
-    /// Where archives go: `-o` as a `.tar`, a directory, or (`-f oci-dir`) a
-    /// layout directory.
-    fn output(&self, format: Format) -> Result<Output, UsageError> {
+    /// Where archives go (`-o` as a `.tar`, stdout, a directory, or with
+    /// `-f oci-dir` a layout directory) and how they are compressed.
+    fn output(&self, format: Format) -> Result<(Output, Packing), UsageError> {
         let given_output = self.output.clone();
         let out_path = given_output.clone().unwrap_or_else(|| PathBuf::from("."));
-        let is_tar = out_path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("tar"));
+        let named = archive_name_packing(&out_path);
+        let packing = match (self.compress.map(Packing::from), named) {
+            (Some(asked), Some(implied)) if asked != implied => {
+                return Err(UsageError(format!(
+                    "--compress {} does not match the archive name {}",
+                    packing_name(asked),
+                    out_path.display()
+                )));
+            }
+            (Some(asked), _) => asked,
+            (None, Some(implied)) => implied,
+            (None, None) => Packing::None,
+        };
         if format.is_dir() {
-            match given_output {
+            return match given_output {
                 None => Err(UsageError(
                     "-f oci-dir writes an OCI layout directory: name it with -o DIR".into(),
                 )),
-                Some(_) if is_tar => Err(UsageError(
+                Some(_) if named.is_some() || out_path == Path::new("-") => Err(UsageError(
                     "-f oci-dir writes a directory, not a .tar: use -f oci for an OCI archive"
                         .into(),
                 )),
-                Some(dir) => Ok(Output::Layout(dir)),
-            }
-        } else if is_tar {
-            Ok(Output::File(out_path))
-        } else {
-            Ok(Output::Dir(out_path))
+                Some(_) if packing != Packing::None => Err(UsageError(
+                    "-f oci-dir writes a directory: --compress is for archives".into(),
+                )),
+                Some(dir) => Ok((Output::Layout(dir), packing)),
+            };
         }
+        if out_path == Path::new("-") {
+            return self.stdout_output().map(|o| (o, packing));
+        }
+        match named {
+            Some(_) => Ok((Output::File(out_path), packing)),
+            None => Ok((Output::Dir(out_path), packing)),
+        }
+    }
+
+    /// `-o -`: stdout carries the tar, so it must not be a terminal nor
+    /// carry JSON.
+    fn stdout_output(&self) -> Result<Output, UsageError> {
+        use std::io::IsTerminal as _;
+        if self.json {
+            return Err(UsageError(
+                "--json with -o -: stdout carries the archive".into(),
+            ));
+        }
+        if std::io::stdout().is_terminal() {
+            return Err(UsageError(
+                "-o - writes the archive to stdout, which is a terminal: pipe it (| docker load) or redirect it"
+                    .into(),
+            ));
+        }
+        Ok(Output::Stdout)
     }
 
     /// `-u` with `-p` or `--password-stdin` (or `DOCKER_PULL_USERNAME` and

@@ -82,6 +82,14 @@ async fn run(settings: Settings, view: Arc<dyn docker_pull::events::Observer>) -
         .is_none()
         .then(|| cache.root().to_path_buf());
     let json = settings.json;
+    // With -o - stdout carries the archive: the reports go to stderr.
+    let to_stderr = settings.output == docker_pull::cli::Output::Stdout;
+    let report_out = move || -> Box<dyn Write> {
+        match to_stderr {
+            true => Box::new(std::io::stderr().lock()),
+            false => Box::new(std::io::stdout().lock()),
+        }
+    };
 
     let outcome = {
         let mut puller = match Puller::new(&settings, Arc::clone(&cache), view) {
@@ -93,7 +101,7 @@ async fn run(settings: Settings, view: Arc<dyn docker_pull::events::Observer>) -
         };
         let pulling = puller.run(
             |r| {
-                let mut out = std::io::stdout().lock();
+                let mut out = report_out();
                 let _ = report::print_image(&mut out, r, json).and_then(|_| out.flush());
             },
             |e| {
@@ -108,7 +116,7 @@ async fn run(settings: Settings, view: Arc<dyn docker_pull::events::Observer>) -
     match outcome {
         Ok(outcome) => {
             if !json && !outcome.reports.is_empty() {
-                let mut out = std::io::stdout().lock();
+                let mut out = report_out();
                 let _ = writeln!(out, "{}", report::cache_line(&outcome.reports))
                     .and_then(|_| out.flush());
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use crate::archive::{self, AllPlatforms, ArchiveImage};
+use crate::archive::{self, AllPlatforms, ArchiveImage, Delivery, Packing, Place};
 use crate::cache::Cache;
 use crate::cli::Settings;
 use crate::error::PullError;
@@ -32,7 +32,7 @@ pub struct Pulled {
     pub platform: Platform,
     pub report: ImageReport,
     /// The archive, when it was written while the image downloaded.
-    pub written: Option<PathBuf>,
+    pub written: Option<Place>,
 }
 
 /// Where an image's archive goes, as far as the pipeline needs to know.
@@ -40,19 +40,24 @@ pub struct Pulled {
 pub enum Target {
     /// Into an archive written after the pull (bundles, layouts).
     Later,
-    /// Into this file, holding only this image.
-    File(PathBuf),
-    /// Into a file of this directory named after the image and platform.
-    DirOf(PathBuf),
+    /// Into this file (or stdout), holding only this image.
+    One(Place),
+    /// Into a file of this directory named after the image and platform,
+    /// ending as the packing says.
+    DirOf(PathBuf, Packing),
 }
 
 impl Target {
-    pub fn path(&self, archive: &ArchiveImage, platform: &Platform) -> Option<PathBuf> {
+    pub fn place(&self, archive: &ArchiveImage, platform: &Platform) -> Option<Place> {
         match self {
             Target::Later => None,
-            Target::File(path) => Some(path.clone()),
-            Target::DirOf(dir) => {
-                Some(dir.join(archive.name_reference().archive_file_name(platform)))
+            Target::One(place) => Some(place.clone()),
+            Target::DirOf(dir, packing) => {
+                let name = archive.name_reference().archive_file_name(platform);
+                let stem = name.strip_suffix(".tar").unwrap_or(&name);
+                Some(Place::File(
+                    dir.join(format!("{stem}{}", packing.extension())),
+                ))
             }
         }
     }
@@ -75,7 +80,7 @@ struct Fetch {
     layers: Vec<Fetched>,
     platform: Platform,
     archive: ArchiveImage,
-    written: Option<PathBuf>,
+    written: Option<Place>,
 }
 
 impl Pipeline<'_> {
@@ -223,10 +228,15 @@ impl Pipeline<'_> {
             layers: resolved.layers.clone(),
             all: None,
         };
-        let path = target.path(&archive, &platform);
-        let stream = match &path {
-            Some(path) => {
-                archive::Stream::start(s.format, path, &archive, Arc::clone(&self.cache), s.sync)?
+        let place = target.place(&archive, &platform);
+        let stream = match &place {
+            Some(place) => {
+                let to = Delivery {
+                    place: place.clone(),
+                    packing: s.packing,
+                    sync: s.sync,
+                };
+                archive::Stream::start(s.format, &to, &archive, Arc::clone(&self.cache))?
             }
             None => None,
         };
@@ -256,9 +266,9 @@ impl Pipeline<'_> {
                 return Err(e);
             }
         };
-        if let Some(path) = &path {
+        if let Some(place) = &place {
             self.observer
-                .event(Event::Note(format!("Writing {}", path.display())));
+                .event(Event::Note(format!("Writing {}", place.display())));
         }
         stream.finish().await?;
         Ok(Fetch {
@@ -266,7 +276,7 @@ impl Pipeline<'_> {
             layers,
             platform,
             archive,
-            written: path,
+            written: place,
         })
     }
 

@@ -1,14 +1,14 @@
 //! A whole run: every image through the pipeline with one [`Session`], into
 //! the output the settings name: a directory receiving one archive per image
 //! (an image that fails is reported and the others go ahead), an OCI layout
-//! directory, or one `.tar` holding every image (written only when every
-//! image is in). Returns what each image reports.
+//! directory, or one archive holding every image (written only when every
+//! image is in), in a file or on stdout. Returns what each image reports.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::archive::{self, ArchiveImage};
+use crate::archive::{self, ArchiveImage, Delivery, Place};
 use crate::cache::Cache;
 use crate::cli::{Output, Settings};
 use crate::error::PullError;
@@ -74,7 +74,8 @@ impl<'a> Puller<'a> {
         match self.settings.output.clone() {
             Output::Dir(dir) => self.write_dir(&dir, false, on_image, on_error).await,
             Output::Layout(dir) => self.write_dir(&dir, true, on_image, on_error).await,
-            Output::File(path) => self.write_file(&path, on_image).await,
+            Output::File(path) => self.write_one(Place::File(path), on_image).await,
+            Output::Stdout => self.write_one(Place::Stdout, on_image).await,
         }
     }
 
@@ -100,7 +101,7 @@ impl<'a> Puller<'a> {
         let target = if layout {
             Target::Later
         } else {
-            Target::DirOf(dir.to_path_buf())
+            Target::DirOf(dir.to_path_buf(), self.settings.packing)
         };
         let mut outcome = RunOutcome {
             reports: Vec::new(),
@@ -138,40 +139,42 @@ impl<'a> Puller<'a> {
             .pipeline
             .pull(&mut self.session, given, reference, rename, target)
             .await?;
-        let path = match pulled.written.clone() {
-            Some(path) => path,
+        let place = match pulled.written.clone() {
+            Some(place) => place,
             None => {
                 // A layout goes into the directory itself.
-                let path = target
-                    .path(&pulled.archive, &pulled.platform)
-                    .unwrap_or_else(|| dir.to_path_buf());
-                self.write_archive(&path, std::slice::from_ref(&pulled.archive))
+                let place = target
+                    .place(&pulled.archive, &pulled.platform)
+                    .unwrap_or_else(|| Place::File(dir.to_path_buf()));
+                self.write_archive(&place, std::slice::from_ref(&pulled.archive))
                     .await?;
-                path
+                place
             }
         };
-        pulled.report.output = path.display().to_string();
+        pulled.report.output = place.display();
         self.pipeline
             .cache
             .release(pulled.archive.blobs().iter().map(|d| &d.digest));
         Ok(pulled)
     }
 
-    /// Every image into the one archive `path`: written as it downloads for a
-    /// single image, else once every image is in.
-    async fn write_file(
+    /// Every image into the one archive `place` (a file, or stdout): written
+    /// as it downloads for a single image, else once every image is in.
+    async fn write_one(
         &mut self,
-        path: &Path,
+        place: Place,
         mut on_image: impl FnMut(&ImageReport),
     ) -> Result<RunOutcome, PullError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Place::File(path) = &place
+            && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent)
                 .map_err(|e| PullError::io("creating the output directory", parent, e))?;
         }
         let started = Instant::now();
         let images = self.settings.images.clone();
         let target = if images.len() == 1 {
-            Target::File(path.to_path_buf())
+            Target::One(place.clone())
         } else {
             Target::Later
         };
@@ -186,7 +189,7 @@ impl<'a> Puller<'a> {
         }
         if all.iter().any(|p| p.written.is_none()) {
             let archives: Vec<ArchiveImage> = all.iter().map(|p| p.archive.clone()).collect();
-            self.write_archive(path, &archives).await?;
+            self.write_archive(&place, &archives).await?;
         }
         for p in &all {
             self.pipeline
@@ -195,7 +198,7 @@ impl<'a> Puller<'a> {
         }
         let mut reports = Vec::new();
         for mut p in all {
-            p.report.output = path.display().to_string();
+            p.report.output = place.display();
             p.report.seconds = started.elapsed().as_secs_f64();
             on_image(&p.report);
             reports.push(p.report);
@@ -203,19 +206,21 @@ impl<'a> Puller<'a> {
         Ok(RunOutcome { reports, failed: 0 })
     }
 
-    async fn write_archive(&self, path: &Path, images: &[ArchiveImage]) -> Result<(), PullError> {
+    async fn write_archive(&self, place: &Place, images: &[ArchiveImage]) -> Result<(), PullError> {
         self.pipeline
             .observer
-            .event(Event::Note(format!("Writing {}", path.display())));
+            .event(Event::Note(format!("Writing {}", place.display())));
         let cache = Arc::clone(&self.pipeline.cache);
         let format = self.settings.format;
-        let (sync, limit) = (self.settings.sync, self.settings.max_layer_size);
-        let path: PathBuf = path.to_path_buf();
+        let to = Delivery {
+            place: place.clone(),
+            packing: self.settings.packing,
+            sync: self.settings.sync,
+        };
+        let limit = self.settings.max_layer_size;
         let images = images.to_vec();
-        tokio::task::spawn_blocking(move || {
-            archive::write(format, &path, &images, &cache, sync, limit)
-        })
-        .await
-        .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || archive::write(format, &to, &images, &cache, limit))
+            .await
+            .map_err(|e| PullError::io("writing", "the archive", std::io::Error::other(e)))?
     }
 }

@@ -6,7 +6,9 @@
 //! Every entry's name and size is known from the manifests, so the whole
 //! layout is laid out first ([`layout`]) and each blob is copied to its place
 //! as soon as it is in the cache ([`LayoutWriter`]): the archive is written
-//! while the rest of the image downloads.
+//! while the rest of the image downloads. A stream (compressed, or stdout)
+//! cannot seek: [`StreamWriter`] writes the same bytes front to back, each
+//! blob once every entry before it is out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -243,6 +245,99 @@ impl<'a> LayoutWriter<'a> {
     }
 }
 
+/// Writes a [`Layout`] front to back into a stream, the same bytes as
+/// [`LayoutWriter`] gives: blobs may be reported in any order, and each goes
+/// out once every entry before it is written.
+pub struct StreamWriter<'a> {
+    out: &'a mut dyn Write,
+    label: &'a Path,
+    layout: &'a Layout,
+    /// The first entry not yet written.
+    next: usize,
+    ready: HashSet<Digest>,
+}
+
+impl<'a> StreamWriter<'a> {
+    pub fn new(out: &'a mut dyn Write, label: &'a Path, layout: &'a Layout) -> Self {
+        StreamWriter {
+            out,
+            label,
+            layout,
+            next: 0,
+            ready: HashSet::new(),
+        }
+    }
+
+    /// A blob is in the cache: writes what can be written now.
+    pub fn blob(&mut self, cache: &Cache, digest: &Digest) -> Result<(), PullError> {
+        self.ready.insert(digest.clone());
+        self.advance(cache)
+    }
+
+    /// Writes entries in order until one waits for a blob not yet in.
+    fn advance(&mut self, cache: &Cache) -> Result<(), PullError> {
+        let err = |e| PullError::io("writing", self.label, e);
+        while let Some(e) = self.layout.entries.get(self.next) {
+            if let Data::Blob(d) = &e.data
+                && !self.ready.contains(d)
+            {
+                return Ok(());
+            }
+            let (mode, kind) = match e.data {
+                Data::Directory => (0o755, tar::EntryType::Directory),
+                _ => (0o644, tar::EntryType::Regular),
+            };
+            let header = TarOut::header(&e.name, e.size, mode, kind).map_err(err)?;
+            self.out.write_all(header.as_bytes()).map_err(err)?;
+            match &e.data {
+                Data::Directory => {}
+                Data::Bytes(b) => self.out.write_all(b).map_err(err)?,
+                Data::Blob(d) => {
+                    super::sink::copy_blob_into(self.out, self.label, cache, d, e.size)?
+                }
+            }
+            let pad = (e.size.div_ceil(BLOCK) * BLOCK - e.size) as usize;
+            self.out
+                .write_all(&[0u8; BLOCK as usize][..pad])
+                .map_err(err)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Every blob was reported: writes the tar's end.
+    pub fn finish(mut self, cache: &Cache) -> Result<(), PullError> {
+        self.advance(cache)?;
+        if let Some(e) = self.layout.entries.get(self.next) {
+            return Err(PullError::io(
+                "writing",
+                self.label,
+                std::io::Error::other(format!("{} was never written", e.name)),
+            ));
+        }
+        (self.out.write_all(&[0u8; 2 * BLOCK as usize]))
+            .map_err(|e| PullError::io("writing", self.label, e))
+    }
+}
+
+/// Writes a whole `docker` or `oci` archive front to back into a stream,
+/// from blobs already in the cache.
+pub fn write_stream(
+    out: &mut dyn Write,
+    label: &Path,
+    images: &[ArchiveImage],
+    cache: &Cache,
+    docker_metadata: bool,
+) -> Result<(), PullError> {
+    let layout = layout(images, docker_metadata);
+    let blobs: Vec<Digest> = layout.blobs().cloned().collect();
+    let mut writer = StreamWriter::new(out, label, &layout);
+    for d in &blobs {
+        writer.blob(cache, d)?;
+    }
+    writer.finish(cache)
+}
+
 /// Writes a whole `docker` or `oci` archive from blobs already in the cache.
 pub fn write(
     file: File,
@@ -379,10 +474,9 @@ mod tests {
     ) -> Result<(), PullError> {
         archive::write(
             Format::Docker,
-            out,
+            &archive::Delivery::file(out, sync),
             images,
             cache,
-            sync,
             archive::LayerLimit::Default,
         )
     }
@@ -562,6 +656,35 @@ mod tests {
                 "{docker_metadata}"
             );
         }
+    }
+
+    #[test]
+    fn a_stream_gives_the_same_bytes_whatever_order_blobs_come_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let (l1, l2) = (vec![7u8; 511], vec![9u8; 1025]);
+        let img = image(&cache, "nginx:1.27", &[&l1, &l2, b""]);
+        for docker_metadata in [true, false] {
+            let expected = reference_tar(std::slice::from_ref(&img), &cache, docker_metadata);
+            let layout = layout(std::slice::from_ref(&img), docker_metadata);
+            let mut out = Vec::new();
+            let mut w = StreamWriter::new(&mut out, Path::new("out"), &layout);
+            let mut blobs: Vec<&Digest> = layout.blobs().collect();
+            blobs.reverse();
+            for d in blobs {
+                w.blob(&cache, d).unwrap();
+                w.blob(&cache, d).unwrap();
+            }
+            w.finish(&cache).unwrap();
+            assert!(out == expected, "{docker_metadata}");
+        }
+        // A blob never reported: the stream does not end as a whole tar.
+        let layout = layout(std::slice::from_ref(&img), true);
+        let mut out = Vec::new();
+        let mut w = StreamWriter::new(&mut out, Path::new("out"), &layout);
+        w.blob(&cache, &img.config.digest).unwrap();
+        let err = w.finish(&cache).unwrap_err().to_string();
+        assert!(err.contains("never written"), "{err}");
     }
 
     #[test]

@@ -32,14 +32,14 @@ struct V1Layer {
 }
 
 pub fn write(
-    file: File,
+    out: &mut dyn Write,
     path: &Path,
+    scratch_dir: &Path,
     images: &[ArchiveImage],
     cache: &Cache,
     limit: LayerLimit,
 ) -> Result<(), PullError> {
-    let mut tar = TarOut::new(file, path);
-    let scratch_dir = path.parent().unwrap_or(Path::new("."));
+    let mut tar = TarOut::new(out, path);
     let mut manifest = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     // Directories already in the archive, and where each diff_id's layer.tar is.

@@ -3,13 +3,17 @@
 //!
 //! Every archive is written to a temporary name beside its target and renamed
 //! when complete, so a failed or interrupted pull never leaves a truncated
-//! archive under the final name nor destroys an existing one.
+//! archive under the final name nor destroys an existing one. A compressed
+//! archive, or one for stdout, is written front to back (`sink.rs`).
 
 mod docker;
 mod legacy;
 mod oci_dir;
 pub mod read;
+mod sink;
 mod tar_out;
+
+pub use sink::{Packing, Place};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -160,33 +164,130 @@ impl ArchiveImage {
     }
 }
 
-/// Writes `images` into one archive at `path` in `format` (for `oci-dir`,
-/// into the layout directory `path`). With `sync`, waits until the archive is
-/// on disk before it gets its name. `layer_limit` bounds the decompression of
-/// `legacy` layers.
+/// Where and how one archive is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub place: Place,
+    pub packing: Packing,
+    /// Wait until a file is on disk before it gets its name (`--sync`).
+    pub sync: bool,
+}
+
+impl Delivery {
+    /// A plain archive file.
+    pub fn file(path: &Path, sync: bool) -> Delivery {
+        Delivery {
+            place: Place::File(path.to_path_buf()),
+            packing: Packing::None,
+            sync,
+        }
+    }
+
+    /// A plain archive file, written in place.
+    fn in_place(&self) -> Option<&Path> {
+        match (&self.place, self.packing) {
+            (Place::File(path), Packing::None) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Writes `images` into one archive in `format` where `to` says (for
+/// `oci-dir`, into the layout directory it names). `layer_limit` bounds the
+/// decompression of `legacy` layers.
 pub fn write(
     format: Format,
-    path: &Path,
+    to: &Delivery,
     images: &[ArchiveImage],
     cache: &Cache,
-    sync: bool,
     layer_limit: LayerLimit,
 ) -> Result<(), PullError> {
     if format == Format::OciDir {
-        return oci_dir::write(path, images, cache);
+        return match &to.place {
+            Place::File(dir) => oci_dir::write(dir, images, cache),
+            Place::Stdout => Err(PullError::Setup(
+                "-f oci-dir writes a directory, not a stream".into(),
+            )),
+        };
     }
+    let Some(path) = to.in_place() else {
+        return write_streamed(format, to, images, cache, layer_limit);
+    };
     let temp = Temp::create(path)?;
     let result = (|| {
-        let file = temp.file()?;
+        let mut file = temp.file()?;
         match format {
             Format::Docker => docker::write(file, &temp.path, images, cache, true)?,
             Format::Oci => docker::write(file, &temp.path, images, cache, false)?,
-            Format::Legacy => legacy::write(file, &temp.path, images, cache, layer_limit)?,
+            Format::Legacy => {
+                let scratch = path.parent().unwrap_or(Path::new("."));
+                legacy::write(&mut file, &temp.path, scratch, images, cache, layer_limit)?
+            }
             Format::OciDir => unreachable!("written above"),
         }
         Ok(())
     })();
-    result.and_then(|()| temp.persist(path, sync))
+    result.and_then(|()| temp.persist(path, to.sync))
+}
+
+/// [`write`] front to back, compressed as asked, into a file or stdout.
+fn write_streamed(
+    format: Format,
+    to: &Delivery,
+    images: &[ArchiveImage],
+    cache: &Cache,
+    layer_limit: LayerLimit,
+) -> Result<(), PullError> {
+    let mut opened = Opened::open(to)?;
+    let label = to.place.label().to_path_buf();
+    let out: &mut dyn std::io::Write = &mut opened.out;
+    let result = match format {
+        Format::Docker => docker::write_stream(out, &label, images, cache, true),
+        Format::Oci => docker::write_stream(out, &label, images, cache, false),
+        Format::Legacy => {
+            let scratch = match &to.place {
+                Place::File(path) => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                Place::Stdout => cache.root().to_path_buf(),
+            };
+            legacy::write(out, &label, &scratch, images, cache, layer_limit)
+        }
+        Format::OciDir => unreachable!("a directory is not streamed"),
+    };
+    result.and_then(|()| opened.finish(to))
+}
+
+/// A streamed archive being written: the compressed stream over the
+/// temporary file (or stdout).
+struct Opened {
+    out: sink::Packed,
+    temp: Option<Temp>,
+}
+
+impl Opened {
+    fn open(to: &Delivery) -> Result<Opened, PullError> {
+        let (base, temp) = match &to.place {
+            Place::File(path) => {
+                let temp = Temp::create(path)?;
+                (sink::Base::File(temp.file()?), Some(temp))
+            }
+            Place::Stdout => (sink::Base::Stdout(std::io::stdout()), None),
+        };
+        let out = sink::Packed::new(base, to.packing)
+            .map_err(|e| PullError::io("writing", to.place.label(), e))?;
+        Ok(Opened { out, temp })
+    }
+
+    /// Ends the stream and gives a file its name.
+    fn finish(self, to: &Delivery) -> Result<(), PullError> {
+        let label = to.place.label();
+        self.out
+            .finish()
+            .map_err(|e| PullError::io("writing", label, e))?;
+        match (self.temp, &to.place) {
+            (Some(temp), Place::File(path)) => temp.persist(path, to.sync),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A temporary file beside the target, removed unless persisted (and by
@@ -286,14 +387,13 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Starts writing `image` to `path` in `format`, or returns `None` when
-    /// the format is written only after the downloads.
+    /// Starts writing `image` in `format` where `to` says, or returns `None`
+    /// when the format is written only after the downloads.
     pub fn start(
         format: Format,
-        path: &Path,
+        to: &Delivery,
         image: &ArchiveImage,
         cache: std::sync::Arc<Cache>,
-        sync: bool,
     ) -> Result<Option<Stream>, PullError> {
         let docker_metadata = match format {
             Format::Docker => true,
@@ -301,24 +401,42 @@ impl Stream {
             Format::Legacy | Format::OciDir => return Ok(None),
         };
         let layout = docker::layout(std::slice::from_ref(image), docker_metadata);
-        let temp = Temp::create(path)?;
-        let target = path.to_path_buf();
         let (tx, rx) = std::sync::mpsc::channel::<Digest>();
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let finished = std::sync::Arc::clone(&done);
-        let writer = tokio::task::spawn_blocking(move || {
-            let file = temp.file()?;
-            let mut writer = docker::LayoutWriter::create(file, &temp.path, &layout)?;
-            for digest in rx {
-                writer.blob(&cache, &digest)?;
+        // The channel closes with a finished pull, or an abandoned one.
+        let complete = move || match finished.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Ok(()),
+            false => Err(PullError::Interrupted),
+        };
+        let writer = match to.in_place() {
+            Some(path) => {
+                let (temp, target, sync) = (Temp::create(path)?, path.to_path_buf(), to.sync);
+                tokio::task::spawn_blocking(move || {
+                    let mut writer =
+                        docker::LayoutWriter::create(temp.file()?, &temp.path, &layout)?;
+                    for digest in rx {
+                        writer.blob(&cache, &digest)?;
+                    }
+                    complete()?;
+                    writer.finish()?;
+                    temp.persist(&target, sync)
+                })
             }
-            // The channel closed: a finished pull, or an abandoned one.
-            if !finished.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(PullError::Interrupted);
+            None => {
+                let (mut opened, to) = (Opened::open(to)?, to.clone());
+                tokio::task::spawn_blocking(move || {
+                    let label = to.place.label();
+                    let mut writer = docker::StreamWriter::new(&mut opened.out, label, &layout);
+                    for digest in rx {
+                        writer.blob(&cache, &digest)?;
+                    }
+                    complete()?;
+                    writer.finish(&cache)?;
+                    opened.finish(&to)
+                })
             }
-            writer.finish()?;
-            temp.persist(&target, sync)
-        });
+        };
         Ok(Some(Stream {
             tx,
             writer: Some(writer),

@@ -13,14 +13,15 @@ use crate::error::PullError;
 const BUFFER: usize = 1 << 20;
 
 pub struct TarOut<'a> {
-    builder: tar::Builder<BufWriter<File>>,
+    builder: tar::Builder<BufWriter<&'a mut dyn Write>>,
     path: &'a Path,
 }
 
 impl<'a> TarOut<'a> {
-    pub fn new(file: File, path: &'a Path) -> TarOut<'a> {
+    /// A tar written into `out` (a file, or a stream), named `path` in errors.
+    pub fn new(out: &'a mut dyn Write, path: &'a Path) -> TarOut<'a> {
         TarOut {
-            builder: tar::Builder::new(BufWriter::with_capacity(BUFFER, file)),
+            builder: tar::Builder::new(BufWriter::with_capacity(BUFFER, out)),
             path,
         }
     }

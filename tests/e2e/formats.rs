@@ -4,14 +4,14 @@
 //! and `legacy` archives into a private vfs store.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::env::{Env, MULTI_PLATFORMS, host_arch, setup};
-use crate::run::{Run, docker, run_command};
+use crate::run::{Run, docker, docker_cli, docker_pull_command, run_command};
 use crate::support::image::{
     Image, ImageBuilder, LayerBuilder, OCI_INDEX, OCI_MANIFEST, busybox_layer,
 };
@@ -245,6 +245,54 @@ fn legacy_and_synology_archives_of_the_fixtures_load_and_run() {
         let archive = pull(&scratch, format, &format!("{repo}.tar"), &[&reference]);
         assert_loads_and_runs(&archive, &format!("{reference}:latest"));
     }
+}
+
+/// `-o -` piped straight into `docker load`, and a gzip-compressed legacy archive (how a zstd
+/// image goes to a NAS without tripling in size): both load and run on Docker 20.10.
+#[test]
+fn a_stream_into_docker_load_and_a_gzip_legacy_archive_load_and_run() {
+    let (_engine, env) = setup();
+    images(env);
+    let scratch = Scratch::new();
+    let reference = env.plain("small");
+    let name = format!("{reference}:latest");
+    env.reset_engine();
+    let cache = scratch.cache();
+    let args = [
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-q",
+        "-o",
+        "-",
+        &reference,
+    ];
+    let mut streaming = docker_pull_command(args, scratch.path());
+    streaming.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = streaming.spawn().expect("starting docker-pull");
+    let stream = child.stdout.take().expect("piped stdout");
+    let load = Command::new(docker_cli())
+        .arg("load")
+        .stdin(stream)
+        .output()
+        .expect("running docker load");
+    let status = child.wait().expect("waiting for docker-pull");
+    assert!(status.success(), "docker-pull -o - failed: {status}");
+    assert!(
+        load.status.success(),
+        "docker load of the stream failed: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_loaded(&String::from_utf8_lossy(&load.stdout), &name);
+    assert_runs(&name);
+
+    env.reset_engine();
+    let archive = pull(
+        &scratch,
+        "legacy",
+        "small.tar.gz",
+        &["--compress", "gzip", &reference],
+    );
+    assert_loads_and_runs(&archive, &name);
 }
 
 /// A zstd image: `-f legacy` and `-f synology` decompress it, so Docker 20.10 loads and runs

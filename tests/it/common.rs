@@ -513,7 +513,12 @@ impl Running {
     }
 
     /// Waits for the exit (killing it after the work's timeout) and collects the output.
-    pub fn wait(mut self) -> Run {
+    pub fn wait(self) -> Run {
+        self.wait_raw().0
+    }
+
+    /// [`Running::wait`], with stdout's bytes as they came (an archive on stdout).
+    pub fn wait_raw(mut self) -> (Run, Vec<u8>) {
         let mut timed_out = false;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("waiting for docker-pull") {
@@ -529,7 +534,8 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stdout = String::from_utf8_lossy(&self.stdout.join().unwrap_or_default()).into_owned();
+        let raw = self.stdout.join().unwrap_or_default();
+        let stdout = String::from_utf8_lossy(&raw).into_owned();
         let stderr = String::from_utf8_lossy(&self.stderr.join().unwrap_or_default()).into_owned();
         let run = Run {
             code: status.code(),
@@ -539,7 +545,7 @@ impl Running {
             timed_out,
         };
         run.assert_no_panic();
-        run
+        (run, raw)
     }
 }
 

@@ -24,6 +24,7 @@ mod layout;
 mod manifest;
 mod mirrors;
 mod neighbour;
+mod packing;
 mod platform;
 mod proxy;
 mod pull;

@@ -283,7 +283,14 @@ fn every_format_docker_pull_writes_verifies() {
     for format in [Format::Docker, Format::Oci, Format::Legacy, Format::OciDir] {
         let out = dir.path(&format!("{format}.tar"));
         let images = [a.clone(), b.clone()];
-        archive::write(format, &out, &images, &cache, false, LayerLimit::Default).unwrap();
+        archive::write(
+            format,
+            &archive::Delivery::file(&out, false),
+            &images,
+            &cache,
+            LayerLimit::Default,
+        )
+        .unwrap();
         let source = Source::open(&out).unwrap();
         assert_eq!(source.images.len(), 2, "{format}");
         let expected_layout = match format {
@@ -346,10 +353,9 @@ fn a_platform_all_layout_verifies_with_its_children() {
         let out = dir.path(&format!("all-{format}"));
         archive::write(
             format,
-            &out,
+            &archive::Delivery::file(&out, false),
             &[image.clone()],
             &cache,
-            false,
             LayerLimit::Default,
         )
         .unwrap();
@@ -819,10 +825,9 @@ fn links_named_like_blobs_lead_nowhere_outside() {
     let layout = dir.path("layout");
     archive::write(
         Format::OciDir,
-        &layout,
+        &archive::Delivery::file(&layout, false),
         &[archive_image(&cache, &image, "app:v1")],
         &cache,
-        false,
         LayerLimit::Default,
     )
     .unwrap();
