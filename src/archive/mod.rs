@@ -220,8 +220,8 @@ pub fn write(
             Format::Docker => docker::write(file, &temp.path, images, cache, true)?,
             Format::Oci => docker::write(file, &temp.path, images, cache, false)?,
             Format::Legacy => {
-                let scratch = path.parent().unwrap_or(Path::new("."));
-                legacy::write(&mut file, &temp.path, scratch, images, cache, layer_limit)?
+                let scratch = scratch_dir(&to.place, cache);
+                legacy::write(&mut file, &temp.path, &scratch, images, cache, layer_limit)?
             }
             Format::OciDir => unreachable!("written above"),
         }
@@ -245,15 +245,24 @@ fn write_streamed(
         Format::Docker => docker::write_stream(out, &label, images, cache, true),
         Format::Oci => docker::write_stream(out, &label, images, cache, false),
         Format::Legacy => {
-            let scratch = match &to.place {
-                Place::File(path) => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                Place::Stdout => cache.root().to_path_buf(),
-            };
+            let scratch = scratch_dir(&to.place, cache);
             legacy::write(out, &label, &scratch, images, cache, layer_limit)
         }
         Format::OciDir => unreachable!("a directory is not streamed"),
     };
     result.and_then(|()| opened.finish(to))
+}
+
+/// Where `-f legacy` decompresses a layer before it goes into the tar:
+/// beside the archive, or in the cache for stdout.
+fn scratch_dir(place: &Place, cache: &Cache) -> PathBuf {
+    match place {
+        Place::File(path) => match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        Place::Stdout => cache.root().to_path_buf(),
+    }
 }
 
 /// A streamed archive being written: the compressed stream over the
