@@ -330,9 +330,8 @@ pub fn write_stream(
     docker_metadata: bool,
 ) -> Result<(), PullError> {
     let layout = layout(images, docker_metadata);
-    let blobs: Vec<Digest> = layout.blobs().cloned().collect();
     let mut writer = StreamWriter::new(out, label, &layout);
-    for d in &blobs {
+    for d in layout.blobs() {
         writer.blob(cache, d)?;
     }
     writer.finish(cache)
