@@ -72,6 +72,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "gzip|zstd")]
     pub compress: Option<CompressArg>,
 
+    /// Write each archive in parts of at most SIZE (NAME.tar.part-000, …) plus NAME.tar.sha256, the sha256 of the whole and of each part (sha256sum -c); `cat NAME.tar.part-* > NAME.tar` joins them; verify and push read the parts as they are. For FAT32 media (files under 4 GiB) use 4095M
+    #[arg(long, value_name = "SIZE", value_parser = parse_split)]
+    pub split: Option<u64>,
+
     /// Blobs downloaded (or, with push, uploaded) at once
     #[arg(short = 'j', long = "max-concurrent-downloads", visible_alias = "workers", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
     pub jobs: u16,
@@ -275,6 +279,36 @@ pub enum Command {
         #[arg(long, value_name = "[REGISTRY=]HOST[:PORT]")]
         mirror: Vec<String>,
     },
+    /// Show an image without pulling it: its digest, platforms, layers, sizes, created time, and what the cache already holds
+    #[command(
+        after_help = "No layer is downloaded: only the manifests and the chosen platforms' configs (which go into the cache).\n\nExamples:\n  docker-pull inspect nginx:1.27\n  docker-pull inspect --platform all ghcr.io/owner/app:v1\n  docker-pull inspect --json alpine | jq .platforms\n\nExit codes: 0 shown, 1 the registry could not tell, 2 bad usage."
+    )]
+    Inspect {
+        /// The image: [registry[:port]/][namespace/]name[:tag][@sha256:digest]
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// Platform to describe in full (OS/ARCH[/VARIANT]), or `all` for every one [default: the host's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        /// Mirror to ask first, as for pulls (repeatable)
+        #[arg(long, value_name = "[REGISTRY=]HOST[:PORT]")]
+        mirror: Vec<String>,
+    },
+    /// List the tags of a repository, following the registry's pagination to the end
+    #[command(
+        after_help = "Examples:\n  docker-pull tags nginx\n  docker-pull tags registry.k8s.io/kube-apiserver --json\n\nExit codes: 0 listed, 1 the registry could not tell, 2 bad usage."
+    )]
+    Tags {
+        /// [registry[:port]/][namespace/]name, without a tag
+        #[arg(value_name = "REPOSITORY")]
+        repository: String,
+        /// Mirror to ask first, as for pulls (repeatable)
+        #[arg(long, value_name = "[REGISTRY=]HOST[:PORT]")]
+        mirror: Vec<String>,
+        /// Tags per page to ask the registry for (it may send fewer)
+        #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        page_size: Option<u32>,
+    },
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions {
         #[arg(value_enum)]
@@ -365,6 +399,8 @@ pub struct Settings {
     pub cache_max: Option<u64>,
     /// `--sync`: archives reach the disk before the command ends.
     pub sync: bool,
+    /// `--split SIZE`: archives are written in parts of at most this size.
+    pub split: Option<u64>,
     /// When blobs are fetched in ranged chunks: `DOCKER_PULL_CHUNK_THRESHOLD`
     /// and `DOCKER_PULL_CHUNK_SIZE`, else the defaults.
     pub chunking: Chunking,
@@ -624,6 +660,7 @@ impl Cli {
 
         let tag = self.tag(images.len())?;
         let (output, packing) = self.output(format)?;
+        self.check_split(&output)?;
 
         // `--mirror` replaces DOCKER_PULL_MIRRORS, as every flag replaces its
         // variable; the files' mirrors come after either.
@@ -673,10 +710,24 @@ impl Cli {
             password_on_command_line,
             cache_max,
             sync: self.sync,
+            split: self.split,
             max_layer_size: self.max_layer_size.unwrap_or_default(),
             chunking,
             warnings,
         })
+    }
+
+    /// `--split` writes files: not to stdout, not into a layout.
+    fn check_split(&self, output: &Output) -> Result<(), UsageError> {
+        match (output, self.split) {
+            (Output::Stdout, Some(_)) => Err(UsageError(
+                "--split writes files: it cannot go to standard output (-o -)".into(),
+            )),
+            (Output::Layout(_), Some(_)) => Err(UsageError(
+                "-f oci-dir writes a directory: --split is for archives".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The settings of `push SOURCE TARGET`: the registry options as for a
@@ -967,6 +1018,19 @@ pub fn parse_images_file(text: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// The smallest `--split` part.
+const MIN_SPLIT: u64 = 64 << 10;
+
+/// Parses `--split`: a size of at least [`MIN_SPLIT`].
+fn parse_split(s: &str) -> Result<u64, String> {
+    match parse_size(s).map_err(|e| e.to_string())? {
+        n if n < MIN_SPLIT => Err(format!(
+            "parts of {n} bytes are too small: give at least 64K (for FAT32, 4095M)"
+        )),
+        n => Ok(n),
+    }
 }
 
 /// Parses `--max-layer-size`: a size (`20G`), or `none`.

@@ -47,6 +47,16 @@ pub fn run(command: Command, cli: Cli) -> u8 {
                 }
             };
         }
+        Command::Inspect {
+            image,
+            platform,
+            mirror,
+        } => return inspect_command(cli, image, platform, mirror),
+        Command::Tags {
+            repository,
+            mirror,
+            page_size,
+        } => return tags_command(cli, repository, mirror, page_size),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "docker-pull", &mut std::io::stdout());
@@ -83,6 +93,145 @@ pub fn run(command: Command, cli: Cli) -> u8 {
             1
         }
     }
+}
+
+/// The settings of a question about one image (`inspect`, `tags`): the
+/// registry options as for a pull of `image`.
+fn query_settings(
+    cli: Cli,
+    image: String,
+    platform: Option<String>,
+    mirror: Vec<String>,
+) -> Result<docker_pull::cli::Settings, String> {
+    let mut cli = cli;
+    cli.command = None;
+    cli.images = vec![image];
+    cli.images_file = None;
+    cli.platform = platform;
+    cli.mirror = mirror;
+    // Every platform may be described; nothing is written.
+    cli.format = FormatArg::Oci;
+    cli.output = None;
+    cli.split = None;
+    cli.tag = None;
+    cli.into_settings(&mut std::io::stdin())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a question on a fresh runtime, Ctrl-C ending it with 130; `show`
+/// prints the answer.
+fn ask<T>(
+    settings: &docker_pull::cli::Settings,
+    question: impl std::future::Future<Output = Result<T, docker_pull::error::PullError>>,
+    show: impl FnOnce(&mut dyn Write, &T) -> std::io::Result<()>,
+) -> u8 {
+    let options = docker_pull::cli::RunOptions {
+        logging: settings.logging(),
+        json: settings.json,
+        warnings: settings.warnings.clone(),
+        password_on_command_line: settings.password_on_command_line,
+    };
+    let (runtime, _view) = match start(&options) {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(async {
+        tokio::select! {
+            answer = question => Some(answer),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match answer {
+        None => 130,
+        Some(Ok(answer)) => {
+            let mut out = std::io::stdout().lock();
+            match show(&mut out, &answer).and_then(|_| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the answer: {e}");
+                    1
+                }
+                _ => 0,
+            }
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {}", escape_for_terminal(&e.to_string()));
+            1
+        }
+    }
+}
+
+/// `inspect IMAGE`: 0 when the registry described it, else 1.
+fn inspect_command(cli: Cli, image: String, platform: Option<String>, mirror: Vec<String>) -> u8 {
+    let no_cache = cli.no_cache;
+    let settings = match query_settings(cli, image, platform, mirror) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let cache = match &settings.cache_dir {
+        Some(dir) if !no_cache => Cache::open(dir),
+        _ => Cache::temporary(),
+    };
+    let cache = match cache {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            eprintln!("error: cannot open the cache: {e}; choose another with --cache-dir");
+            return 1;
+        }
+    };
+    let json = settings.json;
+    ask(
+        &settings,
+        docker_pull::query::inspect(&settings, cache),
+        |out, ins| match json {
+            true => writeln!(
+                out,
+                "{}",
+                serde_json::to_string(ins).map_err(std::io::Error::other)?
+            ),
+            false => docker_pull::inspect::write_text(out, ins),
+        },
+    )
+}
+
+/// `tags REPOSITORY`: 0 when the registry listed them, else 1.
+fn tags_command(cli: Cli, repository: String, mirror: Vec<String>, page_size: Option<u32>) -> u8 {
+    let last = repository.rsplit('/').next().unwrap_or(&repository);
+    if last.contains(':') || last.contains('@') {
+        eprintln!(
+            "error: {}: give a repository without a tag or digest, such as {}",
+            escape_for_terminal(&repository),
+            escape_for_terminal(&format!(
+                "{}{}",
+                &repository[..repository.len() - last.len()],
+                last.split([':', '@']).next().unwrap_or_default()
+            ))
+        );
+        return 2;
+    }
+    let settings = match query_settings(cli, repository, None, mirror) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let json = settings.json;
+    ask(
+        &settings,
+        docker_pull::query::tags(&settings, page_size),
+        |out, tags| match json {
+            true => writeln!(
+                out,
+                "{}",
+                serde_json::to_string(tags).map_err(std::io::Error::other)?
+            ),
+            false => tags.iter().try_for_each(|t| writeln!(out, "{t}")),
+        },
+    )
 }
 
 /// `verify SOURCE...`: 0 when every image of every source is sound, else 1
@@ -123,6 +272,7 @@ fn copy_command(
     pull_cli.format = FormatArg::OciDir;
     pull_cli.output = Some(layout.clone());
     pull_cli.tag = None;
+    pull_cli.split = None;
     // -u is for the target; the source uses stored credentials.
     pull_cli.username = None;
     pull_cli.password = None;

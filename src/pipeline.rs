@@ -10,8 +10,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::{debug, warn};
-
 use crate::archive::{self, AllPlatforms, ArchiveImage, Delivery, Packing, Place};
 use crate::cache::Cache;
 use crate::cli::Settings;
@@ -33,6 +31,8 @@ pub struct Pulled {
     pub report: ImageReport,
     /// The archive, when it was written while the image downloaded.
     pub written: Option<Place>,
+    /// Its parts, when it was split.
+    pub parts: Option<archive::Parts>,
 }
 
 /// Where an image's archive goes, as far as the pipeline needs to know.
@@ -81,13 +81,12 @@ struct Fetch {
     platform: Platform,
     archive: ArchiveImage,
     written: Option<Place>,
+    parts: Option<archive::Parts>,
 }
 
 impl Pipeline<'_> {
-    /// Pulls one image from its mirrors in order, then its origin: a mirror
-    /// that fails for any reason but a local one (disk, interruption) hands
-    /// over to the next, and one that cannot be reached at all is not tried
-    /// again in this run. When every source failed, the error names each.
+    /// Pulls one image from its mirrors in order, then its origin, as
+    /// [`Session::in_turn`] hands over between them.
     pub async fn pull(
         &self,
         session: &mut Session,
@@ -98,46 +97,15 @@ impl Pipeline<'_> {
     ) -> Result<Pulled, PullError> {
         let sources = mirror::sources(reference, &self.settings.mirrors, &self.config)?;
         let image = reference.to_string();
-        let mut failed: Vec<(String, String)> = Vec::new();
-        for (i, source) in sources.iter().enumerate() {
-            debug!(source = %source.label, repository = %source.repository, from = %source.from, trust = ?source.trust, "source");
-            let last = i + 1 == sources.len();
-            if source.mirror && !last && session.is_unreachable(source) {
-                let why = "not tried: it could not be reached earlier in this run";
-                failed.push((source.label.clone(), why.to_string()));
-                continue;
-            }
-            let registry = session.registry(source).await.map_err(|e| match e {
-                PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
-                other => other,
-            })?;
-            let result = self
-                .pull_from(&registry, given, reference, rename.clone(), source, target)
-                .await;
-            match result {
-                Err(e) if source.mirror && !last && !is_local_failure(&e) => {
-                    if is_connection_failure(&e) {
-                        session.mark_unreachable(source);
-                    }
-                    let why = e.to_string();
-                    let why = why.strip_prefix(&format!("{image}: ")).unwrap_or(&why);
-                    let next = &sources[i + 1].label;
-                    warn!(
-                        "mirror {} failed for {image}: {why}; trying {next}",
-                        source.label
-                    );
-                    failed.push((source.label.clone(), why.to_string()));
+        session
+            .in_turn(&image, &sources, |registry, source| {
+                let rename = rename.clone();
+                async move {
+                    self.pull_from(&registry, given, reference, rename, &source, target)
+                        .await
                 }
-                Err(e) if !failed.is_empty() && !is_local_failure(&e) => {
-                    return Err(PullError::EverySource {
-                        last: Box::new(e),
-                        mirrors: failed,
-                    });
-                }
-                result => return result,
-            }
-        }
-        unreachable!("an image always has its origin as a source")
+            })
+            .await
     }
 
     async fn pull_from(
@@ -194,6 +162,7 @@ impl Pipeline<'_> {
             platform: fetch.platform,
             report,
             written: fetch.written,
+            parts: fetch.parts,
         })
     }
 
@@ -235,6 +204,7 @@ impl Pipeline<'_> {
                     place: place.clone(),
                     packing: s.packing,
                     sync: s.sync,
+                    split: s.split,
                 };
                 archive::Stream::start(s.format, &to, &archive, Arc::clone(&self.cache))?
             }
@@ -248,6 +218,7 @@ impl Pipeline<'_> {
                 platform,
                 archive,
                 written: None,
+                parts: None,
             });
         };
         stream.ready(&resolved.config.digest);
@@ -270,13 +241,14 @@ impl Pipeline<'_> {
             self.observer
                 .event(Event::Note(format!("Writing {}", place.display())));
         }
-        stream.finish().await?;
+        let parts = stream.finish().await?;
         Ok(Fetch {
             config,
             layers,
             platform,
             archive,
             written: place,
+            parts,
         })
     }
 
@@ -312,6 +284,8 @@ impl Pipeline<'_> {
             platform: String::new(),
             format: self.settings.format.to_string(),
             output: String::new(),
+            parts: Vec::new(),
+            checksums: None,
             layers: 0,
             bytes_downloaded: fetched.iter().map(|f| f.downloaded).sum(),
             bytes_from_cache: from_cache.clone().map(|f| f.size).sum(),
@@ -400,6 +374,7 @@ impl Pipeline<'_> {
             },
             report,
             written: None,
+            parts: None,
         })
     }
 }
@@ -407,25 +382,4 @@ impl Pipeline<'_> {
 fn distinct(ds: &[Descriptor]) -> Vec<&Descriptor> {
     let mut seen = std::collections::HashSet::new();
     ds.iter().filter(|d| seen.insert(&d.digest)).collect()
-}
-
-/// Failures that say the source cannot be reached at all (rather than that
-/// it lacks this image).
-fn is_connection_failure(e: &PullError) -> bool {
-    use crate::registry::RegistryError as R;
-    matches!(
-        e,
-        PullError::Registry {
-            source: R::Connect { .. } | R::Tls { .. } | R::Timeout { .. },
-            ..
-        }
-    )
-}
-
-/// Failures no other registry would avoid.
-fn is_local_failure(e: &PullError) -> bool {
-    matches!(
-        e,
-        PullError::Io { .. } | PullError::Interrupted | PullError::Setup(_)
-    )
 }

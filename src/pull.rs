@@ -139,19 +139,21 @@ impl<'a> Puller<'a> {
             .pipeline
             .pull(&mut self.session, given, reference, rename, target)
             .await?;
-        let place = match pulled.written.clone() {
-            Some(place) => place,
+        let (place, parts) = match pulled.written.clone() {
+            Some(place) => (place, pulled.parts.take()),
             None => {
                 // A layout goes into the directory itself.
                 let place = target
                     .place(&pulled.archive, &pulled.platform)
                     .unwrap_or_else(|| Place::File(dir.to_path_buf()));
-                self.write_archive(&place, std::slice::from_ref(&pulled.archive))
+                let parts = self
+                    .write_archive(&place, std::slice::from_ref(&pulled.archive))
                     .await?;
-                place
+                (place, parts)
             }
         };
         pulled.report.output = place.display();
+        pulled.report.set_parts(parts.as_ref());
         self.pipeline
             .cache
             .release(pulled.archive.blobs().iter().map(|d| &d.digest));
@@ -187,9 +189,10 @@ impl<'a> Puller<'a> {
                 .await?;
             all.push(pulled);
         }
+        let mut parts = all.iter_mut().find_map(|p| p.parts.take());
         if all.iter().any(|p| p.written.is_none()) {
             let archives: Vec<ArchiveImage> = all.iter().map(|p| p.archive.clone()).collect();
-            self.write_archive(&place, &archives).await?;
+            parts = self.write_archive(&place, &archives).await?;
         }
         for p in &all {
             self.pipeline
@@ -199,6 +202,7 @@ impl<'a> Puller<'a> {
         let mut reports = Vec::new();
         for mut p in all {
             p.report.output = place.display();
+            p.report.set_parts(parts.as_ref());
             p.report.seconds = started.elapsed().as_secs_f64();
             on_image(&p.report);
             reports.push(p.report);
@@ -206,7 +210,12 @@ impl<'a> Puller<'a> {
         Ok(RunOutcome { reports, failed: 0 })
     }
 
-    async fn write_archive(&self, place: &Place, images: &[ArchiveImage]) -> Result<(), PullError> {
+    /// Writes `images` into the archive at `place`; its parts, if split.
+    async fn write_archive(
+        &self,
+        place: &Place,
+        images: &[ArchiveImage],
+    ) -> Result<Option<archive::Parts>, PullError> {
         self.pipeline
             .observer
             .event(Event::Note(format!("Writing {}", place.display())));
@@ -216,6 +225,7 @@ impl<'a> Puller<'a> {
             place: place.clone(),
             packing: self.settings.packing,
             sync: self.settings.sync,
+            split: self.settings.split,
         };
         let limit = self.settings.max_layer_size;
         let images = images.to_vec();

@@ -20,7 +20,13 @@ pub struct ImageReport {
     pub image_id: String,
     pub platform: String,
     pub format: String,
+    /// The archive (joined, for a split one), or the directory or stream.
     pub output: String,
+    /// `--split`: the parts, in order, and the checksum file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<String>,
     pub layers: usize,
     pub bytes_downloaded: u64,
     pub bytes_from_cache: u64,
@@ -32,6 +38,16 @@ pub struct ImageReport {
     /// Distinct layers, for the cache line.
     #[serde(skip)]
     pub distinct_layers: usize,
+}
+
+impl ImageReport {
+    /// Notes the parts of a split archive.
+    pub fn set_parts(&mut self, parts: Option<&crate::archive::Parts>) {
+        if let Some(p) = parts {
+            self.parts = p.parts.iter().map(|p| p.display().to_string()).collect();
+            self.checksums = Some(p.checksums.display().to_string());
+        }
+    }
 }
 
 /// `Cache hits: 3/4 layers (75.0%), Data saved: 45.2 MB`
@@ -57,7 +73,21 @@ pub fn print_image(out: &mut dyn Write, r: &ImageReport, json: bool) -> std::io:
         writeln!(out, "{line}")
     } else {
         writeln!(out, "Pulled {} ({})", r.resolved, r.platform)?;
-        writeln!(out, "  Archive: {}", r.output)?;
+        match (r.parts.first(), r.parts.last(), &r.checksums) {
+            (Some(first), Some(last), Some(sums)) => writeln!(
+                out,
+                "  Archive: {} in {} part{}: {first}{}, checksums in {sums}",
+                r.output,
+                r.parts.len(),
+                if r.parts.len() == 1 { "" } else { "s" },
+                if r.parts.len() > 1 {
+                    format!(" … {last}")
+                } else {
+                    String::new()
+                },
+            )?,
+            _ => writeln!(out, "  Archive: {}", r.output)?,
+        }
         writeln!(out, "  Digest: {}", r.digest)
     }
 }
@@ -92,6 +122,8 @@ mod tests {
             platform: "linux/amd64".into(),
             format: "docker".into(),
             output: "library_nginx_latest_amd64.tar".into(),
+            parts: Vec::new(),
+            checksums: None,
             layers,
             bytes_downloaded: 10,
             bytes_from_cache: saved,

@@ -129,7 +129,7 @@ const MAX_INDEX_DEPTH: usize = 2;
 
 /// The manifest or index the reference names, checked against a pinned
 /// digest.
-async fn fetch_top(registry: &Registry, reference: &Reference) -> Result<Manifest, PullError> {
+pub async fn fetch_top(registry: &Registry, reference: &Reference) -> Result<Manifest, PullError> {
     let top = registry
         .get_manifest(&reference.repository, &reference.manifest_reference())
         .await
@@ -389,6 +389,9 @@ pub struct IndexManifest {
     pub platform: Option<Platform>,
     /// The `vnd.docker.reference.type` annotation (attestations).
     pub reference_type: Option<String>,
+    /// The `vnd.docker.reference.digest` annotation: the manifest an
+    /// attestation is for.
+    pub reference_digest: Option<String>,
     descriptor: RawDescriptor,
 }
 
@@ -399,6 +402,11 @@ impl IndexManifest {
             .digest
             .parse::<Digest>()
             .map_err(|e| e.to_string())
+    }
+
+    /// The size the entry gives its manifest.
+    pub fn size(&self) -> u64 {
+        self.descriptor.size
     }
 }
 
@@ -514,6 +522,7 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Result<Decoded, Decod
                         .as_ref()
                         .map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref())),
                     reference_type: m.annotations.remove("vnd.docker.reference.type"),
+                    reference_digest: m.annotations.remove("vnd.docker.reference.digest"),
                     descriptor: m,
                 })
                 .collect();

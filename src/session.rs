@@ -8,13 +8,14 @@
 //! for the registry they were given for, never a mirror; else stored ones),
 //! which sources are insecure (daemon.json's `insecure-registries`, by name
 //! or address range, besides what registries.conf says), and remembers the
-//! sources that could not be reached, so a run does not wait for them twice.
+//! sources that could not be reached, so a run does not wait for them twice;
+//! `in_turn` is the one policy for handing over from a source to the next.
 //! Nothing about images, caches or archives.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::credentials::{CredentialStore, GivenCredentials, Locations};
 use crate::error::PullError;
@@ -146,6 +147,60 @@ impl Session {
         Ok(c)
     }
 
+    /// Asks `sources` in order (mirrors, then the origin) until one answers:
+    /// a mirror that fails for any reason but a local one (disk,
+    /// interruption, setup) hands over to the next, and one that cannot be
+    /// reached at all is not asked again in this run. When every source
+    /// failed, the error names each. The one place this policy lives, for
+    /// pulls and for questions (`inspect`, `tags`) alike.
+    pub async fn in_turn<T, Fut>(
+        &mut self,
+        image: &str,
+        sources: &[Source],
+        mut ask: impl FnMut(Arc<Registry>, Source) -> Fut,
+    ) -> Result<T, PullError>
+    where
+        Fut: std::future::Future<Output = Result<T, PullError>>,
+    {
+        let mut failed: Vec<(String, String)> = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            debug!(source = %source.label, repository = %source.repository, from = %source.from, trust = ?source.trust, "source");
+            let last = i + 1 == sources.len();
+            if source.mirror && !last && self.is_unreachable(source) {
+                let why = "not tried: it could not be reached earlier in this run";
+                failed.push((source.label.clone(), why.to_string()));
+                continue;
+            }
+            let registry = self.registry(source).await.map_err(|e| match e {
+                PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
+                other => other,
+            })?;
+            match ask(registry, source.clone()).await {
+                Err(e) if source.mirror && !last && !is_local_failure(&e) => {
+                    if is_connection_failure(&e) {
+                        self.mark_unreachable(source);
+                    }
+                    let why = e.to_string();
+                    let why = why.strip_prefix(&format!("{image}: ")).unwrap_or(&why);
+                    let next = &sources[i + 1].label;
+                    warn!(
+                        "mirror {} failed for {image}: {why}; trying {next}",
+                        source.label
+                    );
+                    failed.push((source.label.clone(), why.to_string()));
+                }
+                Err(e) if !failed.is_empty() && !is_local_failure(&e) => {
+                    return Err(PullError::EverySource {
+                        last: Box::new(e),
+                        mirrors: failed,
+                    });
+                }
+                answer => return answer,
+            }
+        }
+        Err(PullError::Setup(format!("{image}: no source to try")))
+    }
+
     /// Whether a mirror failed to connect earlier in this run.
     pub fn is_unreachable(&self, source: &Source) -> bool {
         self.unreachable.contains(&reach_key(source))
@@ -209,4 +264,24 @@ impl Session {
 
 fn reach_key(source: &Source) -> String {
     format!("{}://{}", source.scheme.unwrap_or("any"), source.host)
+}
+
+/// Failures that say the source cannot be reached at all.
+fn is_connection_failure(e: &PullError) -> bool {
+    use crate::registry::RegistryError as R;
+    matches!(
+        e,
+        PullError::Registry {
+            source: R::Connect { .. } | R::Tls { .. } | R::Timeout { .. },
+            ..
+        }
+    )
+}
+
+/// Failures no other registry would avoid.
+fn is_local_failure(e: &PullError) -> bool {
+    matches!(
+        e,
+        PullError::Io { .. } | PullError::Interrupted | PullError::Setup(_)
+    )
 }

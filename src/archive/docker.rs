@@ -478,6 +478,7 @@ mod tests {
             cache,
             archive::LayerLimit::Default,
         )
+        .map(drop)
     }
 
     #[test]

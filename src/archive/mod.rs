@@ -11,9 +11,11 @@ mod legacy;
 mod oci_dir;
 pub mod read;
 mod sink;
+pub mod split;
 mod tar_out;
 
 pub use sink::{Packing, Place};
+pub use split::Parts;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -171,6 +173,8 @@ pub struct Delivery {
     pub packing: Packing,
     /// Wait until a file is on disk before it gets its name (`--sync`).
     pub sync: bool,
+    /// `--split SIZE`: a file is cut into parts of at most this many bytes.
+    pub split: Option<u64>,
 }
 
 impl Delivery {
@@ -180,6 +184,7 @@ impl Delivery {
             place: Place::File(path.to_path_buf()),
             packing: Packing::None,
             sync,
+            split: None,
         }
     }
 
@@ -193,18 +198,18 @@ impl Delivery {
 }
 
 /// Writes `images` into one archive in `format` where `to` says (for
-/// `oci-dir`, into the layout directory it names). `layer_limit` bounds the
-/// decompression of `legacy` layers.
+/// `oci-dir`, into the layout directory it names); the parts, when `to`
+/// splits it. `layer_limit` bounds the decompression of `legacy` layers.
 pub fn write(
     format: Format,
     to: &Delivery,
     images: &[ArchiveImage],
     cache: &Cache,
     layer_limit: LayerLimit,
-) -> Result<(), PullError> {
+) -> Result<Option<Parts>, PullError> {
     if format == Format::OciDir {
         return match &to.place {
-            Place::File(dir) => oci_dir::write(dir, images, cache),
+            Place::File(dir) => oci_dir::write(dir, images, cache).map(|()| None),
             Place::Stdout => Err(PullError::Setup(
                 "-f oci-dir writes a directory, not a stream".into(),
             )),
@@ -227,7 +232,7 @@ pub fn write(
         }
         Ok(())
     })();
-    result.and_then(|()| temp.persist(path, to.sync))
+    result.and_then(|()| temp.land(path, to))
 }
 
 /// [`write`] front to back, compressed as asked, into a file or stdout.
@@ -237,7 +242,7 @@ fn write_streamed(
     images: &[ArchiveImage],
     cache: &Cache,
     layer_limit: LayerLimit,
-) -> Result<(), PullError> {
+) -> Result<Option<Parts>, PullError> {
     let mut opened = Opened::open(to)?;
     let label = to.place.label().to_path_buf();
     let out: &mut dyn std::io::Write = &mut opened.out;
@@ -286,15 +291,15 @@ impl Opened {
         Ok(Opened { out, temp })
     }
 
-    /// Ends the stream and gives a file its name.
-    fn finish(self, to: &Delivery) -> Result<(), PullError> {
+    /// Ends the stream and gives a file its name (or its parts theirs).
+    fn finish(self, to: &Delivery) -> Result<Option<Parts>, PullError> {
         let label = to.place.label();
         self.out
             .finish()
             .map_err(|e| PullError::io("writing", label, e))?;
         match (self.temp, &to.place) {
-            (Some(temp), Place::File(path)) => temp.persist(path, to.sync),
-            _ => Ok(()),
+            (Some(temp), Place::File(path)) => temp.land(path, to),
+            _ => Ok(None),
         }
     }
 }
@@ -340,6 +345,20 @@ impl Temp {
             .as_file()
             .try_clone()
             .map_err(|e| PullError::io("writing", &self.path, e))
+    }
+
+    /// Gives the finished archive its name, or cuts it into the parts
+    /// `to` asks for and names those.
+    fn land(mut self, target: &Path, to: &Delivery) -> Result<Option<Parts>, PullError> {
+        let Some(size) = to.split else {
+            return self.persist(target, to.sync).map(|()| None);
+        };
+        let file = self.file.take().expect("landed once");
+        let parts = split::split(file, target, size, to.sync)?;
+        if to.sync {
+            sync_parent(target)?;
+        }
+        Ok(Some(parts))
     }
 
     /// Gives the finished archive its name, replacing any file there. With
@@ -390,8 +409,8 @@ fn sync_parent(target: &Path) -> Result<(), PullError> {
 pub struct Stream {
     tx: std::sync::mpsc::Sender<Digest>,
     /// The writer: ends with an error, or after [`Stream::finish`] closes
-    /// the channel with every blob in.
-    writer: Option<tokio::task::JoinHandle<Result<(), PullError>>>,
+    /// the channel with every blob in (with the parts of a split archive).
+    writer: Option<tokio::task::JoinHandle<Result<Option<Parts>, PullError>>>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -420,7 +439,7 @@ impl Stream {
         };
         let writer = match to.in_place() {
             Some(path) => {
-                let (temp, target, sync) = (Temp::create(path)?, path.to_path_buf(), to.sync);
+                let (temp, target, to) = (Temp::create(path)?, path.to_path_buf(), to.clone());
                 tokio::task::spawn_blocking(move || {
                     let mut writer =
                         docker::LayoutWriter::create(temp.file()?, &temp.path, &layout)?;
@@ -429,7 +448,7 @@ impl Stream {
                     }
                     complete()?;
                     writer.finish()?;
-                    temp.persist(&target, sync)
+                    temp.land(&target, &to)
                 })
             }
             None => {
@@ -477,13 +496,14 @@ impl Stream {
         self.writer = None;
         match result {
             Ok(Err(e)) => e,
-            Ok(Ok(())) => stopped_early(),
+            Ok(Ok(_)) => stopped_early(),
             Err(e) => writer_lost(e),
         }
     }
 
-    /// Every blob was reported: completes the archive and gives it its name.
-    pub async fn finish(mut self) -> Result<(), PullError> {
+    /// Every blob was reported: completes the archive and gives it its name
+    /// (or its parts theirs).
+    pub async fn finish(mut self) -> Result<Option<Parts>, PullError> {
         self.done.store(true, std::sync::atomic::Ordering::SeqCst);
         let Stream { tx, writer, .. } = &mut self;
         drop(std::mem::replace(tx, std::sync::mpsc::channel().0));

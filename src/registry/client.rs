@@ -81,6 +81,14 @@ pub(super) struct Call<'a> {
     pub what: &'a str,
 }
 
+/// A small document as the registry answered it: where the answer came
+/// from (after redirects), its headers and its body.
+pub(super) struct Small {
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
 /// A manifest as the registry served it.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -395,22 +403,6 @@ impl Registry {
         headers: HeaderMap,
         what: &str,
     ) -> Result<Response, RegistryError> {
-        let mut budget = self.policy().budget();
-        self.send_with(&mut budget, method, repository, path, headers, what)
-            .await
-    }
-
-    /// [`send`](Self::send) spending `budget`, so that a caller who also
-    /// reads the body retries both under one budget.
-    async fn send_with(
-        &self,
-        budget: &mut Budget,
-        method: Method,
-        repository: &str,
-        path: &str,
-        headers: HeaderMap,
-        what: &str,
-    ) -> Result<Response, RegistryError> {
         let call = Call {
             method,
             url: self.url_in(repository, path).await?,
@@ -419,7 +411,7 @@ impl Registry {
             body: None,
             what,
         };
-        self.call(budget, &call).await
+        self.call(&mut self.policy().budget(), &call).await
     }
 
     /// Sends `call` with authentication (only to the registry's own origin)
@@ -634,30 +626,54 @@ impl Registry {
         } else {
             format!("tag {reference} of repository {repository}")
         };
-        let path = format!("manifests/{reference}");
+        let url = self
+            .url_in(repository, &format!("manifests/{reference}"))
+            .await?;
+        let got = self
+            .get_small(&url, repository, headers, &what, MAX_MANIFEST_BYTES)
+            .await?;
+        let content_type = got
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(Manifest {
+            digest: Digest::of(&got.bytes),
+            bytes: got.bytes,
+            content_type,
+        })
+    }
+
+    /// A `GET` of a small document at `url` (a manifest, a page of tags),
+    /// its body read whole up to `limit`. The request and the reading of its
+    /// body share one retry budget.
+    pub(super) async fn get_small(
+        &self,
+        url: &Url,
+        repository: &str,
+        headers: HeaderMap,
+        what: &str,
+        limit: usize,
+    ) -> Result<Small, RegistryError> {
         let mut budget = self.policy().budget();
         loop {
-            let resp = self
-                .send_with(
-                    &mut budget,
-                    Method::GET,
-                    repository,
-                    &path,
-                    headers.clone(),
-                    &what,
-                )
-                .await?;
-            let content_type = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            match body::read_small(self, resp, MAX_MANIFEST_BYTES, &what).await {
+            let call = Call {
+                method: Method::GET,
+                url: url.clone(),
+                scope: Scope::pull(repository),
+                headers: headers.clone(),
+                body: None,
+                what,
+            };
+            let resp = self.call(&mut budget, &call).await?;
+            let answered = resp.url().clone();
+            let head = resp.headers().clone();
+            match body::read_small(self, resp, limit, what).await {
                 Ok(bytes) => {
-                    return Ok(Manifest {
-                        digest: Digest::of(&bytes),
+                    return Ok(Small {
+                        url: answered,
+                        headers: head,
                         bytes,
-                        content_type,
                     });
                 }
                 Err(e) => match budget.failed(&e, None) {

@@ -15,6 +15,7 @@ pub mod error;
 mod feed;
 pub mod rate;
 pub mod retry;
+mod tags;
 mod token;
 pub mod transport;
 pub mod upload;

@@ -295,6 +295,82 @@ fn a_stream_into_docker_load_and_a_gzip_legacy_archive_load_and_run() {
     assert_loads_and_runs(&archive, &name);
 }
 
+/// `--split`: the parts pass `sha256sum -c` as they are and once joined with `cat`, the joined
+/// archive loads and runs on Docker 20.10, and `push` takes the parts straight into the
+/// registry with the digest unchanged.
+#[test]
+fn split_parts_check_join_load_and_push() {
+    let (_engine, env) = setup();
+    let scratch = Scratch::new();
+    let reference = env.plain("small");
+    let name = format!("{reference}:latest");
+    env.reset_engine();
+    let target = scratch.out("small.tar");
+    scratch
+        .pull(&[
+            "-q",
+            "--split",
+            "256K",
+            "-o",
+            target.to_str().unwrap(),
+            &reference,
+        ])
+        .success();
+    assert!(!target.exists(), "only parts are written");
+    let dir = scratch.path().to_str().unwrap();
+    let checked = tool(
+        "sh",
+        &[
+            "-c",
+            &format!("cd {dir} && sha256sum -c --ignore-missing small.tar.sha256"),
+        ],
+    )
+    .success();
+    let parts = checked.stdout.matches(".part-").count();
+    assert!(parts >= 3, "several parts checked\n{}", checked.describe());
+    let joined = tool(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "cd {dir} && cat small.tar.part-* > small.tar && sha256sum -c small.tar.sha256"
+            ),
+        ],
+    )
+    .success();
+    assert!(
+        joined.stdout.contains("small.tar: OK"),
+        "{}",
+        joined.describe()
+    );
+    assert_loads_and_runs(&target, &name);
+
+    std::fs::remove_file(&target).unwrap();
+    let pushed = env.plain("e2e-split/small:v1");
+    let part = scratch.out("small.tar.part-001");
+    scratch
+        .pull(&["push", part.to_str().unwrap(), &pushed])
+        .success();
+    let run = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{pushed}"),
+        ],
+    )
+    .success();
+    let inspected: Value = serde_json::from_str(&run.stdout).expect("skopeo inspect JSON");
+    assert_eq!(
+        inspected["Digest"],
+        env.fixtures.small.manifest.digest.as_str(),
+        "{inspected}"
+    );
+    env.reset_engine();
+    docker(["pull", "-q", &pushed]).success();
+    assert_runs(&pushed);
+}
+
 /// A zstd image: `-f legacy` and `-f synology` decompress it, so Docker 20.10 loads and runs
 /// it; the `docker` format keeps the zstd blob as the registry served it.
 #[test]

@@ -27,6 +27,7 @@ mod mirrors;
 mod proxies;
 mod pull;
 mod push;
+mod query;
 mod ratelimit;
 mod redirect;
 mod renewal;

@@ -168,6 +168,8 @@ pub struct Config {
     pub chunked: Chunked,
     /// Who may push.
     pub push: PushGrant,
+    /// Tags per `tags/list` page when the client names no `n` (`None`: all on one page).
+    pub tags_page: Option<usize>,
 }
 
 impl Default for Config {
@@ -182,6 +184,7 @@ impl Default for Config {
             mounts: Mounts::default(),
             chunked: Chunked::default(),
             push: PushGrant::default(),
+            tags_page: None,
         }
     }
 }
@@ -193,6 +196,12 @@ impl Config {
             auth,
             ..Self::default()
         }
+    }
+
+    /// Pages of `n` tags when the client asks for none.
+    pub fn tags_page(mut self, n: usize) -> Self {
+        self.tags_page = Some(n);
+        self
     }
 
     /// Accept this OAuth2 refresh (identity) token at the token endpoint.
@@ -1241,6 +1250,8 @@ enum Target<'a> {
     },
     /// `/v2/<name>/blobs/uploads/` (`id`: `None`) or a session `/v2/<name>/blobs/uploads/<id>`.
     Upload { name: &'a str, id: Option<&'a str> },
+    /// `/v2/<name>/tags/list`.
+    Tags { name: &'a str },
     /// Anything else.
     Unknown,
 }
@@ -1265,6 +1276,9 @@ impl<'a> Target<'a> {
         let Some(rest) = path.strip_prefix("/v2/") else {
             return Target::Unknown;
         };
+        if let Some(name) = rest.strip_suffix("/tags/list") {
+            return Target::Tags { name };
+        }
         if let Some(i) = rest.rfind("/blobs/uploads/") {
             let id = &rest[i + "/blobs/uploads/".len()..];
             return match id {
@@ -1397,7 +1411,9 @@ fn gate(shared: &Shared, request: &Incoming) -> Gate {
             ));
         }
         Target::Ping if reading(method) => (None, Need::Pull),
-        Target::Manifest { name, .. } | Target::Blob { name, .. } if reading(method) => {
+        Target::Manifest { name, .. } | Target::Blob { name, .. } | Target::Tags { name }
+            if reading(method) =>
+        {
             (Some(name), Need::Pull)
         }
         Target::Manifest { name, .. } if *method == Method::PUT => (Some(name), Need::Push),
@@ -1600,6 +1616,7 @@ fn serve(shared: &Arc<Shared>, request: &Incoming, picked: Picked, body: &[u8]) 
             manifest(shared, name, reference, head, picked.manifest)
         }
         Target::Upload { name, id } => upload(shared, request, name, id, body),
+        Target::Tags { name } => tags(shared, request, name),
         Target::Blob { name, digest, .. } => blob(
             shared,
             name,
@@ -2011,6 +2028,50 @@ fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// The `404` for a repository the registry does not know.
+fn name_unknown() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        "repository name not known to registry",
+    )
+}
+
+/// `tags/list` as distribution answers it: the repository's tags sorted, `n` at most (else
+/// [`Config::tags_page`], else all) after `last`, and a `Link` to the next page when more follow.
+fn tags(shared: &Shared, request: &Incoming, name: &str) -> Response {
+    let mut tags: Vec<String> = {
+        let state = shared.lock();
+        let Some(repo) = state.repos.get(name) else {
+            return name_unknown();
+        };
+        repo.manifests
+            .keys()
+            .filter(|k| !k.starts_with("sha256:"))
+            .cloned()
+            .collect()
+    };
+    tags.sort();
+    if let Some(last) = request.param("last") {
+        tags.retain(|t| *t > last);
+    }
+    let n = request
+        .param("n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .or(shared.config.tags_page);
+    let more = n.is_some_and(|n| tags.len() > n);
+    if let Some(n) = n {
+        tags.truncate(n);
+    }
+    let body = json!({ "name": name, "tags": tags });
+    let mut response = json_response(StatusCode::OK, body.to_string().into_bytes());
+    if let (true, Some(n), Some(last)) = (more, n, tags.last()) {
+        let link = format!("</v2/{name}/tags/list?last={last}&n={n}>; rel=\"next\"");
+        set_header(&mut response, header::LINK, &link);
+    }
+    response
+}
+
 fn manifest(
     shared: &Shared,
     name: &str,
@@ -2021,11 +2082,7 @@ fn manifest(
     let (media_type, bytes) = {
         let state = shared.lock();
         let Some(repo) = state.repos.get(name) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
-                "repository name not known to registry",
-            );
+            return name_unknown();
         };
         let Some(stored) = repo.manifests.get(reference) else {
             return error(

@@ -4,7 +4,7 @@
 //! gzip- or zstd-compressed tar (read front to back; see [`Store::visit`]).
 //!
 //! A tar's bytes come through [`ReadAt`], reads at an offset, so that one
-//! file and, later, the parts of a split archive laid end to end serve alike.
+//! file and the parts of a split archive laid end to end serve alike.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -33,6 +33,50 @@ struct OneFile {
 impl ReadAt for OneFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// The parts of a split archive, laid end to end.
+struct PartFiles {
+    /// Each part: where it starts in the archive, the file, its length.
+    parts: Vec<(u64, File, u64)>,
+    len: u64,
+}
+
+impl PartFiles {
+    fn open(paths: &[PathBuf]) -> io::Result<PartFiles> {
+        let mut parts = Vec::with_capacity(paths.len());
+        let mut len = 0u64;
+        for path in paths {
+            let file = File::open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let part_len = file.metadata()?.len();
+            parts.push((len, file, part_len));
+            len = len
+                .checked_add(part_len)
+                .ok_or_else(|| io::Error::other("the parts are too large together"))?;
+        }
+        Ok(PartFiles { parts, len })
+    }
+}
+
+impl ReadAt for PartFiles {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.len {
+            return Ok(0);
+        }
+        let i = self
+            .parts
+            .partition_point(|(start, _, len)| start + len <= offset);
+        let (start, file, len) = &self.parts[i];
+        let within = offset - start;
+        let want = buf
+            .len()
+            .min(usize::try_from(len - within).unwrap_or(usize::MAX));
+        std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], within)
     }
     fn len(&self) -> u64 {
         self.len
@@ -156,22 +200,40 @@ pub enum Store {
 
 /// What opening found: the store, and the container kind.
 impl Store {
-    /// Opens `path`: a directory, or a file whose first bytes say whether
-    /// it is gzip, zstd or a plain tar.
+    /// Opens `path`: a directory, a split archive (named by any of its
+    /// parts, its `.sha256` file, or the joined name its parts have), or a
+    /// file whose first bytes say whether it is gzip, zstd or a plain tar.
     pub fn open(path: &Path) -> Result<Store, ReadError> {
         let io_err = |source| ReadError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(io_err)?;
-        if meta.is_dir() {
+        let meta = match std::fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            other => Some(other.map_err(io_err)?),
+        };
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
             return Ok(Store::Dir(path.to_path_buf()));
         }
-        let file = File::open(path).map_err(io_err)?;
-        let input: Box<dyn ReadAt> = Box::new(OneFile {
-            file,
-            len: meta.len(),
-        });
+        let parts = match &meta {
+            // A missing archive may be there in parts.
+            None => crate::archive::split::find(&crate::archive::split::part_name(path, 0, 3)),
+            Some(_) => crate::archive::split::find(path),
+        }
+        .map_err(io_err)?;
+        let input: Box<dyn ReadAt> = match (parts, meta) {
+            (Some(parts), _) => Box::new(PartFiles::open(&parts).map_err(io_err)?),
+            (None, Some(meta)) => Box::new(OneFile {
+                file: File::open(path).map_err(io_err)?,
+                len: meta.len(),
+            }),
+            (None, None) => {
+                return Err(io_err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no such file or directory",
+                )));
+            }
+        };
         let mut magic = [0u8; 4];
         let n = read_full_at(input.as_ref(), &mut magic, 0).map_err(io_err)?;
         match WholeCompression::sniff(&magic[..n]) {
