@@ -24,6 +24,7 @@ use crate::push::target::Target;
 use crate::reference::{DOCKER_HUB, Reference};
 use crate::registry::transport;
 use crate::registry::{Credentials, EnvProxies, TransportOptions};
+use crate::thin::ExcludeSource;
 use crate::units::{parse_duration, parse_rate, parse_size};
 
 /// Download container images from Docker/OCI registries without a Docker
@@ -71,6 +72,10 @@ pub struct Cli {
     /// Compress the archive as a whole (.tar.gz, .tar.zst); docker load reads gzip on every engine and zstd from Docker 23; worth it for -f legacy, whose layers are uncompressed
     #[arg(long, value_enum, value_name = "gzip|zstd")]
     pub compress: Option<CompressArg>,
+
+    /// A thin archive for a machine that already has SOURCE's images (an archive, a layout or an image reference; repeatable): the bottom layers they share with the image, as a chain (which is how docker load tells a layer is there), are named but not stored. -f docker and -f legacy only
+    #[arg(long, value_name = "SOURCE")]
+    pub exclude_from: Vec<String>,
 
     /// Write each archive in parts of at most SIZE (NAME.tar.part-000, …) plus NAME.tar.sha256, the sha256 of the whole and of each part (sha256sum -c); `cat NAME.tar.part-* > NAME.tar` joins them; verify and push read the parts as they are. For FAT32 media (files under 4 GiB) use 4095M
     #[arg(long, value_name = "SIZE", value_parser = parse_split)]
@@ -401,6 +406,8 @@ pub struct Settings {
     pub sync: bool,
     /// `--split SIZE`: archives are written in parts of at most this size.
     pub split: Option<u64>,
+    /// `--exclude-from`: what the target already has.
+    pub exclude_from: Vec<ExcludeSource>,
     /// When blobs are fetched in ranged chunks: `DOCKER_PULL_CHUNK_THRESHOLD`
     /// and `DOCKER_PULL_CHUNK_SIZE`, else the defaults.
     pub chunking: Chunking,
@@ -711,10 +718,27 @@ impl Cli {
             cache_max,
             sync: self.sync,
             split: self.split,
+            exclude_from: self.exclusions(format)?,
             max_layer_size: self.max_layer_size.unwrap_or_default(),
             chunking,
             warnings,
         })
+    }
+
+    /// `--exclude-from`'s sources, for the formats `docker load` reads.
+    fn exclusions(&self, format: Format) -> Result<Vec<ExcludeSource>, UsageError> {
+        if !self.exclude_from.is_empty() && !matches!(format, Format::Docker | Format::Legacy) {
+            return Err(UsageError(format!(
+                "--exclude-from makes archives for docker load: -f docker or -f legacy, not -f {format} (OCI tools refuse a layout that names blobs it does not hold)"
+            )));
+        }
+        self.exclude_from
+            .iter()
+            .map(|s| {
+                ExcludeSource::classify(s, &self.registry)
+                    .map_err(|e| UsageError(format!("--exclude-from: {e}")))
+            })
+            .collect()
     }
 
     /// `--split` writes files: not to stdout, not into a layout.

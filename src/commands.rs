@@ -113,6 +113,7 @@ fn query_settings(
     cli.format = FormatArg::Oci;
     cli.output = None;
     cli.split = None;
+    cli.exclude_from = Vec::new();
     cli.tag = None;
     cli.into_settings(&mut std::io::stdin())
         .map_err(|e| e.to_string())
@@ -273,6 +274,7 @@ fn copy_command(
     pull_cli.output = Some(layout.clone());
     pull_cli.tag = None;
     pull_cli.split = None;
+    pull_cli.exclude_from = Vec::new();
     // -u is for the target; the source uses stored credentials.
     pull_cli.username = None;
     pull_cli.password = None;

@@ -61,6 +61,8 @@ pub enum Skip {
     Present,
     /// It was mounted from another repository of the registry.
     Mounted,
+    /// A layer the target already has (`--exclude-from`): not in the archive.
+    LeftOut,
 }
 
 /// Receives every [`Event`] of a run.

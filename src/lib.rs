@@ -27,5 +27,6 @@ pub mod report;
 pub mod resolve;
 pub mod session;
 pub mod text;
+pub mod thin;
 pub mod units;
 pub mod verify;

@@ -23,6 +23,7 @@ use crate::registry::Registry;
 use crate::report::ImageReport;
 use crate::resolve::{self, Descriptor, Resolved};
 use crate::session::Session;
+use crate::thin::{self, Chains, ExcludeSource};
 
 /// One image fetched and ready to archive.
 pub struct Pulled {
@@ -72,6 +73,8 @@ pub struct Pipeline<'a> {
     pub config: Arc<mirror::Config>,
     /// Connections downloading blob data at once, across images: `-j`.
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// `--exclude-from`: the layer chains the target already has.
+    pub exclude: Arc<Chains>,
 }
 
 /// The blobs fetched for one image, and where its archive went.
@@ -155,6 +158,9 @@ impl Pipeline<'_> {
             platform: fetch.platform.to_string(),
             layers: resolved.layers.len(),
             bytes_downloaded: layers.bytes_downloaded + fetch.config.downloaded,
+            layers_left_out: (!self.exclude.is_empty()).then_some(fetch.archive.left_out),
+            bytes_left_out: (!self.exclude.is_empty())
+                .then(|| fetch.archive.left_out_layers().iter().map(|l| l.size).sum()),
             ..layers
         };
         Ok(Pulled {
@@ -188,6 +194,10 @@ impl Pipeline<'_> {
             &s.platform,
             s.platform_explicit,
         )?;
+        let left_out = match self.exclude.is_empty() {
+            true => 0,
+            false => self.exclude.covered(&crate::thin::diff_ids(&config_bytes)),
+        };
         let archive = ArchiveImage {
             reference: reference.clone(),
             rename,
@@ -196,7 +206,16 @@ impl Pipeline<'_> {
             config: resolved.config.clone(),
             layers: resolved.layers.clone(),
             all: None,
+            left_out,
         };
+        for l in archive.left_out_layers() {
+            self.observer.event(Event::Skipped {
+                digest: l.digest.clone(),
+                size: l.size,
+                why: crate::events::Skip::LeftOut,
+            });
+        }
+        let wanted = archive.kept_layers().to_vec();
         let place = target.place(&archive, &platform);
         let stream = match &place {
             Some(place) => {
@@ -211,7 +230,7 @@ impl Pipeline<'_> {
             None => None,
         };
         let Some(mut stream) = stream else {
-            let layers = fetcher.fetch_all(&resolved.layers).await?;
+            let layers = fetcher.fetch_all(&wanted).await?;
             return Ok(Fetch {
                 config,
                 layers,
@@ -226,7 +245,7 @@ impl Pipeline<'_> {
             let notify = stream.notifier();
             let ready = move |f: &Fetched| notify(&f.digest);
             tokio::select! {
-                fetched = fetcher.fetch_all_then(&resolved.layers, &ready) => fetched,
+                fetched = fetcher.fetch_all_then(&wanted, &ready) => fetched,
                 e = stream.failed() => Err(e),
             }
         };
@@ -250,6 +269,65 @@ impl Pipeline<'_> {
             written: place,
             parts,
         })
+    }
+
+    /// The chains of `--exclude-from`'s sources: archives and layouts read
+    /// offline, images resolved for the platform pulled (their configs
+    /// fetched through the cache).
+    pub async fn exclusions(&self, session: &mut Session) -> Result<Chains, PullError> {
+        let mut chains = Chains::default();
+        for source in &self.settings.exclude_from {
+            match source {
+                ExcludeSource::Path(path) => {
+                    let path = path.clone();
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut found = Chains::default();
+                        thin::chains_of_archive(&path, &mut found)
+                            .map(|()| found)
+                            .map_err(|e| PullError::Setup(format!("--exclude-from {e}")))
+                    });
+                    let found = read.await.map_err(|e| {
+                        PullError::io("reading", "--exclude-from", std::io::Error::other(e))
+                    })??;
+                    chains.extend(found);
+                }
+                ExcludeSource::Image(reference) => {
+                    chains.add(self.diff_ids_of(session, reference).await?);
+                }
+            }
+        }
+        Ok(chains)
+    }
+
+    /// The diff_ids of `reference`'s image for the platform pulled.
+    async fn diff_ids_of(
+        &self,
+        session: &mut Session,
+        reference: &Reference,
+    ) -> Result<Vec<crate::digest::Digest>, PullError> {
+        let sources = mirror::sources(reference, &self.settings.mirrors, &self.config)?;
+        let image = reference.to_string();
+        session
+            .in_turn(&image, &sources, |registry, source| {
+                let image = image.clone();
+                async move {
+                    let remote = Reference {
+                        repository: source.repository.clone(),
+                        ..reference.clone()
+                    };
+                    let resolved =
+                        resolve::resolve(&registry, &remote, &self.settings.platform).await?;
+                    let fetcher = Fetcher {
+                        observer: Arc::new(crate::events::Silent),
+                        ..self.fetcher(&registry, &image, &source)
+                    };
+                    fetcher.fetch_one(&resolved.config).await?;
+                    let config = archive::read_config(&self.cache, &resolved.config)?;
+                    self.cache.release(std::iter::once(&resolved.config.digest));
+                    Ok(thin::diff_ids(&config))
+                }
+            })
+            .await
     }
 
     fn fetcher(&self, registry: &Arc<Registry>, image: &str, source: &Source) -> Fetcher {
@@ -286,6 +364,8 @@ impl Pipeline<'_> {
             output: String::new(),
             parts: Vec::new(),
             checksums: None,
+            layers_left_out: None,
+            bytes_left_out: None,
             layers: 0,
             bytes_downloaded: fetched.iter().map(|f| f.downloaded).sum(),
             bytes_from_cache: from_cache.clone().map(|f| f.size).sum(),
@@ -366,6 +446,7 @@ impl Pipeline<'_> {
                 config: first.config,
                 layers: first.layers,
                 all,
+                left_out: 0,
             },
             platform: Platform {
                 os: "all".into(),

@@ -176,6 +176,7 @@ impl View {
                 match why {
                     Skip::Present => "already there",
                     Skip::Mounted => "mounted",
+                    Skip::LeftOut => "left out: the target has it",
                 },
                 human_bytes(size)
             )),

@@ -58,6 +58,7 @@ impl<'a> Puller<'a> {
                 observer,
                 config: Arc::new(config),
                 connections: Arc::new(tokio::sync::Semaphore::new(settings.jobs.max(1))),
+                exclude: Arc::default(),
             },
         })
     }
@@ -71,6 +72,10 @@ impl<'a> Puller<'a> {
         on_image: impl FnMut(&ImageReport),
         on_error: impl FnMut(&PullError),
     ) -> Result<RunOutcome, PullError> {
+        if !self.settings.exclude_from.is_empty() {
+            let chains = self.pipeline.exclusions(&mut self.session).await?;
+            self.pipeline.exclude = Arc::new(chains);
+        }
         match self.settings.output.clone() {
             Output::Dir(dir) => self.write_dir(&dir, false, on_image, on_error).await,
             Output::Layout(dir) => self.write_dir(&dir, true, on_image, on_error).await,

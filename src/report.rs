@@ -27,6 +27,12 @@ pub struct ImageReport {
     pub parts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksums: Option<String>,
+    /// `--exclude-from`: the bottom layers the archive names but does not
+    /// hold, and their size as the registry serves them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers_left_out: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_left_out: Option<u64>,
     pub layers: usize,
     pub bytes_downloaded: u64,
     pub bytes_from_cache: u64,
@@ -88,7 +94,16 @@ pub fn print_image(out: &mut dyn Write, r: &ImageReport, json: bool) -> std::io:
             )?,
             _ => writeln!(out, "  Archive: {}", r.output)?,
         }
-        writeln!(out, "  Digest: {}", r.digest)
+        writeln!(out, "  Digest: {}", r.digest)?;
+        if let (Some(n), Some(bytes)) = (r.layers_left_out, r.bytes_left_out) {
+            writeln!(
+                out,
+                "  Left out: {n} of {} layers ({}), which the target has (--exclude-from)",
+                r.layers,
+                human_bytes(bytes)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -124,6 +139,8 @@ mod tests {
             output: "library_nginx_latest_amd64.tar".into(),
             parts: Vec::new(),
             checksums: None,
+            layers_left_out: None,
+            bytes_left_out: None,
             layers,
             bytes_downloaded: 10,
             bytes_from_cache: saved,

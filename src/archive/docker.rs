@@ -441,6 +441,7 @@ mod tests {
             config,
             layers,
             all: None,
+            left_out: 0,
         }
     }
 

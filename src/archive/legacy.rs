@@ -79,6 +79,8 @@ pub fn write(
             let json = v1_json(&config, v1l, top);
             tar.file(&format!("{}/json", v1l.id), &json)?;
             match layer_files.get(&diff_ids[i]) {
+                // The target has it (`--exclude-from`): named, not held.
+                _ if i < image.left_out => {}
                 // The same layer again (at another place in a chain): link to
                 // the first copy, as docker save does.
                 Some(first) => {

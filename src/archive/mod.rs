@@ -111,6 +111,9 @@ pub struct ArchiveImage {
     /// With `--platform all`: the index and every image in it, which the OCI
     /// formats keep whole (then the fields above describe the first image).
     pub all: Option<AllPlatforms>,
+    /// `--exclude-from`: how many bottom layers the target already has.
+    /// The archive names them but does not hold them.
+    pub left_out: usize,
 }
 
 /// An index kept whole, with every image it lists.
@@ -141,7 +144,8 @@ impl ArchiveImage {
         }
     }
 
-    /// Every config and layer to store, each once, in a fixed order.
+    /// Every config and layer to store, each once, in a fixed order (the
+    /// layers left out are not stored, unless they are also kept higher up).
     pub fn blobs(&self) -> Vec<&Descriptor> {
         let mut seen = std::collections::HashSet::new();
         let all: Vec<&Descriptor> = match &self.all {
@@ -150,9 +154,21 @@ impl ArchiveImage {
                 .iter()
                 .flat_map(|m| std::iter::once(&m.config).chain(&m.layers))
                 .collect(),
-            None => std::iter::once(&self.config).chain(&self.layers).collect(),
+            None => std::iter::once(&self.config)
+                .chain(self.kept_layers())
+                .collect(),
         };
         all.into_iter().filter(|d| seen.insert(&d.digest)).collect()
+    }
+
+    /// The layers the archive holds: all but the bottom ones left out.
+    pub fn kept_layers(&self) -> &[Descriptor] {
+        &self.layers[self.left_out.min(self.layers.len())..]
+    }
+
+    /// The bottom layers left out (`--exclude-from`).
+    pub fn left_out_layers(&self) -> &[Descriptor] {
+        &self.layers[..self.left_out.min(self.layers.len())]
     }
 
     /// The reference that names the image in the archive.

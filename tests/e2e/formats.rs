@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::env::{Env, MULTI_PLATFORMS, host_arch, setup};
 use crate::run::{Run, docker, docker_cli, docker_pull_command, run_command};
 use crate::support::image::{
-    Image, ImageBuilder, LayerBuilder, OCI_INDEX, OCI_MANIFEST, busybox_layer,
+    Flavor, Image, ImageBuilder, LayerBuilder, OCI_INDEX, OCI_MANIFEST, busybox_layer,
 };
 use crate::support::push::Pusher;
 use crate::{Scratch, assert_loaded, assert_loads_and_runs, assert_runs, docker_load, inspect};
@@ -293,6 +293,70 @@ fn a_stream_into_docker_load_and_a_gzip_legacy_archive_load_and_run() {
         &["--compress", "gzip", &reference],
     );
     assert_loads_and_runs(&archive, &name);
+}
+
+/// Thin archives (`--exclude-from`): an engine that has the base loads the thin archive and
+/// runs the image; one without the base refuses it with its own error (a layer file missing),
+/// in both tar formats `docker load` reads.
+#[test]
+fn thin_archives_load_where_the_base_is_and_fail_where_it_is_not() {
+    let (_engine, env) = setup();
+    let scratch = Scratch::new();
+    let small = &env.fixtures.small;
+    let (arch, variant) = host_arch();
+    let app = ImageBuilder::new(Flavor::Docker)
+        .platform("linux", arch, variant)
+        .raw_layer(small.layers[0].clone(), small.diff_ids[0].clone())
+        .layer(LayerBuilder::new().file("etc/thin", b"thin\n".to_vec(), 0o644))
+        .cmd(&["/bin/sh", "-c", "echo hello from docker-pull"])
+        .build();
+    Pusher::new(&env.registry)
+        .and_then(|p| p.push_image("e2e-thin/app", Some("v1"), &app))
+        .expect("pushing the app image");
+    let base = env.plain("small");
+    let app_ref = env.plain("e2e-thin/app");
+    let name = format!("{app_ref}:v1");
+    let base_tar = pull(&scratch, "docker", "base.tar", &[&base]);
+    for format in ["docker", "legacy"] {
+        let thin = scratch.out(&format!("app-{format}.tar"));
+        let run = scratch
+            .pull(&[
+                "--json",
+                "-f",
+                format,
+                "--exclude-from",
+                base_tar.to_str().unwrap(),
+                "-o",
+                thin.to_str().unwrap(),
+                &format!("{app_ref}:v1"),
+            ])
+            .success();
+        let report: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON report");
+        assert_eq!(report["layers_left_out"], 1, "{report}");
+        assert!(
+            std::fs::metadata(&thin).unwrap().len() < std::fs::metadata(&base_tar).unwrap().len(),
+            "the thin archive is smaller than the base"
+        );
+
+        env.reset_engine();
+        let refused = docker(["load", "-i", thin.to_str().unwrap()]);
+        assert_ne!(
+            refused.code(),
+            Some(0),
+            "loaded without the base\n{}",
+            refused.describe()
+        );
+        assert!(
+            refused.stderr.contains("no such file or directory"),
+            "-f {format}: the engine's error\n{}",
+            refused.describe()
+        );
+
+        docker_load(&base_tar);
+        let loaded = docker_load(&thin);
+        assert_loaded(&loaded, &name);
+        assert_runs(&name);
+    }
 }
 
 /// `--split`: the parts pass `sha256sum -c` as they are and once joined with `cat`, the joined

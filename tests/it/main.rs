@@ -36,6 +36,7 @@ mod resume;
 mod settings;
 mod split;
 mod streaming;
+mod thin;
 mod tokens;
 mod upload;
 mod verify;

@@ -259,6 +259,7 @@ fn archive_image(cache: &Cache, image: &TestImage, reference: &str) -> ArchiveIm
             .map(|l| put(cache, l.media_type, &l.blob))
             .collect(),
         all: None,
+        left_out: 0,
     }
 }
 
