@@ -53,7 +53,7 @@ pub struct Cli {
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
 
-    /// Platform to take from a multi-platform image (OS/ARCH[/VARIANT]), or `all` to keep every platform (-f oci, -f oci-dir) [default: the host's, linux/<arch>]
+    /// Platform to take from a multi-platform image (OS/ARCH[/VARIANT]); `all` keeps every platform, a comma-separated list keeps those in a new index (its digest changes) (-f oci, -f oci-dir) [default: the host's, linux/<arch>]
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "arch")]
     pub platform: Option<String>,
 
@@ -375,6 +375,9 @@ pub struct Settings {
     pub platform_explicit: bool,
     /// `--platform all`: keep every platform of an index.
     pub platform_all: bool,
+    /// `--platform a,b`: keep these platforms of an index (a new index
+    /// listing only them).
+    pub platform_list: Vec<Platform>,
     pub output: Output,
     pub format: Format,
     /// `--compress`, or what the archive's name implies.
@@ -642,28 +645,7 @@ impl Cli {
         }
 
         let format = Format::from(self.format);
-        let platform_all = self
-            .platform
-            .as_deref()
-            .is_some_and(|p| p.eq_ignore_ascii_case("all"));
-        if platform_all && !matches!(format, Format::Oci | Format::OciDir) {
-            return Err(UsageError(format!(
-                "--platform all keeps every platform, which only -f oci and -f oci-dir can hold (a {} archive holds one platform per image); add -f oci, or choose a platform such as --platform linux/arm64",
-                format
-            )));
-        }
-        let (platform, platform_explicit) = match (&self.platform, &self.arch) {
-            (Some(_), _) if platform_all => (Platform::host(), true),
-            (Some(p), _) => (
-                Platform::parse(p).map_err(|e| UsageError(e.to_string()))?,
-                true,
-            ),
-            (None, Some(a)) => (
-                Platform::parse(&format!("linux/{a}")).map_err(|e| UsageError(e.to_string()))?,
-                true,
-            ),
-            (None, None) => (Platform::host(), false),
-        };
+        let (platform, platform_explicit, platform_all, platform_list) = self.platforms(format)?;
 
         let tag = self.tag(images.len())?;
         let (output, packing) = self.output(format)?;
@@ -695,6 +677,7 @@ impl Cli {
             platform,
             platform_explicit,
             platform_all,
+            platform_list,
             output,
             format,
             packing,
@@ -723,6 +706,48 @@ impl Cli {
             chunking,
             warnings,
         })
+    }
+
+    /// `--platform` (or `-a`): the platform, whether the user chose it,
+    /// whether it is `all`, and the platforms of a comma-separated list.
+    /// `all` and lists keep several platforms: `-f oci` and `-f oci-dir` only.
+    fn platforms(
+        &self,
+        format: Format,
+    ) -> Result<(Platform, bool, bool, Vec<Platform>), UsageError> {
+        let several = |what: &str| {
+            if matches!(format, Format::Oci | Format::OciDir) {
+                return Ok(());
+            }
+            Err(UsageError(format!(
+                "{what} keeps several platforms, which only -f oci and -f oci-dir can hold (a {format} archive holds one platform per image); add -f oci, or choose a platform such as --platform linux/arm64"
+            )))
+        };
+        let parse = |p: &str| Platform::parse(p).map_err(|e| UsageError(e.to_string()));
+        match (&self.platform, &self.arch) {
+            (Some(p), _) if p.eq_ignore_ascii_case("all") => {
+                several("--platform all")?;
+                Ok((Platform::host(), true, true, Vec::new()))
+            }
+            (Some(p), _) if p.contains(',') => {
+                several("a list of platforms")?;
+                let mut list: Vec<Platform> = Vec::new();
+                for one in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let one = parse(one)?;
+                    if !list.contains(&one) {
+                        list.push(one);
+                    }
+                }
+                let first = list
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| UsageError(format!("--platform {p:?} names no platform")))?;
+                Ok((first, true, false, list))
+            }
+            (Some(p), _) => Ok((parse(p)?, true, false, Vec::new())),
+            (None, Some(a)) => Ok((parse(&format!("linux/{a}"))?, true, false, Vec::new())),
+            (None, None) => Ok((Platform::host(), false, false, Vec::new())),
+        }
     }
 
     /// `--exclude-from`'s sources, for the formats `docker load` reads.

@@ -31,6 +31,8 @@ use crate::text::escape_untrusted;
 pub enum Choice {
     /// The one that best serves this platform (as a pull would choose).
     One(Platform),
+    /// The one that best serves each of these.
+    Several(Vec<Platform>),
     /// Every image of the index.
     All,
 }
@@ -345,24 +347,40 @@ fn choose(f: &Fetcher, children: &[Child], choice: &Choice) -> Result<Vec<usize>
         Choice::All => Ok((0..children.len())
             .filter(|&i| children[i].entry.kind == EntryKind::Image)
             .collect()),
-        Choice::One(want) => {
-            let i = platform::choose(want, &entries).map_err(|available| {
-                PullError::NoMatchingPlatform {
-                    image: f.image.clone(),
-                    wanted: want.clone(),
-                    available,
+        Choice::One(want) => one(f, children, &entries, want).map(|i| vec![i]),
+        Choice::Several(wanted) => {
+            let mut chosen = Vec::new();
+            for want in wanted {
+                let i = one(f, children, &entries, want)?;
+                if !chosen.contains(&i) {
+                    chosen.push(i);
                 }
-            })?;
-            match children[i].image {
-                Some(_) => Ok(vec![i]),
-                None => Err(PullError::InvalidManifest {
-                    image: f.image.clone(),
-                    registry: f.registry.name().to_string(),
-                    what: "index entry".into(),
-                    detail: format!("{} is not an image manifest", children[i].entry.digest),
-                }),
             }
+            Ok(chosen)
         }
+    }
+}
+
+/// The child that best serves `want`; it must be an image manifest.
+fn one(
+    f: &Fetcher,
+    children: &[Child],
+    entries: &[IndexEntry<'_>],
+    want: &Platform,
+) -> Result<usize, PullError> {
+    let i = platform::choose(want, entries).map_err(|available| PullError::NoMatchingPlatform {
+        image: f.image.clone(),
+        wanted: want.clone(),
+        available,
+    })?;
+    match children[i].image {
+        Some(_) => Ok(i),
+        None => Err(PullError::InvalidManifest {
+            image: f.image.clone(),
+            registry: f.registry.name().to_string(),
+            what: "index entry".into(),
+            detail: format!("{} is not an image manifest", children[i].entry.digest),
+        }),
     }
 }
 

@@ -126,7 +126,7 @@ impl Pipeline<'_> {
             repository: source.repository.clone(),
             ..reference.clone()
         };
-        if s.platform_all {
+        if s.platform_all || !s.platform_list.is_empty() {
             return self
                 .pull_all_from(registry, given, reference, &remote, rename, source)
                 .await;
@@ -366,6 +366,7 @@ impl Pipeline<'_> {
             checksums: None,
             layers_left_out: None,
             bytes_left_out: None,
+            registry_digest: None,
             layers: 0,
             bytes_downloaded: fetched.iter().map(|f| f.downloaded).sum(),
             bytes_from_cache: from_cache.clone().map(|f| f.size).sum(),
@@ -387,7 +388,11 @@ impl Pipeline<'_> {
         source: &Source,
     ) -> Result<Pulled, PullError> {
         let image = reference.to_string();
-        let resolved = resolve::resolve_all(registry, remote).await?;
+        let mut resolved = resolve::resolve_all(registry, remote).await?;
+        let list = &self.settings.platform_list;
+        if !list.is_empty() {
+            resolved = resolve::keep_platforms(resolved, list, &image, registry.name())?;
+        }
         let fetcher = self.fetcher(registry, &image, source);
         let all: Vec<Descriptor> = resolved
             .members
@@ -425,8 +430,16 @@ impl Pipeline<'_> {
                 .unwrap_or(&first.manifest.digest)
                 .to_string(),
             image_id: first.config.digest.to_string(),
-            platform: "all".into(),
+            platform: match list.is_empty() {
+                true => "all".into(),
+                false => list
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
             layers: resolved.members.iter().map(|m| m.layers.len()).sum(),
+            registry_digest: resolved.trimmed_from.as_ref().map(|d| d.to_string()),
             ..self.report(given, &image, source, &fetched)
         };
         let members = resolved.members;

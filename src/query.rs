@@ -27,10 +27,10 @@ pub async fn inspect(settings: &Settings, cache: Arc<Cache>) -> Result<Inspectio
         .images
         .first()
         .ok_or_else(|| PullError::Setup("no image given".into()))?;
-    let choice = if settings.platform_all {
-        Choice::All
-    } else {
-        Choice::One(settings.platform.clone())
+    let choice = match (settings.platform_all, settings.platform_list.is_empty()) {
+        (true, _) => Choice::All,
+        (false, false) => Choice::Several(settings.platform_list.clone()),
+        (false, true) => Choice::One(settings.platform.clone()),
     };
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.jobs.max(1)));
     first_answer(settings, reference, |registry, source| {

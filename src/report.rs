@@ -12,8 +12,13 @@ pub struct ImageReport {
     pub image: String,
     /// Fully qualified: `docker.io/library/nginx:latest`.
     pub resolved: String,
-    /// What the reference resolved to (the index for multi-platform images).
+    /// What the reference resolved to (the index for multi-platform images),
+    /// or the new index that lists only the platforms asked for.
     pub digest: String,
+    /// With a list of platforms: the digest of the registry's index, which
+    /// lists them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_digest: Option<String>,
     /// The platform manifest written to the archive.
     pub manifest_digest: String,
     /// The config digest, which engines show as the image ID.
@@ -94,7 +99,14 @@ pub fn print_image(out: &mut dyn Write, r: &ImageReport, json: bool) -> std::io:
             )?,
             _ => writeln!(out, "  Archive: {}", r.output)?,
         }
-        writeln!(out, "  Digest: {}", r.digest)?;
+        match &r.registry_digest {
+            Some(theirs) => writeln!(
+                out,
+                "  Digest: {} (a new index listing only {}; the registry's is {theirs})",
+                r.digest, r.platform
+            )?,
+            None => writeln!(out, "  Digest: {}", r.digest)?,
+        }
         if let (Some(n), Some(bytes)) = (r.layers_left_out, r.bytes_left_out) {
             writeln!(
                 out,
@@ -141,6 +153,7 @@ mod tests {
             checksums: None,
             layers_left_out: None,
             bytes_left_out: None,
+            registry_digest: None,
             layers,
             bytes_downloaded: 10,
             bytes_from_cache: saved,

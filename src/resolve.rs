@@ -255,6 +255,9 @@ pub struct ResolvedAll {
     /// The index and its media type, when the reference names one.
     pub index: Option<(Manifest, String)>,
     pub members: Vec<Member>,
+    /// When the index was rewritten to list fewer platforms
+    /// ([`keep_platforms`]): the digest of the registry's.
+    pub trimmed_from: Option<Digest>,
 }
 
 /// Resolves `reference` to every image it names, for `--platform all`.
@@ -355,6 +358,7 @@ pub async fn resolve_all(
                 digest,
                 index: Some((top, index_media_type)),
                 members,
+                trimmed_from: None,
             })
         }
         Decoded::Schema1 => Err(PullError::Schema1 { image }),
@@ -362,8 +366,91 @@ pub async fn resolve_all(
             digest,
             index: None,
             members: vec![member(top, None)?],
+            trimmed_from: None,
         }),
     }
+}
+
+/// Keeps of `all` only the image that best serves each of `wanted` and
+/// the attestations of those: a new index that lists only them, its other
+/// fields as they were (so its digest is new, and `trimmed_from` says what
+/// the registry's was). A single image is kept as it is.
+pub fn keep_platforms(
+    mut all: ResolvedAll,
+    wanted: &[Platform],
+    image: &str,
+    registry: &str,
+) -> Result<ResolvedAll, PullError> {
+    let Some((index, media_type)) = all.index.take() else {
+        return Ok(all);
+    };
+    let invalid = |detail: String| PullError::InvalidManifest {
+        image: image.to_string(),
+        registry: registry.to_string(),
+        what: "index".into(),
+        detail: escape_untrusted(&detail),
+    };
+    let Decoded::Index { manifests } =
+        decode(&index.bytes, index.content_type.as_deref()).map_err(|e| invalid(e.detail))?
+    else {
+        return Err(invalid("it is no longer an index".into()));
+    };
+    let entries: Vec<IndexEntry<'_>> = manifests
+        .iter()
+        .map(|m| IndexEntry {
+            platform: m.platform.clone(),
+            reference_type: m.reference_type.as_deref(),
+        })
+        .collect();
+    let mut keep = vec![false; manifests.len()];
+    for want in wanted {
+        let i = platform::choose(want, &entries).map_err(|available| {
+            PullError::NoMatchingPlatform {
+                image: image.to_string(),
+                wanted: want.clone(),
+                available,
+            }
+        })?;
+        keep[i] = true;
+    }
+    let kept: Vec<String> = (0..manifests.len())
+        .filter(|&i| keep[i])
+        .filter_map(|i| manifests[i].digest().ok().map(|d| d.to_string()))
+        .collect();
+    for (i, m) in manifests.iter().enumerate() {
+        let attests_kept = m.reference_type.is_some()
+            && m.reference_digest
+                .as_ref()
+                .is_some_and(|d| kept.contains(d));
+        keep[i] |= attests_kept;
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&index.bytes).map_err(|e| invalid(e.to_string()))?;
+    let listed = value
+        .get_mut("manifests")
+        .and_then(|m| m.as_array_mut())
+        .ok_or_else(|| invalid("it has no manifests".into()))?;
+    let mut i = 0;
+    listed.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    let kept_digests: Vec<Digest> = (0..manifests.len())
+        .filter(|&i| keep[i])
+        .filter_map(|i| manifests[i].digest().ok())
+        .collect();
+    let bytes = serde_json::to_vec_pretty(&value).map_err(|e| invalid(e.to_string()))?;
+    let trimmed = Manifest {
+        digest: Digest::of(&bytes),
+        bytes,
+        content_type: index.content_type.clone(),
+    };
+    all.members
+        .retain(|m| kept_digests.contains(&m.manifest.digest));
+    all.trimmed_from = Some(all.digest.clone());
+    all.digest = trimmed.digest.clone();
+    all.index = Some((trimmed, media_type));
+    Ok(all)
 }
 
 /// What a manifest document is, decoded.

@@ -671,6 +671,95 @@ fn platform_all_layout_serves_every_platform_to_skopeo() {
     }
 }
 
+/// `--platform linux/amd64,linux/arm64/v8` into a layout and an OCI archive: a new index listing
+/// only those two (and the attestation of the one it is for), which skopeo reads back: each
+/// platform's layers, and no trace of the platform left out.
+#[test]
+fn a_platform_list_is_read_back_by_skopeo() {
+    let (_engine, env) = setup();
+    images(env);
+    let scratch = Scratch::new();
+    let index = &env.fixtures.multi;
+    let reference = env.plain("multi");
+    let name = format!("{reference}:latest");
+    let list = ["linux/amd64", "linux/arm64/v8"];
+    let args = [
+        "--platform",
+        "linux/amd64,linux/arm64/v8",
+        reference.as_str(),
+    ];
+    let dir = pull(&scratch, "oci-dir", "list-layout", &args);
+    let archive = pull(&scratch, "oci", "list.tar", &args);
+    for target in [
+        format!("oci:{}:{name}", dir.display()),
+        format!("oci-archive:{}:{name}", archive.display()),
+    ] {
+        let raw = tool("skopeo", &["inspect", "--raw", &target]).success();
+        let listed: Value = serde_json::from_str(&raw.stdout).expect("the index");
+        let entries = listed["manifests"].as_array().expect("manifests");
+        let platforms: Vec<String> = entries
+            .iter()
+            .filter(|e| e["annotations"]["vnd.docker.reference.type"].is_null())
+            .map(|e| {
+                let p = &e["platform"];
+                let base = format!(
+                    "{}/{}",
+                    p["os"].as_str().unwrap(),
+                    p["architecture"].as_str().unwrap()
+                );
+                match p["variant"].as_str() {
+                    Some(v) => format!("{base}/{v}"),
+                    None => base,
+                }
+            })
+            .collect();
+        assert_eq!(platforms, list, "{target}: {}", raw.stdout);
+        assert_eq!(
+            entries.len(),
+            2 + index.extra_manifests.len(),
+            "{}",
+            raw.stdout
+        );
+        for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+            let platform = variant.map_or(format!("linux/{arch}"), |v| format!("linux/{arch}/{v}"));
+            let image = index.image_for(&platform).expect("the fixture has it");
+            let mut global = vec!["--override-os", "linux", "--override-arch", arch];
+            if let Some(v) = variant {
+                global.extend(["--override-variant", v]);
+            }
+            let inspected = skopeo_inspect(&global, &target);
+            assert_ne!(
+                inspected["Digest"], index.index.digest,
+                "the index is a new one"
+            );
+            assert_eq!(
+                inspected["Layers"],
+                layer_digests(image),
+                "{target} {platform}: {inspected}"
+            );
+        }
+        let arm = tool(
+            "skopeo",
+            &[
+                "--override-os",
+                "linux",
+                "--override-arch",
+                "arm",
+                "--override-variant",
+                "v7",
+                "inspect",
+                &target,
+            ],
+        );
+        assert_ne!(
+            arm.code(),
+            Some(0),
+            "{target}: linux/arm/v7 was left out\n{}",
+            arm.describe()
+        );
+    }
+}
+
 /// Three images in one `-f docker` bundle: Docker loads all three names, each runs.
 #[test]
 fn docker_bundle_of_three_loads_every_name() {

@@ -376,3 +376,111 @@ fn index_pinned_by_digest() {
         &[Expected::digest_only(image).allow(&idx.index)],
     );
 }
+
+/// `--platform A,B` keeps those platforms (and the attestation of a kept one) in a new index;
+/// the report gives the new digest and the registry's; nothing of the others is downloaded.
+#[test]
+fn a_platform_list_keeps_those_in_a_new_index() {
+    let idx = multi(Flavor::Oci);
+    let registry = serve(&idx);
+    let work = Work::new();
+    let layout = work.path("layout");
+    let run = work.pull_to(&[
+        "--json",
+        "-f",
+        "oci-dir",
+        "--platform",
+        "linux/amd64, linux/arm64",
+        "-o",
+        layout.to_str().unwrap(),
+        &registry.reference("multi", "v1"),
+    ]);
+    run.success();
+    let json = run.json();
+    assert_eq!(json["registry_digest"], idx.index.digest.as_str(), "{json}");
+    let digest = json["digest"].as_str().unwrap().to_string();
+    assert_ne!(digest, idx.index.digest, "{json}");
+    assert_eq!(json["platform"], "linux/amd64,linux/arm64", "{json}");
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(top["manifests"][0]["digest"], digest.as_str(), "{top}");
+    let blob = std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap();
+    assert_eq!(
+        crate::support::image::sha256_digest(&blob),
+        digest,
+        "the index blob is what the report names"
+    );
+    let index: serde_json::Value = serde_json::from_slice(&blob).unwrap();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    let amd64 = idx.image_for("linux/amd64").unwrap();
+    let arm64 = idx.image_for("linux/arm64/v8").unwrap();
+    let attestation = &idx.extra_manifests[0];
+    assert_eq!(
+        listed,
+        [
+            &amd64.manifest.digest,
+            &arm64.manifest.digest,
+            &attestation.manifest.digest
+        ],
+        "{index}"
+    );
+    for left in [
+        idx.image_for("linux/arm/v6").unwrap(),
+        idx.image_for("linux/arm/v7").unwrap(),
+    ] {
+        for blob in std::iter::once(&left.config).chain(&left.layers) {
+            assert_eq!(
+                registry.blob_gets(&blob.digest),
+                0,
+                "{} was downloaded",
+                blob.digest
+            );
+        }
+    }
+    // The text report says the index is new.
+    let run = work.pull_to(&[
+        "-f",
+        "oci",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        "list.tar",
+        &registry.reference("multi", "v1"),
+    ]);
+    run.success();
+    assert!(
+        run.stdout
+            .contains(&format!("the registry's is {}", idx.index.digest)),
+        "{}",
+        run.stdout
+    );
+
+    // One platform the index lacks fails the pull, naming those it has; -f docker holds one.
+    let run = work.pull_to(&[
+        "-f",
+        "oci",
+        "--platform",
+        "linux/amd64,linux/s390x",
+        "-o",
+        "x.tar",
+        &registry.reference("multi", "v1"),
+    ]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("linux/arm64/v8"), "{}", run.stderr);
+    let run = work.pull_to(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        &registry.reference("multi", "v1"),
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("only -f oci and -f oci-dir"),
+        "{}",
+        run.stderr
+    );
+}

@@ -388,3 +388,20 @@ fn tags_of_a_missing_repository_fail_clearly() {
     assert!(run.stderr.contains("nothing"), "{}", run.stderr);
     assert!(run.stderr.contains("not found"), "{}", run.stderr);
 }
+
+#[test]
+fn inspect_a_list_of_platforms() {
+    let (registry, idx, json) = inspected("linux/arm64,linux/amd64,linux/arm64/v8");
+    let shown: Vec<&str> = json["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown,
+        ["linux/arm64/v8", "linux/amd64"],
+        "each chosen once: {json}"
+    );
+    assert_no_layer_requested(&registry, &idx);
+}
