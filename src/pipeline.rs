@@ -92,7 +92,7 @@ impl Pipeline<'_> {
     /// [`Session::in_turn`] hands over between them.
     pub async fn pull(
         &self,
-        session: &mut Session,
+        session: &tokio::sync::Mutex<Session>,
         given: &str,
         reference: &Reference,
         rename: Option<Reference>,
@@ -100,15 +100,14 @@ impl Pipeline<'_> {
     ) -> Result<Pulled, PullError> {
         let sources = mirror::sources(reference, &self.settings.mirrors, &self.config)?;
         let image = reference.to_string();
-        session
-            .in_turn(&image, &sources, |registry, source| {
-                let rename = rename.clone();
-                async move {
-                    self.pull_from(&registry, given, reference, rename, &source, target)
-                        .await
-                }
-            })
-            .await
+        Session::in_turn(session, &image, &sources, |registry, source| {
+            let rename = rename.clone();
+            async move {
+                self.pull_from(&registry, given, reference, rename, &source, target)
+                    .await
+            }
+        })
+        .await
     }
 
     async fn pull_from(
@@ -274,7 +273,10 @@ impl Pipeline<'_> {
     /// The chains of `--exclude-from`'s sources: archives and layouts read
     /// offline, images resolved for the platform pulled (their configs
     /// fetched through the cache).
-    pub async fn exclusions(&self, session: &mut Session) -> Result<Chains, PullError> {
+    pub async fn exclusions(
+        &self,
+        session: &tokio::sync::Mutex<Session>,
+    ) -> Result<Chains, PullError> {
         let mut chains = Chains::default();
         for source in &self.settings.exclude_from {
             match source {
@@ -302,32 +304,31 @@ impl Pipeline<'_> {
     /// The diff_ids of `reference`'s image for the platform pulled.
     async fn diff_ids_of(
         &self,
-        session: &mut Session,
+        session: &tokio::sync::Mutex<Session>,
         reference: &Reference,
     ) -> Result<Vec<crate::digest::Digest>, PullError> {
         let sources = mirror::sources(reference, &self.settings.mirrors, &self.config)?;
         let image = reference.to_string();
-        session
-            .in_turn(&image, &sources, |registry, source| {
-                let image = image.clone();
-                async move {
-                    let remote = Reference {
-                        repository: source.repository.clone(),
-                        ..reference.clone()
-                    };
-                    let resolved =
-                        resolve::resolve(&registry, &remote, &self.settings.platform).await?;
-                    let fetcher = Fetcher {
-                        observer: Arc::new(crate::events::Silent),
-                        ..self.fetcher(&registry, &image, &source)
-                    };
-                    fetcher.fetch_one(&resolved.config).await?;
-                    let config = archive::read_config(&self.cache, &resolved.config)?;
-                    self.cache.release(std::iter::once(&resolved.config.digest));
-                    Ok(thin::diff_ids(&config))
-                }
-            })
-            .await
+        Session::in_turn(session, &image, &sources, |registry, source| {
+            let image = image.clone();
+            async move {
+                let remote = Reference {
+                    repository: source.repository.clone(),
+                    ..reference.clone()
+                };
+                let resolved =
+                    resolve::resolve(&registry, &remote, &self.settings.platform).await?;
+                let fetcher = Fetcher {
+                    observer: Arc::new(crate::events::Silent),
+                    ..self.fetcher(&registry, &image, &source)
+                };
+                fetcher.fetch_one(&resolved.config).await?;
+                let config = archive::read_config(&self.cache, &resolved.config)?;
+                self.cache.release(std::iter::once(&resolved.config.digest));
+                Ok(thin::diff_ids(&config))
+            }
+        })
+        .await
     }
 
     fn fetcher(&self, registry: &Arc<Registry>, image: &str, source: &Source) -> Fetcher {

@@ -49,6 +49,9 @@ struct State {
     fit: Fit,
     fit_checked: Instant,
     total: Option<ProgressBar>,
+    /// Images started and not yet done (several go at once): one overall
+    /// line counts them all.
+    active: usize,
     bars: HashMap<Digest, ProgressBar>,
     /// Plain mode: bytes so far and when we last printed, per blob.
     plain: HashMap<Digest, (u64, u64, Instant)>,
@@ -70,6 +73,7 @@ impl View {
                 fit: Fit::of_terminal(),
                 fit_checked: Instant::now(),
                 total: None,
+                active: 0,
                 bars: HashMap::new(),
                 plain: HashMap::new(),
             }),
@@ -89,11 +93,19 @@ impl View {
                 platform,
                 bytes,
                 blobs,
-            } => line(&format!(
-                "{image} ({platform}): {blobs} blobs, {}",
-                human_bytes(bytes)
-            )),
-            Event::ImageDone => st.plain.clear(),
+            } => {
+                st.active += 1;
+                line(&format!(
+                    "{image} ({platform}): {blobs} blobs, {}",
+                    human_bytes(bytes)
+                ));
+            }
+            Event::ImageDone => {
+                st.active = st.active.saturating_sub(1);
+                if st.active == 0 {
+                    st.plain.clear();
+                }
+            }
             Event::Note(text) => line(&text),
             Event::Cached { digest, size } => line(&format!(
                 "  {}: in cache ({})",
@@ -198,11 +210,27 @@ impl View {
                 bytes,
                 ..
             } => {
-                let bar = multi.add(bar(bytes, image_template));
-                bar.set_message(format!("{image} ({platform})"));
-                st.total = Some(bar);
+                st.active += 1;
+                match &st.total {
+                    Some(total) => {
+                        total.inc_length(bytes);
+                        total.set_message(format!("{} images", st.active));
+                    }
+                    None => {
+                        let bar = multi.add(bar(bytes, image_template));
+                        bar.set_message(format!("{image} ({platform})"));
+                        st.total = Some(bar);
+                    }
+                }
             }
             Event::ImageDone => {
+                st.active = st.active.saturating_sub(1);
+                if st.active > 0 {
+                    if let Some(total) = &st.total {
+                        total.set_message(format!("{} images", st.active));
+                    }
+                    return;
+                }
                 if let Some(total) = st.total.take() {
                     total.finish_and_clear();
                 }

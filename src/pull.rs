@@ -1,4 +1,6 @@
-//! A whole run: every image through the pipeline with one [`Session`], into
+//! A whole run: every image through the pipeline with one [`Session`]
+//! (several images at once, [`IMAGES_AT_ONCE`], their downloads within the
+//! one `-j` budget; reports in the order given), into
 //! the output the settings name: a directory receiving one archive per image
 //! (an image that fails is reported and the others go ahead), an OCI layout
 //! directory, or one archive holding every image (written only when every
@@ -7,6 +9,8 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::archive::{self, ArchiveImage, Delivery, Place};
 use crate::cache::Cache;
@@ -27,9 +31,14 @@ pub struct RunOutcome {
 
 pub struct Puller<'a> {
     settings: &'a Settings,
-    session: Session,
+    /// Shared by the images pulled at once (locked only to find a client).
+    session: tokio::sync::Mutex<Session>,
     pipeline: Pipeline<'a>,
 }
+
+/// At most this many images of a run are resolved and downloaded at once
+/// (their blob downloads share the one `-j` budget).
+pub const IMAGES_AT_ONCE: usize = 8;
 
 impl<'a> Puller<'a> {
     pub fn new(
@@ -51,7 +60,7 @@ impl<'a> Puller<'a> {
         )?;
         Ok(Puller {
             settings,
-            session,
+            session: tokio::sync::Mutex::new(session),
             pipeline: Pipeline {
                 settings,
                 cache,
@@ -73,7 +82,7 @@ impl<'a> Puller<'a> {
         on_error: impl FnMut(&PullError),
     ) -> Result<RunOutcome, PullError> {
         if !self.settings.exclude_from.is_empty() {
-            let chains = self.pipeline.exclusions(&mut self.session).await?;
+            let chains = self.pipeline.exclusions(&self.session).await?;
             self.pipeline.exclude = Arc::new(chains);
         }
         match self.settings.output.clone() {
@@ -94,8 +103,10 @@ impl<'a> Puller<'a> {
     }
 
     /// One archive per image in `dir`, or every image into the layout `dir`.
+    /// Images go [`IMAGES_AT_ONCE`] at a time; reports come in the order
+    /// the images were given.
     async fn write_dir(
-        &mut self,
+        &self,
         dir: &Path,
         layout: bool,
         mut on_image: impl FnMut(&ImageReport),
@@ -112,10 +123,16 @@ impl<'a> Puller<'a> {
             reports: Vec::new(),
             failed: 0,
         };
-        let images = self.settings.images.clone();
-        for (i, (given, reference)) in images.iter().enumerate() {
-            let started = Instant::now();
-            match self.image_into(dir, given, reference, i, &target).await {
+        let target = &target;
+        let mut pulls = stream::iter(self.settings.images.iter().enumerate())
+            .map(|(i, (given, reference))| async move {
+                let started = Instant::now();
+                let pulled = self.image_into(dir, given, reference, i, target).await;
+                (started, pulled)
+            })
+            .buffered(IMAGES_AT_ONCE);
+        while let Some((started, pulled)) = pulls.next().await {
+            match pulled {
                 Ok(mut pulled) => {
                     pulled.report.seconds = started.elapsed().as_secs_f64();
                     on_image(&pulled.report);
@@ -132,7 +149,7 @@ impl<'a> Puller<'a> {
 
     /// One image into its own archive in `dir` (or into the layout `dir`).
     async fn image_into(
-        &mut self,
+        &self,
         dir: &Path,
         given: &str,
         reference: &Reference,
@@ -142,7 +159,7 @@ impl<'a> Puller<'a> {
         let rename = self.rename(i);
         let mut pulled = self
             .pipeline
-            .pull(&mut self.session, given, reference, rename, target)
+            .pull(&self.session, given, reference, rename, target)
             .await?;
         let (place, parts) = match pulled.written.clone() {
             Some(place) => (place, pulled.parts.take()),
@@ -168,7 +185,7 @@ impl<'a> Puller<'a> {
     /// Every image into the one archive `place` (a file, or stdout): written
     /// as it downloads for a single image, else once every image is in.
     async fn write_one(
-        &mut self,
+        &self,
         place: Place,
         mut on_image: impl FnMut(&ImageReport),
     ) -> Result<RunOutcome, PullError> {
@@ -185,15 +202,16 @@ impl<'a> Puller<'a> {
         } else {
             Target::Later
         };
-        let mut all = Vec::new();
-        for (i, (given, reference)) in images.iter().enumerate() {
-            let rename = self.rename(i);
-            let pulled = self
-                .pipeline
-                .pull(&mut self.session, given, reference, rename, &target)
-                .await?;
-            all.push(pulled);
-        }
+        let target = &target;
+        let mut all: Vec<Pulled> = stream::iter(images.iter().enumerate())
+            .map(|(i, (given, reference))| {
+                let rename = self.rename(i);
+                self.pipeline
+                    .pull(&self.session, given, reference, rename, target)
+            })
+            .buffered(IMAGES_AT_ONCE)
+            .try_collect()
+            .await?;
         let mut parts = all.iter_mut().find_map(|p| p.parts.take());
         if all.iter().any(|p| p.written.is_none()) {
             let archives: Vec<ArchiveImage> = all.iter().map(|p| p.archive.clone()).collect();

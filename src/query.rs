@@ -92,12 +92,13 @@ where
     for w in warnings {
         warn!("{w}");
     }
-    let mut session = Session::new(
+    let session = Session::new(
         settings.transport.clone(),
         settings.credentials.clone(),
         &settings.credential_locations,
         config.daemon.insecure.clone(),
     )?;
     let sources = mirror::sources(reference, &settings.mirrors, &config)?;
-    session.in_turn(&reference.to_string(), &sources, ask).await
+    let session = tokio::sync::Mutex::new(session);
+    Session::in_turn(&session, &reference.to_string(), &sources, ask).await
 }

@@ -45,6 +45,8 @@ pub struct Session {
     insecure: Insecure,
     /// Sources (`scheme://host`) that failed to connect in this run.
     unreachable: HashSet<String>,
+    /// Per source, the lock images take to reach it first.
+    probes: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
     store: CredentialStore,
     /// Stored credentials found, by registry and repository.
     found: HashMap<(String, String), Option<Credentials>>,
@@ -71,6 +73,7 @@ impl Session {
             insecure_clients: None,
             insecure,
             unreachable: HashSet::new(),
+            probes: HashMap::new(),
             store: CredentialStore::load(locations),
             found: HashMap::new(),
             registries: Vec::new(),
@@ -152,9 +155,11 @@ impl Session {
     /// interruption, setup) hands over to the next, and one that cannot be
     /// reached at all is not asked again in this run. When every source
     /// failed, the error names each. The one place this policy lives, for
-    /// pulls and for questions (`inspect`, `tags`) alike.
+    /// pulls and for questions (`inspect`, `tags`) alike. The session is
+    /// locked only to find a client or note a source unreachable, so the
+    /// images of a run may go through it at once.
     pub async fn in_turn<T, Fut>(
-        &mut self,
+        session: &tokio::sync::Mutex<Session>,
         image: &str,
         sources: &[Source],
         mut ask: impl FnMut(Arc<Registry>, Source) -> Fut,
@@ -165,40 +170,86 @@ impl Session {
         let mut failed: Vec<(String, String)> = Vec::new();
         for (i, source) in sources.iter().enumerate() {
             debug!(source = %source.label, repository = %source.repository, from = %source.from, trust = ?source.trust, "source");
-            let last = i + 1 == sources.len();
-            if source.mirror && !last && self.is_unreachable(source) {
-                let why = "not tried: it could not be reached earlier in this run";
-                failed.push((source.label.clone(), why.to_string()));
-                continue;
-            }
-            let registry = self.registry(source).await.map_err(|e| match e {
-                PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
-                other => other,
-            })?;
-            match ask(registry, source.clone()).await {
-                Err(e) if source.mirror && !last && !is_local_failure(&e) => {
-                    if is_connection_failure(&e) {
-                        self.mark_unreachable(source);
+            // A mirror with another source after it may hand over.
+            let next = sources.get(i + 1).filter(|_| source.mirror);
+            let registry = match next {
+                Some(next) => match Self::reach_mirror(session, image, source, next).await? {
+                    Ok(registry) => registry,
+                    Err(why) => {
+                        failed.push(why);
+                        continue;
                     }
-                    let why = e.to_string();
-                    let why = why.strip_prefix(&format!("{image}: ")).unwrap_or(&why);
-                    let next = &sources[i + 1].label;
-                    warn!(
-                        "mirror {} failed for {image}: {why}; trying {next}",
-                        source.label
-                    );
-                    failed.push((source.label.clone(), why.to_string()));
+                },
+                None => Self::client(session, image, source).await?,
+            };
+            match (ask(registry, source.clone()).await, next) {
+                (Err(e), Some(next)) if !is_local_failure(&e) => {
+                    if is_connection_failure(&e) {
+                        session.lock().await.mark_unreachable(source);
+                    }
+                    failed.push(handed_over(image, source, next, &e));
                 }
-                Err(e) if !failed.is_empty() && !is_local_failure(&e) => {
+                (Err(e), _) if !failed.is_empty() && !is_local_failure(&e) => {
                     return Err(PullError::EverySource {
                         last: Box::new(e),
                         mirrors: failed,
                     });
                 }
-                answer => return answer,
+                (answer, _) => return answer,
             }
         }
         Err(PullError::Setup(format!("{image}: no source to try")))
+    }
+
+    /// The client for a source; the session is held only while it is found,
+    /// so images go on side by side.
+    async fn client(
+        session: &tokio::sync::Mutex<Session>,
+        image: &str,
+        source: &Source,
+    ) -> Result<Arc<Registry>, PullError> {
+        let registry = session.lock().await.registry(source).await;
+        registry.map_err(|e| match e {
+            PullError::Setup(detail) => PullError::Setup(format!("{image}: {detail}")),
+            other => other,
+        })
+    }
+
+    /// A mirror's client once the mirror answered, or why it is passed over
+    /// (it cannot be reached, or could not earlier in this run). Images
+    /// reach a mirror one at a time, so one that is down is waited for and
+    /// named once in a run, however many images go at once.
+    async fn reach_mirror(
+        session: &tokio::sync::Mutex<Session>,
+        image: &str,
+        source: &Source,
+        next: &Source,
+    ) -> Result<Result<Arc<Registry>, (String, String)>, PullError> {
+        let probe = session.lock().await.probe(source);
+        let _one_at_a_time = probe.lock().await;
+        if session.lock().await.is_unreachable(source) {
+            let why = "not tried: it could not be reached earlier in this run";
+            return Ok(Err((source.label.clone(), why.to_string())));
+        }
+        let registry = Self::client(session, image, source).await?;
+        match registry.reach().await {
+            Ok(()) => Ok(Ok(registry)),
+            Err(e) => {
+                let e = PullError::Registry {
+                    image: image.to_string(),
+                    source: e,
+                };
+                if is_connection_failure(&e) {
+                    session.lock().await.mark_unreachable(source);
+                }
+                Ok(Err(handed_over(image, source, next, &e)))
+            }
+        }
+    }
+
+    /// The lock images take to reach `source` for the first time.
+    fn probe(&mut self, source: &Source) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.probes.entry(reach_key(source)).or_default())
     }
 
     /// Whether a mirror failed to connect earlier in this run.
@@ -260,6 +311,18 @@ impl Session {
         self.found.insert(key, found.clone());
         found
     }
+}
+
+/// Says that `image` goes on from the mirror `source` to `next`, and why;
+/// returns the mirror and the reason, for the final error.
+fn handed_over(image: &str, source: &Source, next: &Source, e: &PullError) -> (String, String) {
+    let why = e.to_string();
+    let why = why.strip_prefix(&format!("{image}: ")).unwrap_or(&why);
+    warn!(
+        "mirror {} failed for {image}: {why}; trying {}",
+        source.label, next.label
+    );
+    (source.label.clone(), why.to_string())
 }
 
 fn reach_key(source: &Source) -> String {

@@ -155,6 +155,12 @@ impl Registry {
         self
     }
 
+    /// Reaches the registry (the `/v2/` ping, once per client): an error
+    /// when it cannot be reached at all.
+    pub async fn reach(&self) -> Result<(), RegistryError> {
+        self.base().await.map(drop)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

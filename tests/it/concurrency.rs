@@ -47,3 +47,53 @@ fn workers_alias() {
         .success();
     assert_eq!(registry.max_blobs_in_flight(), 1, "--workers 1");
 }
+
+/// The images of one command are pulled at once, their blobs within the one `-j` budget, and
+/// report in the order given (the first image, slowest, still reports first); a bundle too.
+#[test]
+fn images_of_one_command_go_at_once_within_one_budget() {
+    let images: Vec<_> = (0..4)
+        .map(|i| random_image(Flavor::Docker, 1, 120_000, 70 + i))
+        .collect();
+    for (workers, bundle) in [(1usize, false), (4, false), (4, true)] {
+        let registry = FakeRegistry::anonymous();
+        for (i, image) in images.iter().enumerate() {
+            registry.push_image(&format!("img{i}"), "v1", image);
+        }
+        registry.throttle_blobs(Some(Throttle {
+            chunk: 16 * 1024,
+            delay: Duration::from_millis(25),
+        }));
+        let refs: Vec<String> = (0..4)
+            .map(|i| registry.reference(&format!("img{i}"), "v1"))
+            .collect();
+        let work = Work::new();
+        let jobs = workers.to_string();
+        let bundle_path = work.path("all.tar");
+        let mut args = vec!["--json", "-j", jobs.as_str()];
+        if bundle {
+            args.extend(["-o", bundle_path.to_str().unwrap()]);
+        }
+        args.extend(refs.iter().map(String::as_str));
+        let run = if bundle {
+            work.pull_to(&args)
+        } else {
+            work.pull(&args)
+        };
+        run.success();
+        let most = registry.max_blobs_in_flight();
+        assert!(most <= workers, "-j {workers}: {most} blobs at once");
+        if workers > 1 {
+            assert!(
+                most >= 2,
+                "-j {workers}: the images' blobs went one at a time"
+            );
+        }
+        let order: Vec<String> = run
+            .json_lines()
+            .iter()
+            .map(|l| l["image"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(order, refs, "reports in the order given");
+    }
+}
