@@ -1,8 +1,8 @@
 //! One image's pipeline: its sources in order (mirrors, then the origin),
 //! resolve the reference to the wanted platform (or every platform), fetch
-//! the config and confirm the platform, then the layers, writing the
-//! archive while they arrive where the format allows; and the image's
-//! report. Events go to the run's observer.
+//! the config (which confirms the platform) and the layers together,
+//! writing the archive while they arrive where the format allows; and the
+//! image's report. Events go to the run's observer.
 //!
 //! It writes only the streamed archive of a single image; bundles and
 //! layouts are the run's (`pull.rs`) to write once every image is in.
@@ -85,6 +85,111 @@ struct Fetch {
     archive: ArchiveImage,
     written: Option<Place>,
     parts: Option<archive::Parts>,
+}
+
+/// An image with its config in: the archive laid out, and its writer when
+/// the archive is written while the layers download.
+struct Head {
+    config: Fetched,
+    platform: Platform,
+    archive: ArchiveImage,
+    place: Option<Place>,
+    stream: Option<archive::Stream>,
+}
+
+impl Head {
+    /// The layers' download, cut short if the archive's writer fails.
+    async fn until_the_writer_fails(
+        &mut self,
+        layers: impl std::future::Future<Output = Result<Vec<Fetched>, PullError>>,
+    ) -> Result<Vec<Fetched>, PullError> {
+        match &mut self.stream {
+            Some(stream) => tokio::select! {
+                fetched = layers => fetched,
+                e = stream.failed() => Err(e),
+            },
+            None => layers.await,
+        }
+    }
+
+    /// With every layer in (or a failure): the archive completed and named,
+    /// or given up.
+    async fn finish(
+        self,
+        pipeline: &Pipeline<'_>,
+        layers: Result<Vec<Fetched>, PullError>,
+    ) -> Result<Fetch, PullError> {
+        let Head {
+            config,
+            platform,
+            archive,
+            place,
+            stream,
+        } = self;
+        let (layers, written, parts) = match (layers, stream) {
+            (Err(e), Some(stream)) => {
+                stream.abort().await;
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+            (Ok(layers), None) => (layers, None, None),
+            (Ok(layers), Some(stream)) => {
+                if let Some(place) = &place {
+                    pipeline
+                        .observer
+                        .event(Event::Note(format!("Writing {}", place.display())));
+                }
+                (layers, place, stream.finish().await?)
+            }
+        };
+        Ok(Fetch {
+            config,
+            layers,
+            platform,
+            archive,
+            written,
+            parts,
+        })
+    }
+}
+
+/// Blobs that arrive before the archive's writer is there, handed to it
+/// once it is (then each as it arrives).
+#[derive(Default)]
+struct Relay {
+    state: std::sync::Mutex<RelayState>,
+}
+
+/// What hands a blob to the archive's writer.
+type Notify = Box<dyn Fn(&crate::digest::Digest) + Send + Sync>;
+
+#[derive(Default)]
+struct RelayState {
+    waiting: Vec<crate::digest::Digest>,
+    writer: Option<Notify>,
+}
+
+impl Relay {
+    fn ready(&self, digest: &crate::digest::Digest) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &st.writer {
+            Some(writer) => writer(digest),
+            None => st.waiting.push(digest.clone()),
+        }
+    }
+
+    /// Lets go of the writer's sender (its channel closes with the others).
+    fn detach(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).writer = None;
+    }
+
+    fn attach(&self, writer: impl Fn(&crate::digest::Digest) + Send + Sync + 'static) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for digest in st.waiting.drain(..) {
+            writer(&digest);
+        }
+        st.writer = Some(Box::new(writer));
+    }
 }
 
 impl Pipeline<'_> {
@@ -171,9 +276,10 @@ impl Pipeline<'_> {
         })
     }
 
-    /// The config first (it confirms the platform before layers are
-    /// fetched), then the layers, into the archive as they arrive when the
-    /// target and format allow.
+    /// The config and the layers together (the layers into the cache, and
+    /// into the archive once its writer is there); for a thin archive the
+    /// config first, whose diff_ids say which layers are wanted. The config
+    /// confirms the platform: when it does not, the layers stop.
     async fn fetch_image(
         &self,
         fetcher: &Fetcher,
@@ -182,6 +288,51 @@ impl Pipeline<'_> {
         rename: Option<Reference>,
         target: &Target,
     ) -> Result<Fetch, PullError> {
+        let relay = Relay::default();
+        let ready = |f: &Fetched| relay.ready(&f.digest);
+        let head = async {
+            let head = self
+                .head(fetcher, resolved, reference, rename, target)
+                .await?;
+            if let Some(stream) = &head.stream {
+                stream.ready(&resolved.config.digest);
+                relay.attach(stream.notifier());
+            }
+            Ok::<_, PullError>(head)
+        };
+        if !self.exclude.is_empty() {
+            let mut head = head.await?;
+            let wanted = head.archive.kept_layers().to_vec();
+            let layers = fetcher.fetch_all_then(&wanted, &ready);
+            let layers = head.until_the_writer_fails(layers).await;
+            relay.detach();
+            return head.finish(self, layers).await;
+        }
+        let layers = fetcher.fetch_all_then(&resolved.layers, &ready);
+        tokio::pin!(head, layers);
+        let (mut head, early) = tokio::select! {
+            head = &mut head => (head?, None),
+            fetched = &mut layers => (head.await?, Some(fetched)),
+        };
+        let layers = match early {
+            Some(fetched) => fetched,
+            None => head.until_the_writer_fails(layers).await,
+        };
+        // The writer ends when every sender is gone.
+        relay.detach();
+        head.finish(self, layers).await
+    }
+
+    /// The config fetched and checked, the archive laid out, its writer
+    /// started when it is written while the image downloads.
+    async fn head(
+        &self,
+        fetcher: &Fetcher,
+        resolved: &Resolved,
+        reference: &Reference,
+        rename: Option<Reference>,
+        target: &Target,
+    ) -> Result<Head, PullError> {
         let s = self.settings;
         let config = fetcher.fetch_one(&resolved.config).await?;
         let config_bytes = archive::read_config(&self.cache, &resolved.config)?;
@@ -214,7 +365,6 @@ impl Pipeline<'_> {
                 why: crate::events::Skip::LeftOut,
             });
         }
-        let wanted = archive.kept_layers().to_vec();
         let place = target.place(&archive, &platform);
         let stream = match &place {
             Some(place) => {
@@ -228,45 +378,12 @@ impl Pipeline<'_> {
             }
             None => None,
         };
-        let Some(mut stream) = stream else {
-            let layers = fetcher.fetch_all(&wanted).await?;
-            return Ok(Fetch {
-                config,
-                layers,
-                platform,
-                archive,
-                written: None,
-                parts: None,
-            });
-        };
-        stream.ready(&resolved.config.digest);
-        let fetched = {
-            let notify = stream.notifier();
-            let ready = move |f: &Fetched| notify(&f.digest);
-            tokio::select! {
-                fetched = fetcher.fetch_all_then(&wanted, &ready) => fetched,
-                e = stream.failed() => Err(e),
-            }
-        };
-        let layers = match fetched {
-            Ok(layers) => layers,
-            Err(e) => {
-                stream.abort().await;
-                return Err(e);
-            }
-        };
-        if let Some(place) = &place {
-            self.observer
-                .event(Event::Note(format!("Writing {}", place.display())));
-        }
-        let parts = stream.finish().await?;
-        Ok(Fetch {
+        Ok(Head {
             config,
-            layers,
             platform,
             archive,
-            written: place,
-            parts,
+            place,
+            stream,
         })
     }
 

@@ -174,6 +174,7 @@ async fn download_locked(
     f.cache
         .commit(&d.digest, lock)
         .map_err(|e| PullError::io("storing a blob in", f.cache.root(), e))?;
+    debug!(digest = %d.digest, downloaded, "blob in the cache");
     if resumed_from > 0 {
         debug!(digest = %d.digest, resumed_from, "resumed a partial download");
     }

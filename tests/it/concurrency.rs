@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::common::{Work, assert_default_archive};
 use crate::support::image::{Flavor, random_image};
-use crate::support::registry::{FakeRegistry, Throttle};
+use crate::support::registry::{Action, FakeRegistry, Fault, Match, Throttle};
 
 #[test]
 fn max_concurrent_downloads_is_honoured() {
@@ -96,4 +96,41 @@ fn images_of_one_command_go_at_once_within_one_budget() {
             .collect();
         assert_eq!(order, refs, "reports in the order given");
     }
+}
+
+/// The config and the layers are requested together: the layer's request goes out before the
+/// config, served slowly, is in.
+#[test]
+fn the_config_and_the_layers_go_together() {
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 1, 200_000, 80);
+    registry.push_image("one", "v1", &image);
+    registry.add_fault(
+        Fault::new(
+            Match::blob(&image.config.digest),
+            Action::Pace(Throttle {
+                chunk: 64,
+                delay: Duration::from_millis(50),
+            }),
+        )
+        .always(),
+    );
+    let work = Work::new();
+    let run = work.pull(&["--debug", &registry.reference("one", "v1")]);
+    run.success();
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let at = |what: &str, digest: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(what) && l.contains(digest))
+            .unwrap_or_else(|| panic!("no {what:?} for {digest}\n{}", run.stderr))
+    };
+    let layer_asked = at("request method=GET", &image.layers[0].digest);
+    let config_in = at("blob in the cache", &image.config.digest);
+    assert!(
+        layer_asked < config_in,
+        "the layer waited for the config\n{}",
+        run.stderr
+    );
+    assert_default_archive(&work, &registry, &image, "one", "v1");
 }
