@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job, offline: build docker-pull, start a local registry with a sample image, pull it
-# into an archive, show what is inside, and load + run it when a Docker engine is reachable.
+# The main job, offline: build docker-pull, start a local registry with a sample image, look at it
+# (inspect, tags), pull it into an archive, verify it, show what is inside, and load + run it when a
+# Docker engine is reachable.
 #
 #   scripts/demo.sh
 #
@@ -87,6 +88,12 @@ IMAGE="$REGISTRY/demo/hello:1.0"
 OUT="$ROOT/target/demo"
 rm -rf "$OUT"
 mkdir -p "$OUT"
+section "A look first: docker-pull inspect $IMAGE (no layer downloaded)"
+"$BIN" --cache-dir "$OUT/cache" inspect "$IMAGE"
+
+section "docker-pull tags $REGISTRY/demo/hello"
+"$BIN" tags "$REGISTRY/demo/hello"
+
 section "docker-pull $IMAGE -o target/demo/"
 "$BIN" --cache-dir "$OUT/cache" -o "$OUT" "$IMAGE"
 ARCHIVE=$(find "$OUT" -maxdepth 1 -name '*.tar' | head -n 1)
@@ -94,6 +101,9 @@ ARCHIVE=$(find "$OUT" -maxdepth 1 -name '*.tar' | head -n 1)
 
 section "Again: everything comes from the cache (--json)"
 "$BIN" --cache-dir "$OUT/cache" -o "$OUT/again.tar" --json "$IMAGE"
+
+section "docker-pull verify $(basename "$ARCHIVE") (offline)"
+"$BIN" verify "$ARCHIVE"
 
 section "What is in $(basename "$ARCHIVE")"
 tar -tvf "$ARCHIVE"

@@ -36,6 +36,24 @@ pub struct Puller<'a> {
     pipeline: Pipeline<'a>,
 }
 
+/// The session a run over `settings` talks to registries with, and the
+/// mirror configuration (registries.conf, daemon.json), read once.
+pub fn open_session(settings: &Settings) -> Result<(Session, mirror::Config), PullError> {
+    let mut warnings = Vec::new();
+    let config = mirror::Config::load(&settings.source_files, &mut warnings)
+        .map_err(|e| PullError::Setup(e.to_string()))?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let session = Session::new(
+        settings.transport.clone(),
+        settings.credentials.clone(),
+        &settings.credential_locations,
+        config.daemon.insecure.clone(),
+    )?;
+    Ok((session, config))
+}
+
 /// At most this many images of a run are resolved and downloaded at once
 /// (their blob downloads share the one `-j` budget).
 pub const IMAGES_AT_ONCE: usize = 8;
@@ -46,18 +64,7 @@ impl<'a> Puller<'a> {
         cache: Arc<Cache>,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, PullError> {
-        let mut warnings = Vec::new();
-        let config = mirror::Config::load(&settings.source_files, &mut warnings)
-            .map_err(|e| PullError::Setup(e.to_string()))?;
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
-        let session = Session::new(
-            settings.transport.clone(),
-            settings.credentials.clone(),
-            &settings.credential_locations,
-            config.daemon.insecure.clone(),
-        )?;
+        let (session, config) = open_session(settings)?;
         Ok(Puller {
             settings,
             session: tokio::sync::Mutex::new(session),

@@ -7,8 +7,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::warn;
-
 use crate::cache::Cache;
 use crate::cli::Settings;
 use crate::error::PullError;
@@ -86,18 +84,7 @@ async fn first_answer<T, Fut>(
 where
     Fut: Future<Output = Result<T, PullError>>,
 {
-    let mut warnings = Vec::new();
-    let config = mirror::Config::load(&settings.source_files, &mut warnings)
-        .map_err(|e| PullError::Setup(e.to_string()))?;
-    for w in warnings {
-        warn!("{w}");
-    }
-    let session = Session::new(
-        settings.transport.clone(),
-        settings.credentials.clone(),
-        &settings.credential_locations,
-        config.daemon.insecure.clone(),
-    )?;
+    let (session, config) = crate::pull::open_session(settings)?;
     let sources = mirror::sources(reference, &settings.mirrors, &config)?;
     let session = tokio::sync::Mutex::new(session);
     Session::in_turn(&session, &reference.to_string(), &sources, ask).await
