@@ -173,7 +173,7 @@ pub async fn inspect(
             (vec![child], vec![0], false)
         }
         Decoded::Index { manifests } => {
-            let children = children(f, &manifests).await?;
+            let children = children(f, reference, &manifests).await?;
             let chosen = choose(f, &children, choice)?;
             (children, chosen, true)
         }
@@ -202,24 +202,46 @@ pub async fn inspect(
 /// The distinct layers of the chosen images, and what they download.
 fn totals(mut ins: Inspection) -> Inspection {
     let mut seen = HashSet::new();
+    let blobs: Vec<(Digest, u64, bool)> = ins.images.iter().flat_map(ImageInfo::blobs).collect();
+    (ins.download_bytes, ins.cached_bytes) = sizes(&blobs, &mut seen);
+    let mut listed = HashSet::new();
     for image in &ins.images {
-        if seen.insert(image.config.digest.clone()) {
-            ins.download_bytes += image.config.size;
-            ins.cached_bytes += if image.config.cached {
-                image.config.size
-            } else {
-                0
-            };
-        }
         for layer in &image.layers {
-            if seen.insert(layer.digest.clone()) {
-                ins.download_bytes += layer.size;
-                ins.cached_bytes += if layer.cached { layer.size } else { 0 };
+            if listed.insert(layer.digest.clone()) {
                 ins.layers.push(layer.clone());
             }
         }
     }
     ins
+}
+
+impl ImageInfo {
+    /// The config and layers: digest, size, whether cached.
+    fn blobs(&self) -> Vec<(Digest, u64, bool)> {
+        std::iter::once((
+            self.config.digest.clone(),
+            self.config.size,
+            self.config.cached,
+        ))
+        .chain(
+            self.layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.size, l.cached)),
+        )
+        .collect()
+    }
+}
+
+/// The bytes of the blobs not `seen` yet, and how many of those are cached.
+fn sizes(blobs: &[(Digest, u64, bool)], seen: &mut HashSet<Digest>) -> (u64, u64) {
+    let (mut all, mut cached) = (0, 0);
+    for (digest, size, in_cache) in blobs {
+        if seen.insert(digest.clone()) {
+            all += size;
+            cached += if *in_cache { *size } else { 0 };
+        }
+    }
+    (all, cached)
 }
 
 /// A manifest decoded, with its media type.
@@ -234,11 +256,7 @@ fn decode(f: &Fetcher, m: &Manifest) -> Result<(String, Decoded), PullError> {
         .map_err(|e| invalid(e.what, e.detail))?;
     let media_type = match &decoded {
         Decoded::Image { media_type, .. } => media_type.clone(),
-        _ => serde_json::from_slice::<serde_json::Value>(&m.bytes)
-            .ok()
-            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-            .or_else(|| m.content_type.clone())
-            .unwrap_or_else(|| media_type::OCI_INDEX.to_string()),
+        _ => resolve::index_media_type(m),
     };
     Ok((escape_untrusted(&media_type), decoded))
 }
@@ -249,7 +267,11 @@ fn download_size(config: &Descriptor, layers: &[Descriptor]) -> u64 {
 
 /// Every manifest of the index, each distinct one fetched once, `-j` at a
 /// time, in the index's order.
-async fn children(f: &Fetcher, manifests: &[IndexManifest]) -> Result<Vec<Child>, PullError> {
+async fn children(
+    f: &Fetcher,
+    reference: &Reference,
+    manifests: &[IndexManifest],
+) -> Result<Vec<Child>, PullError> {
     let mut digests = Vec::with_capacity(manifests.len());
     for m in manifests {
         let digest = m.digest().map_err(|e| PullError::InvalidManifest {
@@ -268,7 +290,8 @@ async fn children(f: &Fetcher, manifests: &[IndexManifest]) -> Result<Vec<Child>
     }
     let fetched: HashMap<Digest, Manifest> = stream::iter(unique)
         .map(|(digest, size)| async move {
-            let m = fetch_child(f, &digest, size).await?;
+            let what = format!("the manifest {digest} ({size} bytes in the index)");
+            let m = resolve::fetch_listed(&f.registry, reference, &digest, size, what).await?;
             Ok::<_, PullError>((digest, m))
         })
         .buffered(f.concurrency.max(1))
@@ -312,28 +335,6 @@ async fn children(f: &Fetcher, manifests: &[IndexManifest]) -> Result<Vec<Child>
     Ok(out)
 }
 
-/// One manifest the index lists, checked against the entry.
-async fn fetch_child(f: &Fetcher, digest: &Digest, size: u64) -> Result<Manifest, PullError> {
-    let m = f
-        .registry
-        .get_manifest(&f.repository, &digest.to_string())
-        .await
-        .map_err(|source| PullError::Registry {
-            image: f.image.clone(),
-            source,
-        })?;
-    if &m.digest != digest || m.bytes.len() as u64 != size {
-        return Err(PullError::DigestMismatch {
-            image: f.image.clone(),
-            registry: f.registry.name().to_string(),
-            what: format!("the manifest {digest} ({size} bytes in the index)"),
-            expected: digest.clone(),
-            actual: m.digest,
-        });
-    }
-    Ok(m)
-}
-
 /// The children to describe in full.
 fn choose(f: &Fetcher, children: &[Child], choice: &Choice) -> Result<Vec<usize>, PullError> {
     let entries: Vec<IndexEntry<'_>> = children
@@ -368,11 +369,7 @@ fn one(
     entries: &[IndexEntry<'_>],
     want: &Platform,
 ) -> Result<usize, PullError> {
-    let i = platform::choose(want, entries).map_err(|available| PullError::NoMatchingPlatform {
-        image: f.image.clone(),
-        wanted: want.clone(),
-        available,
-    })?;
+    let i = platform::choose(want, entries).map_err(resolve::no_match(&f.image, want))?;
     match children[i].image {
         Some(_) => Ok(i),
         None => Err(PullError::InvalidManifest {
@@ -437,15 +434,7 @@ async fn describe(f: &Fetcher, child: &Child) -> Result<ImageInfo, PullError> {
         download_bytes: 0,
         cached_bytes: 0,
     };
-    let mut seen = HashSet::new();
-    let blobs = std::iter::once((&info.config.digest, info.config.size, info.config.cached))
-        .chain(info.layers.iter().map(|l| (&l.digest, l.size, l.cached)));
-    for (digest, size, cached) in blobs {
-        if seen.insert(digest.clone()) {
-            info.download_bytes += size;
-            info.cached_bytes += if cached { size } else { 0 };
-        }
-    }
+    (info.download_bytes, info.cached_bytes) = sizes(&info.blobs(), &mut HashSet::new());
     Ok(info)
 }
 

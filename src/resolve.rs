@@ -162,11 +162,6 @@ pub async fn resolve(
         image: &image,
         registry: registry.name(),
     };
-    let registry_err = |source| PullError::Registry {
-        image: image.clone(),
-        source,
-    };
-    let repo = &reference.repository;
     let top = fetch_top(registry, reference).await?;
     let top_digest = top.digest.clone();
     let mut current = top;
@@ -202,13 +197,7 @@ pub async fn resolve(
                         reference_type: m.reference_type.as_deref(),
                     })
                     .collect();
-                let i = platform::choose(want, &entries).map_err(|available| {
-                    PullError::NoMatchingPlatform {
-                        image: image.clone(),
-                        wanted: want.clone(),
-                        available,
-                    }
-                })?;
+                let i = platform::choose(want, &entries).map_err(no_match(&image, want))?;
                 chosen_platform = entries[i].platform.clone();
                 let entry = manifests
                     .into_iter()
@@ -216,20 +205,9 @@ pub async fn resolve(
                     .expect("choose returns an index into entries")
                     .descriptor;
                 let entry = ctx.descriptor("index entry", entry)?;
-                let next = registry
-                    .get_manifest(repo, &entry.digest.to_string())
-                    .await
-                    .map_err(registry_err)?;
-                if next.digest != entry.digest || next.bytes.len() as u64 != entry.size {
-                    return Err(PullError::DigestMismatch {
-                        image: image.clone(),
-                        registry: registry.name().to_string(),
-                        what: format!("the {} manifest", chosen_platform_name(&chosen_platform)),
-                        expected: entry.digest,
-                        actual: next.digest,
-                    });
-                }
-                current = next;
+                let what = format!("the {} manifest", chosen_platform_name(&chosen_platform));
+                current =
+                    fetch_listed(registry, reference, &entry.digest, entry.size, what).await?;
             }
         }
     }
@@ -270,11 +248,6 @@ pub async fn resolve_all(
         image: &image,
         registry: registry.name(),
     };
-    let registry_err = |source| PullError::Registry {
-        image: image.clone(),
-        source,
-    };
-    let repo = &reference.repository;
     let top = fetch_top(registry, reference).await?;
     let digest = top.digest.clone();
     let member = |manifest: Manifest, platform: Option<Platform>| -> Result<Member, PullError> {
@@ -305,16 +278,7 @@ pub async fn resolve_all(
         .map_err(|e| ctx.invalid(e.what, e.detail))?
     {
         Decoded::Index { manifests } => {
-            let index_media_type = serde_json::from_slice::<serde_json::Value>(&top.bytes)
-                .ok()
-                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-                .or_else(|| {
-                    top.content_type
-                        .as_deref()
-                        .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
-                })
-                .filter(|m| m != "application/json" && !m.is_empty())
-                .unwrap_or_else(|| media_type::OCI_INDEX.to_string());
+            let index_media_type = index_media_type(&top);
             let mut members = Vec::new();
             // Each distinct manifest is fetched and kept once, however often
             // the index lists it (the index itself stays byte-for-byte).
@@ -339,19 +303,8 @@ pub async fn resolve_all(
                         v.insert(d.size);
                     }
                 }
-                let m = registry
-                    .get_manifest(repo, &d.digest.to_string())
-                    .await
-                    .map_err(registry_err)?;
-                if m.digest != d.digest || m.bytes.len() as u64 != d.size {
-                    return Err(PullError::DigestMismatch {
-                        image: image.clone(),
-                        registry: registry.name().to_string(),
-                        what: format!("the manifest {}", d.digest),
-                        expected: d.digest,
-                        actual: m.digest,
-                    });
-                }
+                let what = format!("the manifest {}", d.digest);
+                let m = fetch_listed(registry, reference, &d.digest, d.size, what).await?;
                 members.push(member(m, platform)?);
             }
             Ok(ResolvedAll {
@@ -404,13 +357,7 @@ pub fn keep_platforms(
         .collect();
     let mut keep = vec![false; manifests.len()];
     for want in wanted {
-        let i = platform::choose(want, &entries).map_err(|available| {
-            PullError::NoMatchingPlatform {
-                image: image.to_string(),
-                wanted: want.clone(),
-                available,
-            }
-        })?;
+        let i = platform::choose(want, &entries).map_err(no_match(image, want))?;
         keep[i] = true;
     }
     let kept: Vec<String> = (0..manifests.len())
@@ -451,6 +398,63 @@ pub fn keep_platforms(
     all.digest = trimmed.digest.clone();
     all.index = Some((trimmed, media_type));
     Ok(all)
+}
+
+/// A manifest an index lists, fetched by digest and checked against the
+/// entry (digest and size); `what` names it in the error.
+pub async fn fetch_listed(
+    registry: &Registry,
+    reference: &Reference,
+    digest: &Digest,
+    size: u64,
+    what: String,
+) -> Result<Manifest, PullError> {
+    let m = registry
+        .get_manifest(&reference.repository, &digest.to_string())
+        .await
+        .map_err(|source| PullError::Registry {
+            image: reference.to_string(),
+            source,
+        })?;
+    if &m.digest != digest || m.bytes.len() as u64 != size {
+        return Err(PullError::DigestMismatch {
+            image: reference.to_string(),
+            registry: registry.name().to_string(),
+            what,
+            expected: digest.clone(),
+            actual: m.digest,
+        });
+    }
+    Ok(m)
+}
+
+/// An index's media type: the one it declares, else its `Content-Type`,
+/// else OCI's.
+pub fn index_media_type(index: &Manifest) -> String {
+    serde_json::from_slice::<serde_json::Value>(&index.bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+        .or_else(|| {
+            index
+                .content_type
+                .as_deref()
+                .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+        })
+        .filter(|m| m != "application/json" && !m.is_empty())
+        .unwrap_or_else(|| media_type::OCI_INDEX.to_string())
+}
+
+/// The error for an index without an image for `want`, given the platforms
+/// it has.
+pub fn no_match<'a>(
+    image: &'a str,
+    want: &'a Platform,
+) -> impl FnOnce(Vec<Platform>) -> PullError + 'a {
+    move |available| PullError::NoMatchingPlatform {
+        image: image.to_string(),
+        wanted: want.clone(),
+        available,
+    }
 }
 
 /// What a manifest document is, decoded.
