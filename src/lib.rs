@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod media_type;
 pub mod mirror;
 pub mod pipeline;
+pub mod place;
 pub mod platform;
 pub mod progress;
 pub mod pull;

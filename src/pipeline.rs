@@ -17,6 +17,7 @@ use crate::error::PullError;
 use crate::events::{Event, Observer};
 use crate::fetch::{Fetched, Fetcher};
 use crate::mirror::{self, Source};
+use crate::place::Keep;
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::Registry;
@@ -85,111 +86,6 @@ struct Fetch {
     archive: ArchiveImage,
     written: Option<Place>,
     parts: Option<archive::Parts>,
-}
-
-/// An image with its config in: the archive laid out, and its writer when
-/// the archive is written while the layers download.
-struct Head {
-    config: Fetched,
-    platform: Platform,
-    archive: ArchiveImage,
-    place: Option<Place>,
-    stream: Option<archive::Stream>,
-}
-
-impl Head {
-    /// The layers' download, cut short if the archive's writer fails.
-    async fn until_the_writer_fails(
-        &mut self,
-        layers: impl std::future::Future<Output = Result<Vec<Fetched>, PullError>>,
-    ) -> Result<Vec<Fetched>, PullError> {
-        match &mut self.stream {
-            Some(stream) => tokio::select! {
-                fetched = layers => fetched,
-                e = stream.failed() => Err(e),
-            },
-            None => layers.await,
-        }
-    }
-
-    /// With every layer in (or a failure): the archive completed and named,
-    /// or given up.
-    async fn finish(
-        self,
-        pipeline: &Pipeline<'_>,
-        layers: Result<Vec<Fetched>, PullError>,
-    ) -> Result<Fetch, PullError> {
-        let Head {
-            config,
-            platform,
-            archive,
-            place,
-            stream,
-        } = self;
-        let (layers, written, parts) = match (layers, stream) {
-            (Err(e), Some(stream)) => {
-                stream.abort().await;
-                return Err(e);
-            }
-            (Err(e), None) => return Err(e),
-            (Ok(layers), None) => (layers, None, None),
-            (Ok(layers), Some(stream)) => {
-                if let Some(place) = &place {
-                    pipeline
-                        .observer
-                        .event(Event::Note(format!("Writing {}", place.display())));
-                }
-                (layers, place, stream.finish().await?)
-            }
-        };
-        Ok(Fetch {
-            config,
-            layers,
-            platform,
-            archive,
-            written,
-            parts,
-        })
-    }
-}
-
-/// Blobs that arrive before the archive's writer is there, handed to it
-/// once it is (then each as it arrives).
-#[derive(Default)]
-struct Relay {
-    state: std::sync::Mutex<RelayState>,
-}
-
-/// What hands a blob to the archive's writer.
-type Notify = Box<dyn Fn(&crate::digest::Digest) + Send + Sync>;
-
-#[derive(Default)]
-struct RelayState {
-    waiting: Vec<crate::digest::Digest>,
-    writer: Option<Notify>,
-}
-
-impl Relay {
-    fn ready(&self, digest: &crate::digest::Digest) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match &st.writer {
-            Some(writer) => writer(digest),
-            None => st.waiting.push(digest.clone()),
-        }
-    }
-
-    /// Lets go of the writer's sender (its channel closes with the others).
-    fn detach(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).writer = None;
-    }
-
-    fn attach(&self, writer: impl Fn(&crate::digest::Digest) + Send + Sync + 'static) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for digest in st.waiting.drain(..) {
-            writer(&digest);
-        }
-        st.writer = Some(Box::new(writer));
-    }
 }
 
 impl Pipeline<'_> {
@@ -276,10 +172,12 @@ impl Pipeline<'_> {
         })
     }
 
-    /// The config and the layers together (the layers into the cache, and
-    /// into the archive once its writer is there); for a thin archive the
-    /// config first, whose diff_ids say which layers are wanted. The config
-    /// confirms the platform: when it does not, the layers stop.
+    /// The config and the layers together (the layers into their places in
+    /// the archive, the cache or both; each handed to the archive's writer
+    /// as it comes in); for a thin archive the config first, whose diff_ids
+    /// say which layers are wanted. The config confirms the platform: when
+    /// it does not, the layers stop. The archive gets its name (which may
+    /// hold the platform) once the config is in.
     async fn fetch_image(
         &self,
         fetcher: &Fetcher,
@@ -288,67 +186,7 @@ impl Pipeline<'_> {
         rename: Option<Reference>,
         target: &Target,
     ) -> Result<Fetch, PullError> {
-        let relay = Relay::default();
-        let ready = |f: &Fetched| relay.ready(&f.digest);
-        let head = async {
-            let head = self
-                .head(fetcher, resolved, reference, rename, target)
-                .await?;
-            if let Some(stream) = &head.stream {
-                stream.ready(&resolved.config.digest);
-                relay.attach(stream.notifier());
-            }
-            Ok::<_, PullError>(head)
-        };
-        if !self.exclude.is_empty() {
-            let mut head = head.await?;
-            let wanted = head.archive.kept_layers().to_vec();
-            let layers = fetcher.fetch_all_then(&wanted, &ready);
-            let layers = head.until_the_writer_fails(layers).await;
-            relay.detach();
-            return head.finish(self, layers).await;
-        }
-        let layers = fetcher.fetch_all_then(&resolved.layers, &ready);
-        tokio::pin!(head, layers);
-        let (mut head, early) = tokio::select! {
-            head = &mut head => (head?, None),
-            fetched = &mut layers => (head.await?, Some(fetched)),
-        };
-        let layers = match early {
-            Some(fetched) => fetched,
-            None => head.until_the_writer_fails(layers).await,
-        };
-        // The writer ends when every sender is gone.
-        relay.detach();
-        head.finish(self, layers).await
-    }
-
-    /// The config fetched and checked, the archive laid out, its writer
-    /// started when it is written while the image downloads.
-    async fn head(
-        &self,
-        fetcher: &Fetcher,
-        resolved: &Resolved,
-        reference: &Reference,
-        rename: Option<Reference>,
-        target: &Target,
-    ) -> Result<Head, PullError> {
-        let s = self.settings;
-        let config = fetcher.fetch_one(&resolved.config).await?;
-        let config_bytes = archive::read_config(&self.cache, &resolved.config)?;
-        let platform = resolve::check_config(
-            &fetcher.image,
-            fetcher.registry.name(),
-            &config_bytes,
-            resolved,
-            &s.platform,
-            s.platform_explicit,
-        )?;
-        let left_out = match self.exclude.is_empty() {
-            true => 0,
-            false => self.exclude.covered(&crate::thin::diff_ids(&config_bytes)),
-        };
-        let archive = ArchiveImage {
+        let mut archive = ArchiveImage {
             reference: reference.clone(),
             rename,
             manifest: resolved.manifest.clone(),
@@ -356,35 +194,149 @@ impl Pipeline<'_> {
             config: resolved.config.clone(),
             layers: resolved.layers.clone(),
             all: None,
-            left_out,
+            left_out: 0,
         };
-        for l in archive.left_out_layers() {
-            self.observer.event(Event::Skipped {
-                digest: l.digest.clone(),
-                size: l.size,
-                why: crate::events::Skip::LeftOut,
-            });
-        }
-        let place = target.place(&archive, &platform);
-        let stream = match &place {
-            Some(place) => {
-                let to = Delivery {
-                    place: place.clone(),
-                    packing: s.packing,
-                    sync: s.sync,
-                    split: s.split,
-                };
-                archive::Stream::start(s.format, &to, &archive, Arc::clone(&self.cache))?
+        let mut config = None;
+        if !self.exclude.is_empty() {
+            let (fetched, bytes, platform) = self.config_of(fetcher, resolved).await?;
+            archive.left_out = self.exclude.covered(&crate::thin::diff_ids(&bytes));
+            for l in archive.left_out_layers() {
+                self.observer.event(Event::Skipped {
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    why: crate::events::Skip::LeftOut,
+                });
             }
+            config = Some((fetched, platform));
+        }
+        // Laid out under a name for the platform the index states; named
+        // for the config's once it is in.
+        let guess = config.as_ref().map_or(&resolved.platform, |(_, p)| p);
+        let mut stream = match target.place(&archive, guess) {
+            Some(place) => archive::Stream::start(
+                self.settings.format,
+                &self.delivery(place),
+                &archive,
+                Arc::clone(&self.cache),
+                self.keep(),
+            )?,
             None => None,
         };
-        Ok(Head {
+        let fetcher = Fetcher {
+            placement: stream.as_ref().and_then(|s| s.placement()),
+            ..fetcher.clone()
+        };
+        let wanted = archive.kept_layers().to_vec();
+        let got = self
+            .download(&fetcher, resolved, &wanted, config, &mut stream)
+            .await;
+        let ((config, platform), layers) = match got {
+            Ok(got) => got,
+            Err(e) => {
+                if let Some(stream) = stream {
+                    stream.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        let place = target.place(&archive, &platform);
+        let (written, parts) = match (stream, place) {
+            (Some(stream), Some(place)) => {
+                self.observer
+                    .event(Event::Note(format!("Writing {}", place.display())));
+                let parts = stream.finish(&self.delivery(place.clone())).await?;
+                (Some(place), parts)
+            }
+            _ => (None, None),
+        };
+        Ok(Fetch {
             config,
+            layers,
             platform,
             archive,
-            place,
-            stream,
+            written,
+            parts,
         })
+    }
+
+    /// `layers` downloaded, and the config unless it is `given`; each handed
+    /// to the archive's writer as it comes in. Cut short when the config
+    /// fails (a wrong platform) or the writer does.
+    async fn download(
+        &self,
+        fetcher: &Fetcher,
+        resolved: &Resolved,
+        layers: &[Descriptor],
+        given: Option<(Fetched, Platform)>,
+        stream: &mut Option<archive::Stream>,
+    ) -> Result<((Fetched, Platform), Vec<Fetched>), PullError> {
+        // Dropped on return, so the writer's channel can close.
+        let notify = stream.as_ref().map(|s| s.notifier());
+        let ready = |digest: &crate::digest::Digest| {
+            if let Some(notify) = &notify {
+                notify(digest);
+            }
+        };
+        let config = async {
+            let got = match given {
+                Some(got) => got,
+                None => {
+                    let (fetched, _, platform) = self.config_of(fetcher, resolved).await?;
+                    (fetched, platform)
+                }
+            };
+            ready(&resolved.config.digest);
+            Ok::<_, PullError>(got)
+        };
+        let each = |f: &Fetched| ready(&f.digest);
+        let layers = fetcher.fetch_all_then(layers, &each);
+        let both = async { tokio::try_join!(config, layers) };
+        match stream {
+            Some(stream) => tokio::select! {
+                got = both => got,
+                e = stream.failed() => Err(e),
+            },
+            None => both.await,
+        }
+    }
+
+    /// The config fetched, read and checked: its bytes and its platform.
+    async fn config_of(
+        &self,
+        fetcher: &Fetcher,
+        resolved: &Resolved,
+    ) -> Result<(Fetched, Vec<u8>, Platform), PullError> {
+        let s = self.settings;
+        let config = fetcher.fetch_one(&resolved.config).await?;
+        let bytes = archive::read_config(&self.cache, &resolved.config)?;
+        let platform = resolve::check_config(
+            &fetcher.image,
+            fetcher.registry.name(),
+            &bytes,
+            resolved,
+            &s.platform,
+            s.platform_explicit,
+        )?;
+        Ok((config, bytes, platform))
+    }
+
+    fn delivery(&self, place: Place) -> Delivery {
+        let s = self.settings;
+        Delivery {
+            place,
+            packing: s.packing,
+            sync: s.sync,
+            split: s.split,
+        }
+    }
+
+    /// Whether blobs written into an archive go into the cache too: not
+    /// with `--no-cache` for a single image, where nothing else reads them.
+    fn keep(&self) -> Keep {
+        match (&self.settings.cache_dir, self.settings.images.len()) {
+            (None, 1) => Keep::ArchiveOnly,
+            _ => Keep::CacheAndArchive,
+        }
     }
 
     /// The chains of `--exclude-from`'s sources: archives and layouts read
@@ -458,6 +410,7 @@ impl Pipeline<'_> {
             repository: source.repository.clone(),
             chunking: self.settings.chunking,
             connections: Arc::clone(&self.connections),
+            placement: None,
         }
     }
 

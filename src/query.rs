@@ -45,6 +45,7 @@ pub async fn inspect(settings: &Settings, cache: Arc<Cache>) -> Result<Inspectio
             repository: source.repository,
             chunking: settings.chunking,
             connections: Arc::clone(&connections),
+            placement: None,
         };
         let choice = choice.clone();
         async move { inspect::inspect(&fetcher, &remote, &choice).await }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -23,6 +24,7 @@ use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::error::PullError;
 use crate::media_type;
+use crate::place::Placement;
 
 #[derive(Serialize)]
 struct DockerManifestEntry {
@@ -162,6 +164,22 @@ pub fn layout(images: &[ArchiveImage], docker_metadata: bool) -> Layout {
 }
 
 impl Layout {
+    /// The archive's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+
+    /// Where each blob's data goes in the archive, and its size, by digest.
+    pub fn slots(&self) -> HashMap<Digest, (u64, u64)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.data {
+                Data::Blob(d) => Some((d.clone(), (e.offset + BLOCK, e.size))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The blobs to copy in, each once, in archive order.
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
         self.entries.iter().filter_map(|e| match &e.data {
@@ -180,6 +198,8 @@ pub struct LayoutWriter<'a> {
     path: &'a Path,
     /// Data offset, size and whether it is written, by digest.
     blobs: HashMap<Digest, (u64, u64, bool)>,
+    /// Blobs written into their place while they downloaded.
+    placement: Option<Arc<Placement>>,
 }
 
 impl<'a> LayoutWriter<'a> {
@@ -214,7 +234,18 @@ impl<'a> LayoutWriter<'a> {
         }
         out.flush().map_err(err)?;
         drop(out);
-        Ok(LayoutWriter { file, path, blobs })
+        Ok(LayoutWriter {
+            file,
+            path,
+            blobs,
+            placement: None,
+        })
+    }
+
+    /// Blobs that `placement` says are in their place are not copied.
+    pub fn with_placement(mut self, placement: Option<Arc<Placement>>) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// Copies a blob from the cache to its place, checking it on the way
@@ -225,6 +256,10 @@ impl<'a> LayoutWriter<'a> {
             return Ok(());
         };
         if *done {
+            return Ok(());
+        }
+        if self.placement.as_ref().is_some_and(|p| p.is_placed(digest)) {
+            *done = true;
             return Ok(());
         }
         copy_blob_at(&mut self.file, *at, self.path, cache, digest, *size)?;

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::error::PullError;
+use crate::place::{Keep, Placement};
 use crate::reference::Reference;
 use crate::registry::Manifest;
 use crate::resolve::Descriptor;
@@ -419,25 +420,37 @@ fn sync_parent(target: &Path) -> Result<(), PullError> {
 }
 
 /// An archive written while its image downloads: each blob is copied to its
-/// place as soon as it is in the cache ([`Stream::ready`]), so when the last
-/// download ends only the rename is left. Only the `docker` and `oci`
-/// formats stream; the others are written afterwards with [`write`].
+/// place as soon as it is in the cache ([`Stream::ready`]), or written there
+/// while it downloads ([`Stream::placement`]), so when the last download
+/// ends only the rename is left. Only the `docker` and `oci` formats stream;
+/// the others are written afterwards with [`write`].
 pub struct Stream {
     tx: std::sync::mpsc::Sender<Digest>,
     /// The writer: ends with an error, or after [`Stream::finish`] closes
-    /// the channel with every blob in (with the parts of a split archive).
-    writer: Option<tokio::task::JoinHandle<Result<Option<Parts>, PullError>>>,
+    /// the channel with every blob in.
+    writer: Option<tokio::task::JoinHandle<Result<Written, PullError>>>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    placement: Option<std::sync::Arc<Placement>>,
+}
+
+/// A complete archive under its temporary name.
+enum Written {
+    InPlace(Temp),
+    Streamed(Box<Opened>),
 }
 
 impl Stream {
-    /// Starts writing `image` in `format` where `to` says, or returns `None`
-    /// when the format is written only after the downloads.
+    /// Starts writing `image` in `format` beside where `to` says (the name
+    /// is given at [`finish`](Self::finish)), or returns `None` when the
+    /// format is written only after the downloads. An uncompressed file
+    /// offers its blobs' places to the downloads, which `keep` says whether
+    /// the cache gets too.
     pub fn start(
         format: Format,
         to: &Delivery,
         image: &ArchiveImage,
         cache: std::sync::Arc<Cache>,
+        keep: Keep,
     ) -> Result<Option<Stream>, PullError> {
         let docker_metadata = match format {
             Format::Docker => true,
@@ -453,23 +466,27 @@ impl Stream {
             true => Ok(()),
             false => Err(PullError::Interrupted),
         };
-        let writer = match to.in_place() {
+        let (writer, placement) = match to.in_place() {
             Some(path) => {
-                let (temp, target, to) = (Temp::create(path)?, path.to_path_buf(), to.clone());
-                tokio::task::spawn_blocking(move || {
+                let temp = Temp::create(path)?;
+                let placement = std::sync::Arc::new(places(&temp, &layout, image, keep)?);
+                let placed = Some(std::sync::Arc::clone(&placement));
+                let writer = tokio::task::spawn_blocking(move || {
                     let mut writer =
-                        docker::LayoutWriter::create(temp.file()?, &temp.path, &layout)?;
+                        docker::LayoutWriter::create(temp.file()?, &temp.path, &layout)?
+                            .with_placement(placed);
                     for digest in rx {
                         writer.blob(&cache, &digest)?;
                     }
                     complete()?;
                     writer.finish()?;
-                    temp.land(&target, &to)
-                })
+                    Ok(Written::InPlace(temp))
+                });
+                (writer, Some(placement))
             }
             None => {
                 let (mut opened, to) = (Opened::open(to)?, to.clone());
-                tokio::task::spawn_blocking(move || {
+                let writer = tokio::task::spawn_blocking(move || {
                     let label = to.place.label();
                     let mut writer = docker::StreamWriter::new(&mut opened.out, label, &layout);
                     for digest in rx {
@@ -477,18 +494,25 @@ impl Stream {
                     }
                     complete()?;
                     writer.finish(&cache)?;
-                    opened.finish(&to)
-                })
+                    Ok(Written::Streamed(Box::new(opened)))
+                });
+                (writer, None)
             }
         };
         Ok(Some(Stream {
             tx,
             writer: Some(writer),
             done,
+            placement,
         }))
     }
 
-    /// A blob is in the cache: copy it in.
+    /// Where downloads may write the blobs straight into the archive.
+    pub fn placement(&self) -> Option<std::sync::Arc<Placement>> {
+        self.placement.clone()
+    }
+
+    /// A blob is in the cache (or in its place): copy it in.
     pub fn ready(&self, digest: &Digest) {
         // A writer that stopped has its error waiting in `failed`/`finish`.
         let _ = self.tx.send(digest.clone());
@@ -517,16 +541,25 @@ impl Stream {
         }
     }
 
-    /// Every blob was reported: completes the archive and gives it its name
-    /// (or its parts theirs).
-    pub async fn finish(mut self) -> Result<Option<Parts>, PullError> {
+    /// Every blob was reported: completes the archive and gives it the name
+    /// `to` says (or its parts theirs).
+    pub async fn finish(mut self, to: &Delivery) -> Result<Option<Parts>, PullError> {
         self.done.store(true, std::sync::atomic::Ordering::SeqCst);
         let Stream { tx, writer, .. } = &mut self;
         drop(std::mem::replace(tx, std::sync::mpsc::channel().0));
         let Some(writer) = writer.take() else {
             return Err(stopped_early());
         };
-        writer.await.map_err(writer_lost)?
+        let written = writer.await.map_err(writer_lost)??;
+        let to = to.clone();
+        let landed = tokio::task::spawn_blocking(move || match written {
+            Written::InPlace(temp) => match to.in_place() {
+                Some(path) => temp.land(path, &to),
+                None => Err(stopped_early()),
+            },
+            Written::Streamed(opened) => opened.finish(&to),
+        });
+        landed.await.map_err(writer_lost)?
     }
 
     /// Gives up: the writer stops and removes its temporary file.
@@ -537,6 +570,24 @@ impl Stream {
             let _ = writer.await;
         }
     }
+}
+
+/// The places of `image`'s layers in the archive `temp` holds, laid out as
+/// `layout` says; the file gets its full length first, so the downloads'
+/// positional writes and the writer's headers never meet. The config is
+/// not among them: it is read from the cache.
+fn places(
+    temp: &Temp,
+    layout: &docker::Layout,
+    image: &ArchiveImage,
+    keep: Keep,
+) -> Result<Placement, PullError> {
+    let file = temp.file()?;
+    file.set_len(layout.size())
+        .map_err(|e| PullError::io("writing", &temp.path, e))?;
+    let mut slots = layout.slots();
+    slots.remove(&image.config.digest);
+    Ok(Placement::new(file, &temp.path, slots, keep))
 }
 
 fn stopped_early() -> PullError {

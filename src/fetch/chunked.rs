@@ -7,17 +7,16 @@
 //! stream.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::sink::{Hash, Sink, Target};
 use super::{Event, Fetcher};
 use crate::cache::ingest;
-use crate::cache::{open_nofollow_read, open_nofollow_write};
+use crate::cache::open_nofollow_write;
 use crate::digest::Hasher;
 use crate::error::PullError;
 use crate::registry::{Piece, RegistryError, Span};
@@ -57,7 +56,7 @@ struct Shared {
     /// The hash of the verified prefix (its length is the prefix). A chunk
     /// whose bytes arrive right at the prefix is hashed as it arrives;
     /// chunks that finish ahead of it are read back once it gets there.
-    hasher: Mutex<Hasher>,
+    hasher: Arc<Mutex<Hasher>>,
     /// Bytes received for this blob, and since when.
     received: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
@@ -83,12 +82,12 @@ impl Shared {
     }
 }
 
-/// Downloads bytes `start..d.size` of `d` into `path` in chunks; `hasher`
+/// Downloads bytes `start..d.size` of `d` to `target` in chunks; `hasher`
 /// holds the hash of the first `start` bytes and receives the rest in order.
-pub async fn download(
+pub(super) async fn download(
     f: &Fetcher,
     d: &Descriptor,
-    path: &Path,
+    target: &Target,
     start: u64,
     hasher: &mut Hasher,
 ) -> Result<Outcome, PullError> {
@@ -102,17 +101,17 @@ pub async fn download(
     debug!(digest = %d.digest, chunks = queue.len(), streams, "ranged download");
     // The verified prefix so far is what a later run may keep, whatever
     // happens to the chunks beyond it: recorded before any chunk is written.
-    let mut prefix = Prefix::start(path, start)?;
+    let mut prefix = Prefix::start(target, start)?;
     let before = hasher.clone();
     let shared = Arc::new(Shared {
         queue: Mutex::new(queue),
-        hasher: Mutex::new(std::mem::take(hasher)),
+        hasher: Arc::new(Mutex::new(std::mem::take(hasher))),
         received: std::sync::atomic::AtomicU64::new(0),
         started: std::time::Instant::now(),
     });
     let (done_tx, done_rx) = mpsc::unbounded_channel::<(u64, u64)>();
     let workers = futures_util::future::try_join_all(
-        (0..streams).map(|i| worker(i, f, d, path, &shared, done_tx.clone())),
+        (0..streams).map(|i| worker(i, f, d, target, &shared, done_tx.clone())),
     );
     drop(done_tx);
     let result = prefix.follow(workers, done_rx, &shared).await?;
@@ -132,9 +131,11 @@ pub async fn download(
             // Back to the first `start` bytes, whatever arrived since.
             *hasher = before;
             prefix.forget();
-            open_nofollow_write(path)
-                .and_then(|file| file.set_len(start))
-                .map_err(|e| PullError::io("writing", path, e))?;
+            if let Some(path) = &target.cache {
+                open_nofollow_write(path)
+                    .and_then(|file| file.set_len(start))
+                    .map_err(|e| PullError::io("writing", path, e))?;
+            }
             Ok(Outcome::NoRanges)
         }
         Err(WorkerError::Failed(e)) => Err(e),
@@ -163,7 +164,7 @@ async fn worker(
     i: usize,
     f: &Fetcher,
     d: &Descriptor,
-    path: &Path,
+    target: &Target,
     shared: &Shared,
     done: mpsc::UnboundedSender<(u64, u64)>,
 ) -> Result<u64, WorkerError> {
@@ -187,17 +188,19 @@ async fn worker(
         let Some((s, e)) = lock(&shared.queue).pop_front() else {
             return Ok(downloaded);
         };
-        downloaded += fetch_chunk(f, d, path, (s, e), permit, shared).await?;
+        downloaded += fetch_chunk(f, d, target, (s, e), permit, shared).await?;
         let _ = done.send((s, e));
     }
 }
 
 /// The verified prefix of a chunked download while its workers run: hashes
 /// chunks that finished ahead of it when it reaches them, and records how
-/// far the file holds every chunk without a gap (what a later run keeps).
+/// far the cache's file holds every chunk without a gap (what a later run
+/// keeps).
 struct Prefix<'a> {
-    path: &'a Path,
-    reader: File,
+    target: &'a Target,
+    /// The cache's partial file, whose prefix is recorded.
+    path: Option<&'a Path>,
     /// Finished chunks not yet hashed, by start.
     finished: BTreeMap<u64, u64>,
     /// Finished chunks beyond `written_to`, by start.
@@ -206,13 +209,15 @@ struct Prefix<'a> {
 }
 
 impl<'a> Prefix<'a> {
-    fn start(path: &'a Path, start: u64) -> Result<Prefix<'a>, PullError> {
-        ingest::record_prefix(path, start)
-            .map_err(|e| PullError::io("writing", ingest::prefix_path(path), e))?;
-        let reader = open_nofollow_read(path).map_err(|e| PullError::io("reading", path, e))?;
+    fn start(target: &'a Target, start: u64) -> Result<Prefix<'a>, PullError> {
+        let path = target.cache.as_deref();
+        if let Some(path) = path {
+            ingest::record_prefix(path, start)
+                .map_err(|e| PullError::io("writing", ingest::prefix_path(path), e))?;
+        }
         Ok(Prefix {
+            target,
             path,
-            reader,
             finished: BTreeMap::new(),
             written: BTreeMap::new(),
             written_to: start,
@@ -259,7 +264,7 @@ impl<'a> Prefix<'a> {
                 self.finished.remove(&s0);
                 let prefix = h.len();
                 if e0 > prefix {
-                    hash_range(&mut self.reader, self.path, prefix, e0, &mut h)?;
+                    self.target.read_back(prefix, e0, &mut h)?;
                 }
             }
         }
@@ -267,16 +272,20 @@ impl<'a> Prefix<'a> {
         while let Some(e) = self.written.remove(&self.written_to) {
             self.written_to = e;
         }
-        if self.written_to > before {
-            ingest::record_prefix(self.path, self.written_to)
-                .map_err(|err| PullError::io("writing", ingest::prefix_path(self.path), err))?;
+        if self.written_to > before
+            && let Some(path) = self.path
+        {
+            ingest::record_prefix(path, self.written_to)
+                .map_err(|err| PullError::io("writing", ingest::prefix_path(path), err))?;
         }
         Ok(())
     }
 
     /// The download ended one way or the other: no record to keep.
     fn forget(&self) {
-        ingest::forget_prefix(self.path);
+        if let Some(path) = self.path {
+            ingest::forget_prefix(path);
+        }
     }
 }
 
@@ -295,52 +304,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn hash_range(
-    reader: &mut File,
-    path: &Path,
-    from: u64,
-    to: u64,
-    hasher: &mut Hasher,
-) -> Result<(), PullError> {
-    let io = |e| PullError::io("reading", path, e);
-    reader.seek(SeekFrom::Start(from)).map_err(io)?;
-    let read = hasher
-        .update_from(Read::take(&mut *reader, to - from))
-        .map_err(io)?;
-    if read != to - from {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("the file ends at byte {}, before byte {to}", from + read),
-        )));
-    }
-    Ok(())
-}
-
-/// Fetches bytes `s..e` into the file at their offset (the registry's body
-/// resumes within the chunk after a broken connection); returns the bytes
-/// received. The first request uses `permit` when given one; bytes that
-/// arrive right at the verified prefix are hashed at once.
+/// Fetches bytes `s..e` to their place (the registry's body resumes
+/// within the chunk after a broken connection) through a writing thread;
+/// returns the bytes received. The first request uses `permit` when given
+/// one; bytes that arrive right at the verified prefix are hashed at once.
 async fn fetch_chunk(
     f: &Fetcher,
     d: &Descriptor,
-    path: &Path,
+    target: &Target,
     (s, e): (u64, u64),
     permit: Option<tokio::sync::SemaphorePermit<'_>>,
     shared: &Shared,
 ) -> Result<u64, WorkerError> {
-    let write_err = |err| PullError::io("writing", path, err);
-    let mut file = open_nofollow_write(path).map_err(write_err)?;
-    file.seek(SeekFrom::Start(s)).map_err(write_err)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut sink = Sink::start(target.writer(s, Hash::Shared(Arc::clone(&shared.hasher)))?);
     let _permit = match permit {
         Some(p) => Some(p),
         None => f.connections.acquire().await.ok(),
     };
+    let received = receive_chunk(f, d, (s, e), shared, &mut sink).await;
+    // The thread ends either way; a failure of the body comes first.
+    let written = sink.finish().await;
+    let n = received?;
+    written?;
+    Ok(n)
+}
+
+/// The bytes of one chunk, handed to `sink` as they arrive.
+async fn receive_chunk(
+    f: &Fetcher,
+    d: &Descriptor,
+    (s, e): (u64, u64),
+    shared: &Shared,
+    sink: &mut Sink,
+) -> Result<u64, WorkerError> {
     let span = Span::Range { start: s, end: e };
     let mut body = f
         .registry
         .blob_body(&f.repository, &d.digest, &d.urls, span);
-    let mut at = s;
+    let mut received = 0u64;
     loop {
         let piece = match body.next().await {
             Ok(Some(piece)) => piece,
@@ -352,23 +353,16 @@ async fn fetch_chunk(
             // A ranged body never starts over; it reports missing ranges.
             return Err(WorkerError::NoRanges);
         };
-        out.write_all(&bytes).map_err(write_err)?;
-        {
-            let mut h = lock(&shared.hasher);
-            if h.len() == at {
-                h.update(&bytes);
-            }
-        }
         let n = bytes.len() as u64;
+        sink.write(bytes).await?;
         shared
             .received
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        at += n;
+        received += n;
         f.observer.event(Event::Progress {
             digest: d.digest.clone(),
             bytes: n,
         });
     }
-    out.flush().map_err(write_err)?;
-    Ok(at - s)
+    Ok(received)
 }

@@ -5,6 +5,7 @@
 
 mod blob;
 pub mod chunked;
+mod sink;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct Fetched {
     pub downloaded: u64,
 }
 
+#[derive(Clone)]
 pub struct Fetcher {
     pub registry: Arc<Registry>,
     pub cache: Arc<Cache>,
@@ -43,6 +45,8 @@ pub struct Fetcher {
     pub chunking: Chunking,
     /// One permit per connection downloading blob data (`-j` in all).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// The places in the archive being written that blobs go straight into.
+    pub placement: Option<Arc<crate::place::Placement>>,
 }
 
 impl Fetcher {
@@ -86,8 +90,11 @@ impl Fetcher {
             return Ok(self.cached(d));
         }
         let fetched = blob::download(self, d).await?;
-        self.cache
-            .record_use(&d.digest, &self.image, fetched.from_cache);
+        // A blob written only into the archive has no use to record.
+        if fetched.from_cache || self.cache.contains(&d.digest, d.size) {
+            self.cache
+                .record_use(&d.digest, &self.image, fetched.from_cache);
+        }
         Ok(fetched)
     }
 

@@ -25,6 +25,7 @@ mod manifest;
 mod mirrors;
 mod neighbour;
 mod packing;
+mod placed;
 mod platform;
 mod proxy;
 mod pull;
