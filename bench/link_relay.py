@@ -17,10 +17,13 @@ client to --upstream, and forwards both directions through an emulated link:
 It counts payload bytes only (no TCP/IP headers), so a client that keeps the link busy
 reaches 100 % of --rate-mbit; netem's rate also charges headers (about 3 % at 1500-byte MTU).
 TCP between each endpoint and the relay runs on loopback, so TCP slow start over the 50 ms
-path is not emulated: the delay shows in request/response round trips.
+path is not emulated: the delay shows in request/response round trips. With --handshake, a new
+connection's first bytes wait one more round trip, what its TCP handshake costs on a real link.
+With --count-file, the number of connections accepted so far is kept in that file.
 
 usage: link_relay.py --listen 127.0.0.1:0 --port-file F --upstream HOST:PORT
                      [--delay-ms 25] [--rate-mbit 200] [--conn-rate-mbit 0] [--queue BYTES]
+                     [--handshake] [--count-file F]
 """
 
 import argparse
@@ -111,7 +114,22 @@ class Pipe:
             pass
 
 
+ACCEPTED = [0]
+
+
+def count_connection(args):
+    ACCEPTED[0] += 1
+    if args.count_file:
+        with open(args.count_file + ".tmp", "w", encoding="utf-8") as f:
+            f.write(f"{ACCEPTED[0]}\n")
+        os.replace(args.count_file + ".tmp", args.count_file)
+
+
 async def handle(client_r, client_w, args, up_link, down_link):
+    count_connection(args)
+    if args.handshake:
+        # SYN, SYN-ACK: the client's first bytes leave one round trip after it connects.
+        await asyncio.sleep(2 * args.delay_ms / 1000)
     host, port = args.upstream.rsplit(":", 1)
     try:
         up_r, up_w = await asyncio.open_connection(host, int(port))
@@ -151,7 +169,14 @@ async def main():
     ap.add_argument("--conn-rate-mbit", type=float, default=0.0,
                     help="each connection's own rate limit, each direction (0: none)")
     ap.add_argument("--queue", type=int, default=4 * 1024 * 1024)
+    ap.add_argument("--handshake", action="store_true",
+                    help="hold a new connection's first bytes for one round trip")
+    ap.add_argument("--count-file", default="",
+                    help="keep the number of connections accepted in this file")
     args = ap.parse_args()
+    if args.count_file:
+        ACCEPTED[0] = -1
+        count_connection(args)  # 0 so far
     delay = args.delay_ms / 1000
     up_link = Link(args.rate_mbit * 1e6, delay)
     down_link = Link(args.rate_mbit * 1e6, delay)

@@ -35,8 +35,29 @@ CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
+def latency_images():
+    """The small images of the latency cases, the same at every scale: 40 small layers, a
+    3-layer image of about 3 MiB, and a list of 20 small images sharing a base layer."""
+    found = {
+        "many40": [(f"many40-{i}", 24 * 1024) for i in range(40)],
+        "small3": [("small3-0", 1536 * 1024), ("small3-1", 1024 * 1024), ("small3-2", 512 * 1024)],
+    }
+    for i in range(1, 21):
+        found[f"list-{i:02d}"] = [
+            ("list-base", 512 * 1024),
+            (f"list-{i:02d}-a", 256 * 1024),
+            (f"list-{i:02d}-b", 128 * 1024),
+        ]
+    return found
+
+
 def images(scale):
     """name -> list of (layer seed, content bytes). Layers with the same seed are the same blob."""
+    return {**sized_images(scale), **latency_images()}
+
+
+def sized_images(scale):
+    """The images whose size depends on the scale."""
     if scale == "full":
         fifth = GIB // 5
         return {

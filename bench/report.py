@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Turn bench/run.sh's raw results into the Markdown report (standard library only).
 
-usage: report.py RESULTS.tsv IMAGES.json FACTS.tsv > report.md
+usage: report.py RESULTS.tsv IMAGES.json FACTS.tsv [COUNTS.tsv] > report.md
 
 RESULTS.tsv: case, tool, run, wall s, user s, sys s, peak RSS KiB (one line per timed run).
 IMAGES.json: push_images.py's summary (bytes per image). FACTS.tsv: key, value.
+COUNTS.tsv: case, tool, run, HTTP requests, TCP connections (the latency cases).
 """
 
 import json
@@ -16,6 +17,18 @@ LINK_GOAL_PCT = 95.0
 COLD_GOAL_RATIO = 0.3
 WARM_CP_GOAL_RATIO = 1.5
 RSS_GOAL_MIB = 24
+FLOOR_GOAL_RATIO = 1.5
+MANY_GOAL_RATIO = 0.1
+LIST_SINGLE_GOAL_RATIO = 2.0
+LIST_SKOPEO_GOAL_RATIO = 0.1
+LIST_IMAGES = [f"list-{i:02d}" for i in range(1, 21)]
+
+LATENCY_CASES = [
+    ("lat-many40", "many40 (40 small layers)", ["many40"]),
+    ("lat-small3", "small3 (3 layers, 3 MiB)", ["small3"]),
+    ("lat-list-01", "list-01 alone (one image of the list)", ["list-01"]),
+    ("lat-list20", "the list of 20 images (skopeo: one after another)", LIST_IMAGES),
+]
 
 CASES = [
     ("cold-big5", "cold pull of big5 (5 layers; empty cache / empty tmp dir)"),
@@ -45,6 +58,10 @@ TOOL_NAMES = {
     "skopeo-push": "skopeo",
     "skopeo-copy": "skopeo",
     "cp": "cp of the same-size archive",
+    "dp-list": "docker-pull, 20 images in one command",
+    "dp-list-j8": "docker-pull -j 8, 20 images in one command",
+    "dp-cold-j8": "docker-pull -j 8",
+    "skopeo-list": "skopeo, 20 commands one after another",
 }
 
 
@@ -57,6 +74,99 @@ def load(path):
                 (float(wall), float(user) + float(sys_), int(rss) / 1024)
             )
     return runs
+
+
+def load_counts(path):
+    counts = {}
+    if not path:
+        return counts
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            case, tool, _run, requests, conns = line.rstrip("\n").split("\t")
+            counts.setdefault((case, tool), []).append((int(requests), int(conns)))
+    return counts
+
+
+def floor_s(names, images, facts, jobs=None):
+    """The round-trip floor of pulling `names` in one docker-pull command, in seconds: connect,
+    `/v2/`, the manifests (together), one round trip to open the other connections, then the
+    distinct blobs (configs and layers) -j at a time, one round trip per round, plus every
+    byte at the link rate."""
+    rtt = 2 * float(facts["lat_delay_ms"]) / 1000
+    rate = float(facts["lat_rate_mbit"]) * 1e6 / 8
+    jobs = jobs or int(facts.get("lat_jobs", 3))
+    blobs = {}
+    manifests = 0
+    for name in names:
+        img = images[name]
+        for layer in img["layers"]:
+            blobs[layer["digest"]] = layer["size"]
+        blobs[f"config-{name}"] = img["bytes"] - img["layer_bytes"]
+        manifests += 1
+    rounds = -(-len(blobs) // jobs)
+    nbytes = sum(blobs.values())
+    return rtt * (3 + 1 + rounds) + nbytes / rate, len(blobs), rounds
+
+
+def latency_section(w, stats, counts, images, facts, goals):
+    if not any(c.startswith("lat-") for (c, _t) in stats):
+        return
+    rtt_ms = 2 * float(facts["lat_delay_ms"])
+    w("## Latency")
+    w("")
+    w(f"Link: {facts.get('lat_link')}, {facts['lat_delay_ms']} ms each way ({rtt_ms:.0f} ms round trip), "
+      f"{facts['lat_rate_mbit']} Mbit/s; first GET /v2/ over it (connect + request): "
+      f"{float(facts.get('lat_probe_s', 0)) * 1000:.0f} ms. Requests are the lines of the "
+      "registry's access log during the run, connections the TCP connections accepted on the "
+      "registry's side of the link (medians). The floor: connect, `/v2/`, the manifests, one "
+      "round trip to open the other connections, the distinct blobs `-j 3` at a time (one round "
+      "trip per round), and every byte at the link rate.")
+    w("")
+    w("The goals are for default flags (`-j 3`); the `-j 8` rows show what more connections buy "
+      "where round trips, not bytes, set the time.")
+    w("")
+    w("| case | tool | wall s | requests | connections | floor s (blobs, rounds) | wall / floor | wall ratio |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for case, title, names in LATENCY_CASES:
+        tools = sorted((t for (c, t) in stats if c == case), key=lambda t: not t.startswith("dp-"))
+        if not tools:
+            continue
+        sk = next((t for t in tools if t.startswith("skopeo")), None)
+        for i, tool in enumerate(tools):
+            floor, nblobs, rounds = floor_s(names, images, facts, 8 if tool.endswith("-j8") else None)
+            s = stats[(case, tool)]
+            c = counts.get((case, tool), [])
+            req = f"{med([x[0] for x in c]):.0f}" if c else ""
+            conn = f"{med([x[1] for x in c]):.0f}" if c else ""
+            dp = tool.startswith("dp-")
+            fl = f"{floor:.2f} ({nblobs}, {rounds})" if dp else ""
+            vs_floor = ratio(s["wall"], floor) if dp else ""
+            vs = f"{ratio(s['wall'], stats[(case, sk)]['wall'])} vs skopeo" if dp and sk else ""
+            w(f"| {case + ': ' + title if i == 0 else ''} | {TOOL_NAMES.get(tool, tool)} | "
+              f"{fmt_s(s['wall'])} [{fmt_s(s['wall_min'])}–{fmt_s(s['wall_max'])}] | {req} | "
+              f"{conn} | {fl} | {vs_floor} | {vs} |")
+    w("")
+    small = stats.get(("lat-small3", "dp-cold"))
+    if small:
+        r = small["wall"] / floor_s(["small3"], images, facts)[0]
+        goals.append((f"small3 over the {rtt_ms:.0f} ms link within {FLOOR_GOAL_RATIO}× its floor",
+                      f"{r:.2f}×", r <= FLOOR_GOAL_RATIO))
+    many, sk = stats.get(("lat-many40", "dp-cold")), stats.get(("lat-many40", "skopeo"))
+    if many and sk:
+        r = many["wall"] / sk["wall"]
+        goals.append((f"many40 over the {rtt_ms:.0f} ms link at most {MANY_GOAL_RATIO}× skopeo",
+                      f"{r:.2f}×", r <= MANY_GOAL_RATIO))
+    lst = stats.get(("lat-list20", "dp-list"))
+    one = stats.get(("lat-list-01", "dp-cold"))
+    seq = stats.get(("lat-list20", "skopeo-list"))
+    if lst and one:
+        r = lst["wall"] / one["wall"]
+        goals.append((f"the list of 20 at most {LIST_SINGLE_GOAL_RATIO}× one of its images alone "
+                      "(all 20 have the same shape)", f"{r:.2f}×", r <= LIST_SINGLE_GOAL_RATIO))
+    if lst and seq:
+        r = lst["wall"] / seq["wall"]
+        goals.append((f"the list of 20 at most {LIST_SKOPEO_GOAL_RATIO}× skopeo one image after "
+                      "another", f"{r:.2f}×", r <= LIST_SKOPEO_GOAL_RATIO))
 
 
 def med(values):
@@ -96,6 +206,7 @@ def fmt_s(x):
 
 def main():
     results_path, images_path, facts_path = sys.argv[1:4]
+    counts = load_counts(sys.argv[4] if len(sys.argv) > 4 else None)
     runs = load(results_path)
     with open(images_path, encoding="utf-8") as f:
         images = json.load(f)
@@ -128,7 +239,8 @@ def main():
     sizes = ", ".join(
         f"{name} {img['bytes'] / 2**20:.1f} MiB ({len(img['layers'])} layers)"
         for name, img in images.items()
-    )
+        if name not in LIST_IMAGES[1:]
+    ) + " (list-02 … list-20 alike, sharing list-01's base layer)"
     w(f"Images (compressed, as pulled): {sizes}.")
     w("")
 
@@ -240,6 +352,8 @@ def main():
               f"[{fmt_s(s['wall_min'])}–{fmt_s(s['wall_max'])}] | {nbytes / s['wall'] / 1e6:.2f} | "
               f"{s['cpu']:.2f} | {s['rss']:.0f} | {r} |")
         w("")
+
+    latency_section(w, stats, counts, images, facts, goals)
 
     w("## Goals")
     w("")

@@ -21,6 +21,11 @@
 #                           mid1 through bench/link_relay.py, 1000 Mbit/s in all, this much per
 #                           connection, the same delay), which shows what ranged chunks buy;
 #                           0 skips that case
+#   BENCH_LATENCY=0         skip the latency cases (netem only: 40 small layers, a 3-layer
+#                           image, one image of a list and the list of 20, with the HTTP
+#                           requests and TCP connections each run made, counted at the registry)
+#   BENCH_LAT_DELAY_MS=50   one-way delay of the latency cases (100 ms round trip)
+#   BENCH_LAT_RATE_MBIT=100 link rate of the latency cases
 #   BENCH_WORK_PARENT=DIR   where the scratch directory goes (default /var/tmp); the full run
 #                           needs about 6 GiB there
 #
@@ -53,6 +58,9 @@ LINK_MODE=${BENCH_LINK:-auto}
 LINK_DELAY_MS=${BENCH_LINK_DELAY_MS:-25}
 LINK_RATE_MBIT=${BENCH_LINK_RATE_MBIT:-200}
 CONN_RATE_MBIT=${BENCH_CONN_RATE_MBIT:-80}
+LATENCY=${BENCH_LATENCY:-1}
+LAT_DELAY_MS=${BENCH_LAT_DELAY_MS:-50}
+LAT_RATE_MBIT=${BENCH_LAT_RATE_MBIT:-100}
 WORK_PARENT=${BENCH_WORK_PARENT:-/var/tmp}
 ONLY=${BENCH_ONLY:-}
 case "$RUNS" in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive integer" ;; esac
@@ -65,6 +73,12 @@ NET_CLI_IP=10.213.77.2
 NS_REG=""
 NS_CLI=""
 VETH_REG=""
+VETH_CLI=""
+COUNTS=""         # requests and connections per timed run (latency cases)
+COUNTING=0        # 1 while the latency cases run: timed() counts at the registry
+COUNT_LOG=""      # the access log counted
+COUNT_CONNS_FILE="" # the relay's connection count (empty: netem's namespace counters)
+SOURCE_LOG=""     # the log of the registry the images were pushed to
 
 W=""
 RESULTS=""
@@ -93,11 +107,30 @@ fact() {
     printf '%s\t%s\n' "$1" "$2" >>"$FACTS"
 }
 
+# registry_counts: "REQUESTS CONNECTIONS" so far: lines of the access log of the registry the
+# latency cases pull from (COUNT_LOG), and the TCP connections it was asked for: accepted in
+# the netem registry's namespace (PassiveOpens of /proc/net/snmp), or by the relay
+# (COUNT_CONNS_FILE).
+registry_counts() {
+    local requests conns
+    requests=$(grep -cE '"(GET|HEAD|POST|PUT|PATCH|DELETE) [^"]* HTTP/[0-9.]+" [0-9]{3} ' \
+        "$COUNT_LOG" || true)
+    if [ -n "$COUNT_CONNS_FILE" ]; then
+        conns=$(cat "$COUNT_CONNS_FILE")
+    else
+        # shellcheck disable=SC2016 # awk's own fields
+        conns=$(ip netns exec "$NS_REG" awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $7 }' /proc/net/snmp)
+    fi
+    printf '%s %s\n' "$requests" "$conns"
+}
+
 # timed CASE TOOL RUN CMD...: runs CMD under GNU time (with RUN_PREFIX), appends a result line.
 timed() {
     local case=$1 tool=$2 run=$3
     shift 3
     local tf="$W/time.out" out="$W/cmd.log" t0 t1 wall user sys rss _elapsed
+    local req0=0 conn0=0 req1 conn1
+    if [ "$COUNTING" = 1 ]; then read -r req0 conn0 < <(registry_counts); fi
     t0=$EPOCHREALTIME
     if ! "${RUN_PREFIX[@]}" /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$out" 2>&1; then
         cat "$out" >&2
@@ -110,6 +143,13 @@ timed() {
     read -r _elapsed user sys rss <"$tf"
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$run" "$wall" "$user" "$sys" "$rss" >>"$RESULTS"
+    if [ "$COUNTING" = 1 ]; then
+        sleep 0.3 # the access log line of the last answer
+        read -r req1 conn1 < <(registry_counts)
+        printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$run" "$((req1 - req0))" "$((conn1 - conn0))" >>"$COUNTS"
+        log "$(printf '    %-18s %-14s run %2d: %d requests, %d connections' \
+            "$case" "$tool" "$run" "$((req1 - req0))" "$((conn1 - conn0))")"
+    fi
     log "$(printf '    %-18s %-14s run %2d: %7.2f s wall %7.2f s cpu %6d MiB' \
         "$case" "$tool" "$run" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$((rss / 1024))")"
 }
@@ -126,6 +166,12 @@ run_tool() {
         dp-cold)
             rm -rf "$W/cache"
             timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "${DP_ENV[@]}" "$DP" -q "${DP_EXTRA[@]}" \
+                --cache-dir "$W/cache" -o "$W/out.tar" "$ref"
+            rm -rf "$W/cache" "$W/out.tar"
+            ;;
+        dp-cold-j8)
+            rm -rf "$W/cache"
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "$DP" -q -j 8 "${DP_EXTRA[@]}" \
                 --cache-dir "$W/cache" -o "$W/out.tar" "$ref"
             rm -rf "$W/cache" "$W/out.tar"
             ;;
@@ -165,6 +211,27 @@ run_tool() {
             timed "$case" "$tool" "$run" env TMPDIR="$W/skopeo-tmp" skopeo --insecure-policy \
                 copy -q --src-tls-verify=false "docker://$ref" "docker-archive:$W/out.tar:$image:latest"
             rm -rf "$W/skopeo-tmp" "$W/out.tar"
+            ;;
+        dp-list | dp-list-j8)
+            rm -rf "$W/cache" "$W/list-out"
+            local refs=() i jobs=3
+            if [ "$tool" = dp-list-j8 ]; then jobs=8; fi
+            for i in $(seq -w 1 20); do refs+=("$REG/list-$i:latest"); done
+            timed "$case" "$tool" "$run" env TMPDIR="$W/tmp" "$DP" -q -j "$jobs" "${DP_EXTRA[@]}" \
+                --cache-dir "$W/cache" -o "$W/list-out" "${refs[@]}"
+            rm -rf "$W/cache" "$W/list-out"
+            ;;
+        skopeo-list)
+            # One image after another, as users script it.
+            rm -rf "$W/skopeo-tmp" "$W/list-out"
+            mkdir -p "$W/skopeo-tmp" "$W/list-out"
+            # shellcheck disable=SC2016 # expanded by the inner shell
+            timed "$case" "$tool" "$run" env TMPDIR="$W/skopeo-tmp" REG="$REG" OUT="$W/list-out" \
+                bash -c 'set -e; for i in $(seq -w 1 20); do
+                    skopeo --insecure-policy copy -q --src-tls-verify=false \
+                        "docker://$REG/list-$i:latest" "docker-archive:$OUT/list-$i.tar:list-$i:latest"
+                done'
+            rm -rf "$W/skopeo-tmp" "$W/list-out"
             ;;
         cp)
             timed "$case" "$tool" "$run" cp "$W/ref.tar" "$W/out.tar"
@@ -241,6 +308,7 @@ netem_link() {
     NS_CLI="dpbench-cli-$$"
     VETH_REG="dpbr$$"
     local veth_cli="dpbc$$"
+    VETH_CLI=$veth_cli
     ip netns add "$NS_REG" && ip netns add "$NS_CLI" || return 1
     ip link add "$VETH_REG" type veth peer name "$veth_cli" || return 1
     ip link set "$VETH_REG" netns "$NS_REG" && ip link set "$veth_cli" netns "$NS_CLI" || return 1
@@ -270,6 +338,46 @@ netem_link() {
     DP_EXTRA=(--plain-http)
     LINK_USED="netem (veth pair between network namespaces $NS_REG and $NS_CLI, netem on both ends)"
     return 0
+}
+
+# latency_cases: the small images over a link of LAT_DELAY_MS each way and LAT_RATE_MBIT, with
+# requests and connections counted: netem when the slow link used it (its qdiscs changed to
+# these figures), else a relay of its own (bench/link_relay.py --handshake, so that each new
+# connection costs its round trip; TCP slow start is not emulated there).
+latency_cases() {
+    section "latency: ${LAT_DELAY_MS} ms each way, ${LAT_RATE_MBIT} Mbit/s" >&2
+    if [ -n "$NS_REG" ]; then
+        local qd=(netem delay "${LAT_DELAY_MS}ms" rate "${LAT_RATE_MBIT}mbit" limit 100000)
+        ip netns exec "$NS_REG" tc qdisc change dev "$VETH_REG" root "${qd[@]}"
+        ip netns exec "$NS_CLI" tc qdisc change dev "$VETH_CLI" root "${qd[@]}"
+        COUNT_LOG="$SERVICES_DIR/registry-netns.log"
+        COUNT_CONNS_FILE=""
+        fact lat_link "netem (veth pair between network namespaces, netem on both ends)"
+    else
+        COUNT_CONNS_FILE="$W/lat-connections"
+        start_py_server lat-relay "$BENCH_DIR/link_relay.py" --upstream "$SOURCE_REG" \
+            --delay-ms "$LAT_DELAY_MS" --rate-mbit "$LAT_RATE_MBIT" --handshake \
+            --count-file "$COUNT_CONNS_FILE"
+        REG=$SERVER_ADDR
+        RUN_PREFIX=()
+        DP_EXTRA=()
+        COUNT_LOG=$SOURCE_LOG
+        fact lat_link "userspace relay (bench/link_relay.py --handshake on loopback: a new connection's first bytes wait one round trip; no TCP slow start)"
+    fi
+    fact lat_delay_ms "$LAT_DELAY_MS"
+    fact lat_rate_mbit "$LAT_RATE_MBIT"
+    fact lat_jobs 3
+    local rtt
+    rtt=$("${RUN_PREFIX[@]}" curl -s -o /dev/null -w '%{time_total}' "http://$REG/v2/")
+    fact lat_probe_s "$rtt"
+    info "GET /v2/ over the link (connect + request): ${rtt} s" >&2
+    COUNTS="$W/counts.tsv"
+    COUNTING=1
+    run_case lat-many40 many40 dp-cold dp-cold-j8 skopeo
+    run_case lat-small3 small3 dp-cold skopeo
+    run_case lat-list-01 list-01 dp-cold skopeo
+    run_case lat-list20 list-01 dp-list dp-list-j8 skopeo-list
+    COUNTING=0
 }
 
 relay_link() {
@@ -325,6 +433,7 @@ main() {
     section "registry and images ($SCALE)" >&2
     start_registry registry "$W/store" >&2
     SOURCE_REG=$REGISTRY_ADDR
+    SOURCE_LOG=$REGISTRY_LOG
     local started=$SECONDS
     python3 "$BENCH_DIR/push_images.py" "$SOURCE_REG" "$SCALE" "$W/images.json" >&2
     info "pushed in $((SECONDS - started)) s" >&2
@@ -365,6 +474,10 @@ main() {
         info "GET /v2/ over the link (connect + request): ${rtt} s" >&2
         run_case slow-link-big5 big5 dp-cold skopeo
     fi
+    if [ "$LATENCY" = 1 ]; then
+        if [ "$SLOW" != 1 ] && [ "$LINK_MODE" != relay ]; then netem_link || true; fi
+        latency_cases
+    fi
     if [ "$CONN_RATE_MBIT" != 0 ]; then
         section "per-connection limit: ${CONN_RATE_MBIT} Mbit/s per connection, ${LINK_DELAY_MS} ms each way" >&2
         start_py_server conn-relay "$BENCH_DIR/link_relay.py" --upstream "$SOURCE_REG" \
@@ -385,7 +498,9 @@ main() {
     fact loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
     mkdir -p "$BENCH_DIR/results"
-    python3 "$BENCH_DIR/report.py" "$RESULTS" "$W/images.json" "$FACTS" >"$BENCH_DIR/results/latest.md"
+    : >>"$W/counts.tsv"
+    python3 "$BENCH_DIR/report.py" "$RESULTS" "$W/images.json" "$FACTS" "$W/counts.tsv" \
+        >"$BENCH_DIR/results/latest.md"
     cp "$RESULTS" "$BENCH_DIR/results/latest.tsv"
     cat "$BENCH_DIR/results/latest.md"
 }
