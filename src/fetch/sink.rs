@@ -320,7 +320,8 @@ enum Cmd {
 /// A [`Writer`] on a blocking thread, fed pieces in order.
 pub(super) struct Sink {
     tx: Option<tokio::sync::mpsc::Sender<Cmd>>,
-    task: tokio::task::JoinHandle<Result<Writer, PullError>>,
+    /// `None` once awaited (its error handed out by `send`).
+    task: Option<tokio::task::JoinHandle<Result<Writer, PullError>>>,
 }
 
 impl Sink {
@@ -336,7 +337,10 @@ impl Sink {
             writer.flush()?;
             Ok(writer)
         });
-        Sink { tx: Some(tx), task }
+        Sink {
+            tx: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), PullError> {
@@ -358,16 +362,22 @@ impl Sink {
         }
         // The writer stopped: its error says why.
         self.tx = None;
-        match (&mut self.task).await {
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(_)) | Err(_) => Err(lost()),
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(_)) | Err(_) => Err(lost()),
+            },
+            None => Err(lost()),
         }
     }
 
     /// Everything is written: the writer, flushed.
     pub async fn finish(mut self) -> Result<Writer, PullError> {
         self.tx = None;
-        self.task.await.map_err(|_| lost())?
+        match self.task.take() {
+            Some(task) => task.await.map_err(|_| lost())?,
+            None => Err(lost()),
+        }
     }
 }
 
@@ -439,6 +449,31 @@ mod tests {
         let mut again = Hasher::new();
         target.read_back(6, 11, &mut again).unwrap();
         assert_eq!(again.finish(), Digest::of(b"world"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_the_error_of_the_next_send_and_finish_fails_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        std::fs::write(&path, b"").unwrap();
+        let target = Target::of(path.clone(), None);
+        let writer = target.writer(0, Hash::Own(Hasher::new())).unwrap();
+        // The file is read-only for the writer from here on: every write fails.
+        let ro = File::open(&path).unwrap();
+        let mut writer = writer;
+        writer.outs[0].dest = Dest::Own(ro, path.clone());
+        let mut sink = Sink::start(writer);
+        let big = Bytes::from(vec![7u8; WRITE_BUFFER]);
+        let mut failed = None;
+        for _ in 0..10 {
+            if let Err(e) = sink.write(big.clone()).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = failed.expect("a write into a read-only handle fails");
+        assert!(e.to_string().contains("partial"), "{e}");
+        assert!(sink.finish().await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
