@@ -30,7 +30,8 @@
 #                           needs about 6 GiB there
 #
 # Runs as root on Debian (installs docker-registry, skopeo, iproute2, time, curl with apt-get).
-# Writes the Markdown report to stdout and to bench/results/latest.md; progress goes to stderr.
+# Writes the Markdown report to stdout and to bench/results/latest.md (its inputs beside it:
+# bench/report.py renders them again); progress goes to stderr.
 #
 # What is measured: wall time, user+sys CPU time and peak RSS from GNU time
 # (`/usr/bin/time -f '%e %U %S %M'`; the wall time from bash's $EPOCHREALTIME around it, finer
@@ -502,6 +503,9 @@ main() {
     python3 "$BENCH_DIR/report.py" "$RESULTS" "$W/images.json" "$FACTS" "$W/counts.tsv" \
         >"$BENCH_DIR/results/latest.md"
     cp "$RESULTS" "$BENCH_DIR/results/latest.tsv"
+    cp "$W/counts.tsv" "$BENCH_DIR/results/latest-counts.tsv"
+    cp "$W/images.json" "$BENCH_DIR/results/latest-images.json"
+    cp "$FACTS" "$BENCH_DIR/results/latest-facts.tsv"
     cat "$BENCH_DIR/results/latest.md"
 }
 
