@@ -241,7 +241,7 @@ impl<'a> Prefix<'a> {
             tokio::select! {
                 r = &mut workers, if result.is_none() => result = Some(r),
                 msg = done.recv() => match msg {
-                    Some(chunk) => self.chunk_done(chunk, shared)?,
+                    Some(chunk) => self.chunk_done(chunk, shared).await?,
                     // Every worker is gone; their result says how it went.
                     None => break,
                 },
@@ -253,21 +253,29 @@ impl<'a> Prefix<'a> {
         }
     }
 
-    fn chunk_done(&mut self, (s, e): (u64, u64), shared: &Shared) -> Result<(), PullError> {
+    async fn chunk_done(&mut self, (s, e): (u64, u64), shared: &Shared) -> Result<(), PullError> {
         self.finished.insert(s, e);
         self.written.insert(s, e);
-        {
-            let mut h = lock(&shared.hasher);
+        // Chunks that finished ahead of the prefix are read back and hashed
+        // on a blocking thread.
+        let mut finished = std::mem::take(&mut self.finished);
+        let (target, hasher) = (self.target.clone(), Arc::clone(&shared.hasher));
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut h = lock(&hasher);
             // The finished chunk that holds the prefix (or ends where it
             // is, hashed as it arrived), if any.
-            while let Some((&s0, &e0)) = self.finished.range(..=h.len()).next_back() {
-                self.finished.remove(&s0);
+            while let Some((&s0, &e0)) = finished.range(..=h.len()).next_back() {
+                finished.remove(&s0);
                 let prefix = h.len();
                 if e0 > prefix {
-                    self.target.read_back(prefix, e0, &mut h)?;
+                    target.read_back(prefix, e0, &mut h)?;
                 }
             }
-        }
+            Ok::<_, PullError>(finished)
+        });
+        self.finished = hashed.await.map_err(|e| {
+            PullError::io("hashing", "a chunked download", std::io::Error::other(e))
+        })??;
         let before = self.written_to;
         while let Some(e) = self.written.remove(&self.written_to) {
             self.written_to = e;
