@@ -153,22 +153,22 @@ def latency_section(w, stats, counts, images, facts, goals):
         r = small["wall"] / floor_s(["small3"], images, facts)[0]
         goals.append((f"small3 over the {rtt_ms:.0f} ms link within {FLOOR_GOAL_RATIO}× its floor",
                       f"{r:.2f}×", r <= FLOOR_GOAL_RATIO))
-    many, sk = stats.get(("lat-many40", "dp-cold")), stats.get(("lat-many40", "skopeo"))
-    if many and sk:
-        r = many["wall"] / sk["wall"]
-        goals.append((f"many40 over the {rtt_ms:.0f} ms link at most {MANY_GOAL_RATIO}× skopeo",
-                      f"{r:.2f}×", r <= MANY_GOAL_RATIO))
-    lst = stats.get(("lat-list20", "dp-list"))
-    one = stats.get(("lat-list-01", "dp-cold"))
-    seq = stats.get(("lat-list20", "skopeo-list"))
-    if lst and one:
-        r = lst["wall"] / one["wall"]
-        goals.append((f"the list of 20 at most {LIST_SINGLE_GOAL_RATIO}× one of its images alone "
-                      "(all 20 have the same shape)", f"{r:.2f}×", r <= LIST_SINGLE_GOAL_RATIO))
-    if lst and seq:
-        r = lst["wall"] / seq["wall"]
-        goals.append((f"the list of 20 at most {LIST_SKOPEO_GOAL_RATIO}× skopeo one image after "
-                      "another", f"{r:.3f}×", r <= LIST_SKOPEO_GOAL_RATIO))
+    wall_goal(goals, stats, f"many40 over the {rtt_ms:.0f} ms link at most {MANY_GOAL_RATIO}× skopeo",
+              ("lat-many40", "dp-cold"), ("lat-many40", "skopeo"), MANY_GOAL_RATIO)
+    wall_goal(goals, stats, f"the list of 20 at most {LIST_SINGLE_GOAL_RATIO}× one of its images "
+              "alone (all 20 have the same shape)", ("lat-list20", "dp-list"),
+              ("lat-list-01", "dp-cold"), LIST_SINGLE_GOAL_RATIO)
+    wall_goal(goals, stats, f"the list of 20 at most {LIST_SKOPEO_GOAL_RATIO}× skopeo one image "
+              "after another", ("lat-list20", "dp-list"), ("lat-list20", "skopeo-list"),
+              LIST_SKOPEO_GOAL_RATIO)
+
+
+def wall_goal(goals, stats, text, case, other, limit):
+    """A goal on the ratio of two medians of wall time, when both were measured."""
+    a, b = stats.get(case), stats.get(other)
+    if a and b:
+        r = a["wall"] / b["wall"]
+        goals.append((text, f"{r:.3f}×", r <= limit))
 
 
 def med(values):
@@ -280,16 +280,11 @@ def main():
     w("")
 
     goals = []
-    cold, sk = stats.get(("cold-big5", "dp-cold")), stats.get(("cold-big5", "skopeo"))
-    if cold and sk:
-        r = cold["wall"] / sk["wall"]
-        goals.append((f"cold pull of big5 at most {COLD_GOAL_RATIO}× skopeo's wall time",
-                      f"{r:.3f}×", r <= COLD_GOAL_RATIO))
-    nc, nsk = stats.get(("no-cache-big5", "dp-no-cache")), stats.get(("no-cache-big5", "skopeo"))
-    if nc and nsk:
-        r = nc["wall"] / nsk["wall"]
-        goals.append((f"`--no-cache` pull of big5 at most {NO_CACHE_GOAL_RATIO}× skopeo's wall time",
-                      f"{r:.3f}×", r <= NO_CACHE_GOAL_RATIO))
+    wall_goal(goals, stats, f"cold pull of big5 at most {COLD_GOAL_RATIO}× skopeo's wall time",
+              ("cold-big5", "dp-cold"), ("cold-big5", "skopeo"), COLD_GOAL_RATIO)
+    wall_goal(goals, stats, f"`--no-cache` pull of big5 at most {NO_CACHE_GOAL_RATIO}× skopeo's "
+              "wall time", ("no-cache-big5", "dp-no-cache"), ("no-cache-big5", "skopeo"),
+              NO_CACHE_GOAL_RATIO)
     for case, tool in (("cold-big5", "dp-cold"), ("no-cache-big5", "dp-no-cache")):
         s = stats.get((case, tool))
         if s and "big5" in images:
@@ -300,11 +295,8 @@ def main():
     if rss is not None:
         goals.append((f"docker-pull peak RSS at most {RSS_GOAL_MIB} MiB (largest of every run)",
                       f"{rss:.1f} MiB", rss <= RSS_GOAL_MIB))
-    warm, cp = stats.get(("warm-big5", "dp-warm")), stats.get(("warm-big5", "cp"))
-    if warm and cp:
-        r = warm["wall"] / cp["wall"]
-        goals.append((f"warm pull of big5 at most {WARM_CP_GOAL_RATIO}× `cp` of the archive",
-                      f"{r:.2f}×", r <= WARM_CP_GOAL_RATIO))
+    wall_goal(goals, stats, f"warm pull of big5 at most {WARM_CP_GOAL_RATIO}× `cp` of the archive",
+              ("warm-big5", "dp-warm"), ("warm-big5", "cp"), WARM_CP_GOAL_RATIO)
     oci = stats.get(("warm-oci-dir-big5", "dp-oci-dir-warm"))
     if oci:
         goals.append((f"warm `-f oci-dir` of big5 under {WARM_OCI_GOAL_S} s wall",

@@ -305,11 +305,7 @@ async fn children(
             Decoded::Image { config, layers, .. } => Some((media_type.clone(), config, layers)),
             _ => None,
         };
-        let runnable = IndexEntry {
-            platform: m.platform.clone(),
-            reference_type: m.reference_type.as_deref(),
-        }
-        .is_runnable_image();
+        let runnable = m.choice_entry().is_runnable_image();
         let kind = match (&m.reference_type, runnable, &image) {
             (Some(_), _, _) => EntryKind::Attestation,
             (None, true, Some(_)) => EntryKind::Image,

@@ -190,13 +190,8 @@ pub async fn resolve(
                 if depth == MAX_INDEX_DEPTH {
                     return Err(ctx.invalid("index", "indexes nested too deeply"));
                 }
-                let entries: Vec<IndexEntry<'_>> = manifests
-                    .iter()
-                    .map(|m| IndexEntry {
-                        platform: m.platform.clone(),
-                        reference_type: m.reference_type.as_deref(),
-                    })
-                    .collect();
+                let entries: Vec<IndexEntry<'_>> =
+                    manifests.iter().map(IndexManifest::choice_entry).collect();
                 let i = platform::choose(want, &entries).map_err(no_match(&image, want))?;
                 chosen_platform = entries[i].platform.clone();
                 let entry = manifests
@@ -348,13 +343,7 @@ pub fn keep_platforms(
     else {
         return Err(invalid("it is no longer an index".into()));
     };
-    let entries: Vec<IndexEntry<'_>> = manifests
-        .iter()
-        .map(|m| IndexEntry {
-            platform: m.platform.clone(),
-            reference_type: m.reference_type.as_deref(),
-        })
-        .collect();
+    let entries: Vec<IndexEntry<'_>> = manifests.iter().map(IndexManifest::choice_entry).collect();
     let mut keep = vec![false; manifests.len()];
     for want in wanted {
         let i = platform::choose(want, &entries).map_err(no_match(image, want))?;
@@ -487,6 +476,14 @@ pub struct IndexManifest {
 }
 
 impl IndexManifest {
+    /// What platform choice looks at: the platform and the reference type.
+    pub fn choice_entry(&self) -> IndexEntry<'_> {
+        IndexEntry {
+            platform: self.platform.clone(),
+            reference_type: self.reference_type.as_deref(),
+        }
+    }
+
     /// The entry's digest, validated.
     pub fn digest(&self) -> Result<Digest, String> {
         self.descriptor
