@@ -150,9 +150,9 @@ impl Write for Packed {
 }
 
 /// Copies a cached blob of `size` bytes into `out`, checking its size and,
-/// unless this process verified it a moment ago, its digest (hashed as it
-/// is copied). A damaged blob is evicted from the cache and reported; `label`
-/// names `out` in errors.
+/// unless the cache trusts it ([`Cache::trusts`]), its digest (hashed as it
+/// is copied): a blob found right is sealed, a damaged one is evicted from
+/// the cache and reported. `label` names `out` in errors.
 pub(super) fn copy_blob_into(
     out: &mut dyn Write,
     label: &Path,
@@ -165,7 +165,10 @@ pub(super) fn copy_blob_into(
     let file = cache
         .open_blob(digest)
         .map_err(|e| PullError::io("reading", &src, e))?;
-    let mut hasher = (!cache.is_fresh(digest)).then(Hasher::new);
+    let before = file
+        .metadata()
+        .map_err(|e| PullError::io("reading", &src, e))?;
+    let mut hasher = (!cache.trusts(digest, &before)).then(Hasher::new);
     let mut reader = BufReader::with_capacity(BUFFER, file).take(size + 1);
     let mut buf = vec![0u8; BUFFER];
     let mut copied = 0u64;
@@ -193,7 +196,13 @@ pub(super) fn copy_blob_into(
         Some(actual) if &actual != digest => {
             Err(damaged(format!("its content hashes to {actual}")))
         }
-        _ => Ok(()),
+        Some(_) => {
+            if let Ok(now) = reader.get_ref().get_ref().metadata() {
+                cache.seal(digest, &before, &now);
+            }
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 

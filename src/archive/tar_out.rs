@@ -98,8 +98,9 @@ impl<'a> TarOut<'a> {
 
 /// Copies a cached blob of `size` bytes into `out` at offset `at` (the
 /// entry's data; its header and padding are the caller's), checking its size
-/// and, unless this process verified it a moment ago, its digest. A damaged
-/// blob is evicted from the cache and reported. `path` names `out` in errors.
+/// and, unless the cache trusts it ([`Cache::trusts`]), its digest: a blob
+/// found right is sealed, a damaged one is evicted from the cache and
+/// reported. `path` names `out` in errors.
 pub(super) fn copy_blob_at(
     out: &mut File,
     at: u64,
@@ -113,23 +114,22 @@ pub(super) fn copy_blob_at(
     let file = cache
         .open_blob(digest)
         .map_err(|e| PullError::io("reading", &src, e))?;
-    let len = file
+    let before = file
         .metadata()
-        .map_err(|e| PullError::io("reading", &src, e))?
-        .len();
+        .map_err(|e| PullError::io("reading", &src, e))?;
+    let len = before.len();
     if len != size {
         return Err(damaged(format!("{len} bytes, expected {size}")));
     }
     let err = |e| PullError::io("writing", path, e);
     out.seek(SeekFrom::Start(at)).map_err(err)?;
-    let fresh = cache.is_fresh(digest);
+    let trusted = cache.trusts(digest, &before);
     // The kernel copies it file to file (copy_file_range on Linux, a reflink
-    // where the file system can). A blob this process did not verify a
-    // moment ago is hashed at the same time, on another core, from the same
-    // handle at offsets of its own; a mismatch fails the archive, whose
-    // temporary file is removed.
+    // where the file system can). A blob the cache does not trust is hashed
+    // at the same time, on another core, from the same handle at offsets of
+    // its own; a mismatch fails the archive, whose temporary file is removed.
     let (copied, hashed) = std::thread::scope(|scope| {
-        let hashing = (!fresh).then(|| scope.spawn(|| hash_file(&file)));
+        let hashing = (!trusted).then(|| scope.spawn(|| hash_file(&file)));
         let copied = io::copy(&mut &file, out);
         (copied, hashing.map(|h| h.join()))
     });
@@ -148,6 +148,9 @@ pub(super) fn copy_blob_at(
     }
     if &actual != digest {
         return Err(damaged(format!("its content hashes to {actual}")));
+    }
+    if let Ok(now) = file.metadata() {
+        cache.seal(digest, &before, &now);
     }
     Ok(())
 }

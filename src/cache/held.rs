@@ -1,5 +1,5 @@
-//! Blobs in use by this process: each one a pull uses is marked used now (its
-//! mtime, for least-recently-used pruning), recorded in `meta/`, and held so
+//! Blobs in use by this process: each one a pull uses is recorded in `meta/`
+//! (which marks it used now, for least-recently-used pruning), and held so
 //! that `cache prune` in another process leaves it alone, until
 //! [`Cache::release`] once the archive that needs it is written. Also which
 //! blobs this process verified itself. Must not write or remove blobs.
@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{Cache, fsx, meta};
 use crate::digest::Digest;
@@ -69,13 +69,12 @@ pub(super) fn gate(root: &Path, exclusive: bool) -> io::Result<File> {
 
 impl Cache {
     /// Notes that `image` used a stored blob (`hit`: found in the cache, not
-    /// downloaded now), marks it used now, and holds it (see [`hold`]) until
+    /// downloaded now) in its record, which marks it used now, and holds it (see [`hold`]) until
     /// [`release`](Self::release) or the end of the process, so no prune
     /// removes it meanwhile. Best effort: statistics never fail a pull.
     ///
     /// [`hold`]: Self::hold
     pub fn record_use(&self, digest: &Digest, image: &str, hit: bool) {
-        self.touch(digest);
         self.hold(digest);
         if !hit {
             self.fresh
@@ -179,14 +178,6 @@ impl Cache {
             .unwrap_or_else(|e| e.into_inner())
             .digests
             .len()
-    }
-
-    /// Marks a stored blob as used now (its mtime), for least-recently-used
-    /// pruning. Best effort: a read-only cache still works.
-    pub fn touch(&self, digest: &Digest) {
-        if let Ok(f) = fsx::open_nofollow_write(&self.blob_path(digest)) {
-            let _ = f.set_modified(SystemTime::now());
-        }
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! blobs/sha256/<hex>      verified blobs only, each entered by an atomic rename
-//! meta/<hex>.json         what is known of a blob's use: hits, images (meta.rs)
+//! meta/<hex>.json         what is known of a blob's use: hits, images, last use (meta.rs)
+//! meta/<hex>.seal         the blob's file as it was when its bytes were checked (seal.rs)
 //! ingest/<hex>.data       a partial download, kept across runs and resumed
 //! ingest/<hex>.prefix     how much of a chunked partial download is written without gaps
 //! ingest/<hex>.lock       held (flock) by the process downloading <hex> (lock.rs)
@@ -15,8 +16,8 @@
 //! ```
 //!
 //! Where each part lives: directories and safe opens in fsx.rs, the download
-//! lock in lock.rs, use records in meta.rs, blobs held by running pulls in
-//! held.rs, verified reads in verify.rs, listing, statistics, prune and
+//! lock in lock.rs, use records in meta.rs, seals in seal.rs, blobs held by
+//! running pulls in held.rs, verified reads in verify.rs, listing, statistics, prune and
 //! clear in prune.rs. This module owns the files below the cache directory
 //! and nothing else: it never talks to the network and knows no archive
 //! format. With `--no-cache` a temporary directory with the same layout is
@@ -40,9 +41,13 @@
 //!   a predictable name.
 //! - **Verified reads.** Code outside the cache gets a blob only through
 //!   [`Cache::open_blob`], [`Cache::open_verified`] (size and digest
-//!   checked, unless this process verified the blob itself) and
-//!   [`Cache::read_verified`] (bounded, for configs). A blob found damaged is
-//!   evicted and the error says to run the pull again.
+//!   checked, unless [`Cache::trusts`] it: this process verified it, or its
+//!   seal matches its file in this boot) and [`Cache::read_verified`]
+//!   (bounded, for configs). Whoever reads a blob by `open_blob` checks it
+//!   the same way. A blob found damaged is evicted (its seal with it) and
+//!   the error says to run the pull again.
+//! - **Blobs are never written after their commit.** Not even their mtime:
+//!   a pull's use is the mtime of `meta/<hex>.json`, so a seal stays true.
 //!
 //! # Lock protocol
 //!
@@ -62,6 +67,7 @@ pub mod ingest;
 mod lock;
 mod meta;
 mod prune;
+mod seal;
 mod verify;
 
 use std::fs::{self, File};
@@ -174,11 +180,13 @@ impl Cache {
         let target = self.blob_path(digest);
         fs::rename(self.ingest_path(digest), &target)?;
         let _ = lock.remove();
+        self.seal_committed(digest);
         Ok(target)
     }
 
     /// Removes a stored blob found damaged.
     pub fn evict(&self, digest: &Digest) -> io::Result<()> {
+        self.unseal(digest.hex());
         match fs::remove_file(self.blob_path(digest)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

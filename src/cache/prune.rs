@@ -17,7 +17,8 @@ use super::{Cache, fsx, lock, meta};
 pub struct CacheEntry {
     pub hex: String,
     pub size: u64,
-    /// When a pull last used it (its mtime).
+    /// When a pull last used it (the mtime of its use record), or else when
+    /// it came in (the blob's mtime).
     pub last_used: SystemTime,
     /// Pulls that found it in the cache.
     pub hits: u64,
@@ -76,10 +77,15 @@ impl Cache {
                 Ok(m) if m.is_file() => m,
                 _ => continue,
             };
-            let info = meta::read(&self.meta_path(&name));
+            let record = self.meta_path(&name);
+            let info = meta::read(&record);
+            let used = fs::symlink_metadata(&record)
+                .and_then(|m| m.modified())
+                .ok();
+            let stored = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             out.push(CacheEntry {
                 size: meta.len(),
-                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                last_used: used.map_or(stored, |u| u.max(stored)),
                 hits: info.hits,
                 images: info.images,
                 hex: name,
@@ -193,6 +199,7 @@ impl Cache {
         match removed {
             Ok(()) => {
                 let _ = fs::remove_file(self.meta_path(&e.hex));
+                self.unseal(&e.hex);
                 out.blobs += 1;
                 out.freed += e.size;
                 Ok(Removal::Removed)
@@ -287,14 +294,22 @@ impl Cache {
         Ok(())
     }
 
-    /// Temporary files in `meta/` that no run has written to for an hour:
-    /// left by a run that stopped between writing and renaming.
+    /// Temporary files in `meta/` that no run has written to for an hour
+    /// (left by a run that stopped between writing and renaming), and seals
+    /// of blobs that are gone.
     fn sweep_temporary(&self, now: SystemTime, out: &mut PruneOutcome) -> io::Result<()> {
         let dir = self.root.join("meta");
         for entry in fs::read_dir(&dir)? {
             let name = entry?.file_name();
-            if name.to_string_lossy().ends_with(".tmp") {
-                remove_stale(&dir.join(name), now, out);
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                remove_stale(&dir.join(&*name), now, out);
+            } else if let Some(hex) = name.strip_suffix(".seal")
+                && is_hex(hex)
+                && fs::symlink_metadata(self.root.join("blobs/sha256").join(hex)).is_err()
+            {
+                self.unseal(hex);
+                out.leftovers += 1;
             }
         }
         Ok(())
@@ -364,8 +379,22 @@ mod tests {
         let out = cache.prune(Some(day * 5), None).unwrap();
         assert_eq!((out.blobs, out.freed), (1, 100));
         assert!(!cache.blob_path(&old).exists());
-        // Touching makes the middle one the newest; a size cap then drops the other.
-        cache.touch(&mid);
+        // A use (by a pull that is over) makes the middle one the newest, its
+        // blob untouched; a size cap then drops the other.
+        let before = fs::metadata(cache.blob_path(&mid))
+            .unwrap()
+            .modified()
+            .unwrap();
+        drop({
+            let pull = Cache::open(dir.path()).unwrap();
+            pull.record_use(&mid, "r/a:1", true);
+            pull
+        });
+        let blob = fs::metadata(cache.blob_path(&mid))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(blob, before, "a use leaves the blob alone");
         let out = cache.prune(None, Some(150)).unwrap();
         assert_eq!(out.blobs, 1);
         assert!(cache.blob_path(&mid).exists());
@@ -406,12 +435,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let day = Duration::from_secs(86_400);
+        // Both the blob and its use record, as a pull that long ago left them.
         let set_age = |d: &Digest, age: Duration| {
-            let f = OpenOptions::new()
-                .append(true)
-                .open(cache.blob_path(d))
-                .unwrap();
-            f.set_modified(SystemTime::now() - age).unwrap();
+            for path in [cache.blob_path(d), cache.meta_path(d.hex())] {
+                let f = OpenOptions::new().append(true).open(path).unwrap();
+                f.set_modified(SystemTime::now() - age).unwrap();
+            }
         };
         let pull = Cache::open(dir.path()).unwrap();
         let used = stored(&cache, &[1u8; 100], day * 3);
@@ -462,11 +491,17 @@ mod tests {
             file(ingest.join(format!(".{}.x1y2.partial", hex(3))), true),
         ];
         let recent = file(meta.join(format!(".{}.json.Zz99Yy.tmp", hex(4))), false);
-        // Lock files nobody holds, and a verified-prefix record without its data.
+        // Lock files nobody holds, a verified-prefix record without its data,
+        // the seal of a blob that is gone.
         let orphans = [
             file(ingest.join(format!("{}.lock", hex(5))), false),
             file(ingest.join(format!("{}.prefix", hex(6))), false),
+            file(meta.join(format!("{}.seal", hex(7))), false),
         ];
+        // A stored blob's seal stays with it, and goes with it.
+        let kept = Digest::of(&[8]);
+        fs::write(cache.blob_path(&kept), [8]).unwrap();
+        let kept_seal = file(meta.join(format!("{}.seal", kept.hex())), false);
         // A download in progress keeps everything; an idle recent one its data.
         let busy = Digest::of(b"busy");
         let lock = cache.lock_ingest(&busy).unwrap();
@@ -478,19 +513,30 @@ mod tests {
         let out = cache.prune(None, Some(u64::MAX)).unwrap();
         assert_eq!(
             (out.leftovers, out.partials, out.blobs),
-            (6, 0, 0),
+            (7, 0, 0),
             "{out:?}"
         );
         for path in stale.iter().chain(&orphans).chain([&idle_lock]) {
             assert!(!path.exists(), "{} stays", path.display());
         }
-        for path in [&recent, &busy_data, &cache.lock_path(&busy), &idle_data] {
+        for path in [
+            &recent,
+            &busy_data,
+            &cache.lock_path(&busy),
+            &idle_data,
+            &kept_seal,
+        ] {
             assert!(path.exists(), "{} is gone", path.display());
         }
 
         let out = cache.clear().unwrap();
-        assert_eq!((out.partials, out.leftovers), (1, 0), "{out:?}");
+        assert_eq!(
+            (out.partials, out.leftovers, out.blobs),
+            (1, 0, 1),
+            "{out:?}"
+        );
         assert!(!idle_data.exists() && !cache.lock_path(&idle).exists());
+        assert!(!kept_seal.exists(), "the seal goes with its blob");
         assert!(busy_data.exists() && recent.exists());
         drop(lock);
         let out = cache.clear().unwrap();

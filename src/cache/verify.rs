@@ -2,7 +2,7 @@
 //! bytes. A blob is opened without following a link and only as a regular
 //! file; one whose size or digest is wrong is evicted and reported as
 //! damaged, with what to do. Must not write blobs, and must not skip the
-//! hash of a blob this process did not verify itself.
+//! hash of a blob the cache does not trust ([`Cache::trusts`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -19,16 +19,18 @@ impl Cache {
     }
 
     /// The stored blob `digest`, checked: `size` bytes that hash to
-    /// `digest` (the hash is skipped for a blob this process downloaded and
-    /// verified itself). A damaged blob is evicted and the error says so.
-    /// The file is returned at offset 0.
+    /// `digest` (the hash is skipped for a blob the cache trusts: this
+    /// process verified it, or its seal matches). A blob found right is
+    /// sealed; a damaged one is evicted and the error says so. The file is
+    /// returned at offset 0.
     pub fn open_verified(&self, digest: &Digest, size: u64) -> io::Result<File> {
         let file = self.open_blob(digest)?;
-        let len = file.metadata()?.len();
+        let before = file.metadata()?;
+        let len = before.len();
         if len != size {
             return Err(self.damaged(digest, &format!("{len} bytes, expected {size}")));
         }
-        if !self.is_fresh(digest) {
+        if !self.trusts(digest, &before) {
             let (actual, len) = hash_file(&file)?;
             if len != size {
                 return Err(self.damaged(digest, &format!("{len} bytes, expected {size}")));
@@ -36,6 +38,7 @@ impl Cache {
             if &actual != digest {
                 return Err(self.damaged(digest, &format!("its content hashes to {actual}")));
             }
+            self.seal(digest, &before, &file.metadata()?);
         }
         Ok(file)
     }
@@ -150,5 +153,38 @@ mod tests {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut f, &mut s).unwrap();
         assert_eq!(s, "layer", "handed over at offset 0");
+
+        // Found right, it is sealed; once its bytes change (same length) the
+        // seal counts for nothing and the damage is found.
+        let sealed = dir.path().join("meta").join(format!("{}.seal", d.hex()));
+        assert_eq!(sealed.exists(), cfg!(target_os = "linux"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(cache.blob_path(&d))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"LAYER"))
+            .unwrap();
+        let err = cache.open_verified(&d, 5).unwrap_err().to_string();
+        assert!(err.contains("hashes to"), "{err}");
+        assert!(!sealed.exists(), "the seal goes with the blob");
+    }
+
+    #[test]
+    fn a_blob_found_right_is_trusted_by_the_next_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let d = Digest::of(b"layer");
+        fs::write(cache.blob_path(&d), b"layer").unwrap();
+        cache.open_verified(&d, 5).unwrap();
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        // Not downloaded by this process, so trusted by its seal alone, in
+        // this process and the next.
+        let m = fs::metadata(cache.blob_path(&d)).unwrap();
+        assert!(!cache.is_fresh(&d));
+        assert!(cache.trusts(&d, &m));
+        let other = Cache::open(dir.path()).unwrap();
+        assert!(other.trusts(&d, &m), "another process trusts the seal too");
     }
 }

@@ -129,8 +129,10 @@ async fn download_locked(
         return Err(f.integrity(d, format!("its content hashes to {actual}")));
     }
     // No fsync: a blob that a crash leaves damaged is caught when a later
-    // run reads it (cache hits are hashed on their way into an archive)
-    // and downloaded again, so waiting for the disk would buy nothing.
+    // run reads it and downloaded again (the commit seals the blob, but a
+    // seal counts only in the boot that made it, so after a crash cache
+    // hits are hashed on their way into an archive), so waiting for the
+    // disk would buy nothing.
     if target.cached() {
         f.cache
             .commit(&d.digest, lock)

@@ -183,12 +183,13 @@ fn cache_stats_and_ls() {
     );
 }
 
+/// Makes a stored blob look used `age` ago: its mtime and its use record's.
 fn age_blob(work: &Work, hex: &str, age: Duration) {
-    let f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(work.cache().join("blobs/sha256").join(hex))
-        .unwrap();
-    f.set_modified(SystemTime::now() - age).unwrap();
+    let record = work.cache().join("meta").join(format!("{hex}.json"));
+    for path in [work.cache().join("blobs/sha256").join(hex), record] {
+        let f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+    }
 }
 
 #[test]

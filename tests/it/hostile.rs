@@ -61,7 +61,8 @@ fn assert_contained(work: &Work) {
                 || p == "blobs/sha256"
                 || p == "meta"
                 || p.strip_prefix("meta/").is_some_and(|m| {
-                    m.strip_suffix(".json").is_some_and(|hex| {
+                    let record = m.strip_suffix(".json").or_else(|| m.strip_suffix(".seal"));
+                    record.is_some_and(|hex| {
                         hex.len() == 64
                             && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
                     })

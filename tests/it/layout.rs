@@ -84,6 +84,49 @@ fn a_damaged_cache_blob_is_not_linked_into_a_layout() {
     assert_eq!(ref_names(&second), [reference]);
 }
 
+/// A layout's blobs are hard links to the cache's: bytes changed in place through the layout
+/// change the cached blob too. The blob's seal no longer matches, so the next pull hashes it,
+/// finds the damage and downloads the blob again.
+#[test]
+fn a_blob_changed_in_place_through_a_layout_is_caught_by_the_next_pull() {
+    use std::io::{Seek, SeekFrom, Write};
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Oci, 2, 10_000, 404);
+    registry.push_image("app", "v1", &image);
+    let reference = registry.reference("app", "v1");
+    let work = Work::new();
+    let first = work.path("first");
+    into_layout(&work, &first, &[&reference]).success();
+    // Each blob is sealed as it comes in, and a warm pull keeps to the seal.
+    let layer = &image.layers[0];
+    let seal = work
+        .cache()
+        .join("meta")
+        .join(format!("{}.seal", layer.hex()));
+    assert!(seal.is_file(), "the layer is sealed");
+    into_layout(&work, &work.path("second"), &[&reference]).success();
+    assert!(seal.is_file(), "the layer is still sealed");
+
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(first.join("blobs/sha256").join(layer.hex()))
+        .unwrap();
+    f.seek(SeekFrom::Start(100)).unwrap();
+    f.write_all(&[!layer.data[100]]).unwrap();
+    drop(f);
+
+    let third = work.path("third");
+    let run = into_layout(&work, &third, &[&reference]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("damaged"), "{}", run.stderr);
+    assert!(!seal.exists(), "the seal goes with the evicted blob");
+    registry.reset_log();
+    into_layout(&work, &third, &[&reference]).success();
+    assert_eq!(registry.blob_gets(&layer.digest), 1, "downloaded again");
+    assert_blobs_sound(&third);
+}
+
 #[test]
 fn a_damaged_blob_in_the_layout_is_replaced() {
     let registry = FakeRegistry::anonymous();
