@@ -91,7 +91,7 @@ def load_counts(path):
 
 def floor_s(names, images, facts, jobs=None):
     """The round-trip floor of pulling `names` in one docker-pull command, in seconds: connect,
-    `/v2/`, the manifests (together), one round trip to open the other connections, then the
+    `/v2/` (the other connections opened alongside), the manifests (together), then the
     distinct blobs (configs and layers) -j at a time, one round trip per round, plus every
     byte at the link rate."""
     rtt = 2 * float(facts["lat_delay_ms"]) / 1000
@@ -107,7 +107,7 @@ def floor_s(names, images, facts, jobs=None):
         manifests += 1
     rounds = -(-len(blobs) // jobs)
     nbytes = sum(blobs.values())
-    return rtt * (3 + 1 + rounds) + nbytes / rate, len(blobs), rounds
+    return rtt * (3 + rounds) + nbytes / rate, len(blobs), rounds
 
 
 def latency_section(w, stats, counts, images, facts, goals):
@@ -120,9 +120,9 @@ def latency_section(w, stats, counts, images, facts, goals):
       f"{facts['lat_rate_mbit']} Mbit/s; first GET /v2/ over it (connect + request): "
       f"{float(facts.get('lat_probe_s', 0)) * 1000:.0f} ms. Requests are the lines of the "
       "registry's access log during the run, connections the TCP connections accepted on the "
-      "registry's side of the link (medians). The floor: connect, `/v2/`, the manifests, one "
-      "round trip to open the other connections, the distinct blobs `-j 3` at a time (one round "
-      "trip per round), and every byte at the link rate.")
+      "registry's side of the link (medians). The floor: connect, `/v2/` (the other connections "
+      "opened alongside), the manifests, the distinct blobs `-j 3` at a time (one round trip per "
+      "round), and every byte at the link rate.")
     w("")
     w("The goals are for default flags (`-j 3`); the `-j 8` rows show what more connections buy "
       "where round trips, not bytes, set the time.")

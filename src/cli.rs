@@ -1030,6 +1030,7 @@ impl Cli {
             timeout: Duration::from_secs(self.timeout),
             retries: self.retries,
             limit_rate,
+            connections: usize::from(self.jobs),
         })
     }
 }

@@ -32,6 +32,8 @@ use crate::digest::Digest;
 use crate::media_type;
 use crate::reference::is_loopback_host;
 
+/// The most connections opened to a registry at its first contact.
+const OPENED_AHEAD: usize = 8;
 /// Manifests larger than this are refused.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Error bodies are read up to this much (for the error envelope).
@@ -272,6 +274,7 @@ impl Registry {
         budget: &mut Budget,
     ) -> Result<(), RegistryError> {
         debug!(%url, "ping");
+        self.open_ahead(url).await;
         let resp = self
             .with_retries(budget, "/v2/", || self.http.registry.get(url.clone()))
             .await?;
@@ -280,6 +283,53 @@ impl Registry {
             self.remember_challenge(resp.headers()).await;
         }
         Ok(())
+    }
+
+    /// Opens the other connections the requests after the ping will want
+    /// (`-j` in all, at most [`OPENED_AHEAD`]) while the ping is on its
+    /// way, each with a `/v2/` request of its own, instead of one round
+    /// trip later when they are needed. Their requests are polled once
+    /// here, before the ping is sent, so each finds no free connection and
+    /// opens one; then they go on in a task of their own, so the ping never
+    /// waits for them. Their answers are read (a bounded few bytes) and
+    /// dropped, which leaves each connection idle in the client's pool; a
+    /// failure costs nothing but the connection.
+    async fn open_ahead(&self, url: &Url) {
+        let mut ahead = Box::pin(self.requests_ahead(url));
+        let done =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(ahead.as_mut().poll(cx).is_ready()))
+                .await;
+        if !done {
+            tokio::spawn(ahead);
+        }
+    }
+
+    /// The requests of [`open_ahead`](Self::open_ahead).
+    fn requests_ahead(&self, url: &Url) -> impl Future<Output = ()> + Send + use<> {
+        let extra = self.opts.connections.clamp(1, OPENED_AHEAD) - 1;
+        let timeout = self.opts.timeout;
+        let requests = (0..extra).map(|_| {
+            let request = self.http.registry.get(url.clone());
+            async move {
+                let drained = tokio::time::timeout(timeout, async {
+                    let mut resp = request.send().await?;
+                    let mut seen = 0;
+                    while let Some(chunk) = resp.chunk().await? {
+                        seen += chunk.len();
+                        if seen > MAX_ERROR_BODY {
+                            break;
+                        }
+                    }
+                    Ok::<_, reqwest::Error>(())
+                })
+                .await;
+                debug!(?drained, "a connection opened ahead");
+            }
+        });
+        futures_util::FutureExt::map(
+            futures_util::future::join_all(requests.collect::<Vec<_>>()),
+            drop,
+        )
     }
 
     /// Sends what `make` builds until the answer is not a transient

@@ -38,6 +38,10 @@ pub struct TransportOptions {
     /// The cap on the run's total transfer rate, bytes per second
     /// (`--limit-rate`); see [`RateLimit`](super::RateLimit).
     pub limit_rate: Option<NonZeroU64>,
+    /// Connections opened to a registry at once when it is first reached
+    /// (`-j`; see `Registry::ping`), so that the requests after the ping
+    /// find them open.
+    pub connections: usize,
 }
 
 impl Default for TransportOptions {
@@ -52,6 +56,7 @@ impl Default for TransportOptions {
             timeout: Duration::from_secs(30),
             retries: 5,
             limit_rate: None,
+            connections: 1,
         }
     }
 }

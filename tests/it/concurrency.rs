@@ -134,3 +134,50 @@ fn the_config_and_the_layers_go_together() {
     );
     assert_default_archive(&work, &registry, &image, "one", "v1");
 }
+
+/// The connections the blobs need are opened while the registry is first reached (the `/v2/`
+/// ping goes out on `-j` connections at once), not once the manifest is in. Over a link with a
+/// round trip, every connection is up before any answer comes back; here a registry that takes
+/// 100 ms to answer `/v2/` stands in for it. `/v2/` is asked `-j` times, and every connection
+/// a blob goes over was accepted before the manifest was answered. (Two blobs, so that with
+/// `-j 3` neither waits for the manifest's connection to be free. The client's pool may open a
+/// connection more than it then uses, when one it waits for comes free first, so connections
+/// are not counted; on loopback that new one may even win, so a request that follows another
+/// on one connection, as with `-j 1`, proves nothing here.)
+#[test]
+fn the_connections_for_the_blobs_are_open_before_the_manifest_is_in() {
+    let image = random_image(Flavor::Docker, 1, 50_000, 81);
+    let registry = FakeRegistry::anonymous();
+    registry.push_image("warm", "v1", &image);
+    let slow = Action::Delay(Duration::from_millis(100));
+    registry.add_fault(Fault::new(Match::path("/v2/"), slow).always());
+    let work = Work::new();
+    work.pull(&["-q", "-j", "3", &registry.reference("warm", "v1")])
+        .success();
+    let log = registry.requests();
+    let manifest = log
+        .iter()
+        .position(|r| r.path.contains("/manifests/"))
+        .expect("a manifest request");
+    let pings = log.iter().filter(|r| r.path == "/v2/").count();
+    assert_eq!(pings, 3, "one ping per connection: {log:#?}");
+    let blobs: std::collections::BTreeSet<u16> = log
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(blobs.len(), 2, "{log:#?}");
+    let accepted = registry.connections();
+    for port in &blobs {
+        let answered_before = accepted
+            .iter()
+            .find(|(p, _)| p == port)
+            .map(|(_, n)| *n)
+            .expect("the blob's connection was accepted");
+        assert!(
+            answered_before <= manifest,
+            "connection {port} was opened after the manifest was in: {log:#?}"
+        );
+    }
+    assert_default_archive(&work, &registry, &image, "warm", "v1");
+}

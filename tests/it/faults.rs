@@ -538,10 +538,12 @@ fn damaged_blob_is_retried_once_from_zero_then_reported() {
     }
     work.assert_no_output();
     assert!(!cache_blobs(&work.cache()).iter().any(|b| b == bad.hex()));
+    // The config, requested together with the layer, may still have been on its way when the
+    // pull stopped: its partial download stays to be resumed. The damaged bytes do not.
+    let partials = ingest_partials(&work.cache());
     assert!(
-        ingest_partials(&work.cache()).is_empty(),
-        "the damaged bytes stayed in ingest/: {:?}",
-        ingest_partials(&work.cache())
+        !partials.iter().any(|(name, _)| name.starts_with(bad.hex())),
+        "the damaged bytes stayed in ingest/: {partials:?}"
     );
     assert_cache_sound(&work.cache());
 }

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine as _;
@@ -301,6 +302,8 @@ impl TokenRequest {
 /// One request as the registry saw it.
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// The client's port: which connection the request came on.
+    pub connection: u16,
     pub method: String,
     pub path: String,
     pub query: Option<String>,
@@ -475,6 +478,8 @@ pub enum Action {
     StreamManifest,
     /// Send the manifest body one byte at a time, one every this long.
     DripManifest(Duration),
+    /// Answer (as otherwise) only after this long; any request.
+    Delay(Duration),
     /// Upload requests with a body (`PATCH`, `PUT`, `POST`): read `after` bytes of the body (a
     /// session keeps them, as a registry that wrote them to storage does), then drop the
     /// connection without an answer, as a reset mid-request looks to the client.
@@ -621,6 +626,9 @@ struct State {
     /// Body bytes received by upload endpoints in all.
     upload_bytes: u64,
     log: Vec<Request>,
+    /// Every connection accepted: its client port, and how many requests were answered
+    /// before it was.
+    accepted: Vec<(u16, usize)>,
     blob_gets: HashMap<String, usize>,
     blob_bytes_sent: u64,
     token_requests: usize,
@@ -708,14 +716,28 @@ impl FakeRegistry {
                     .build()
                     .expect("building the fake registry runtime");
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .expect("registering the fake registry socket");
+                    let listener = Counted {
+                        inner: tokio::net::TcpListener::from_std(listener)
+                            .expect("registering the fake registry socket"),
+                        shared: app_state.clone(),
+                    };
                     let app = Router::new().fallback(
-                        move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
+                        move |ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+                              method: Method,
+                              uri: Uri,
+                              headers: HeaderMap,
+                              body: Body| {
                             let shared = app_state.clone();
-                            async move { handle(shared, method, uri, headers, body).await }
+                            let call = Call {
+                                peer,
+                                method,
+                                uri,
+                                headers,
+                            };
+                            async move { handle(shared, call, body).await }
                         },
                     );
+                    let app = app.into_make_service_with_connect_info::<Peer>();
                     tokio::select! {
                         result = axum::serve(listener, app) => {
                             if let Err(e) = result {
@@ -940,15 +962,22 @@ impl FakeRegistry {
         self.shared.lock().max_in_flight
     }
 
-    /// Every request so far, in arrival order.
+    /// Every request so far, in the order they were answered.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().log.clone()
+    }
+
+    /// Every connection accepted so far: its client port ([`Request::connection`]) and how many
+    /// requests of [`requests`](Self::requests) were answered before it was accepted.
+    pub fn connections(&self) -> Vec<(u16, usize)> {
+        self.shared.lock().accepted.clone()
     }
 
     /// Forgets the request log and all counters (stored content and faults stay).
     pub fn reset_log(&self) {
         let mut state = self.shared.lock();
         state.log.clear();
+        state.accepted.clear();
         state.blob_gets.clear();
         state.blob_bytes_sent = 0;
         state.token_requests = 0;
@@ -1095,15 +1124,57 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn handle(
+/// The registry's listener: notes each connection it accepts.
+struct Counted {
+    inner: tokio::net::TcpListener,
     shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for Counted {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let mut state = self.shared.lock();
+        let answered = state.log.len();
+        state.accepted.push((addr.port(), answered));
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// The client port of a request's connection.
+#[derive(Clone, Copy)]
+struct Peer(u16);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Counted>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Counted>) -> Self {
+        Peer(stream.remote_addr().port())
+    }
+}
+
+/// A request's head and the client port of the connection it came on.
+struct Call {
+    peer: u16,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
+}
+
+async fn handle(shared: Arc<Shared>, call: Call, body: Body) -> Response {
+    let Call {
+        peer,
+        method,
+        uri,
+        headers,
+    } = call;
     let path = uri.path().to_string();
     let request = Incoming {
+        peer,
         method: &method,
         path: &path,
         query: uri.query(),
@@ -1111,6 +1182,9 @@ async fn handle(
         range: header_str(&headers, header::RANGE),
         headers: &headers,
     };
+    if let Some(wait) = delay(&shared, &request) {
+        tokio::time::sleep(wait).await;
+    }
     let gate = gate(&shared, &request);
     let picked = pick(&shared, &request, matches!(gate, Gate::Serve));
     let cut = picked.cut;
@@ -1147,6 +1221,7 @@ fn log_request(shared: &Shared, request: &Incoming, uri: &Uri, body_bytes: usize
         *state.blob_gets.entry(digest.to_string()).or_default() += 1;
     }
     state.log.push(Request {
+        connection: request.peer,
         method: request.method.to_string(),
         path: request.path.to_string(),
         query: uri.query().map(str::to_string),
@@ -1215,6 +1290,8 @@ fn cut_response() -> Response {
 
 /// A request as the router and the fault table see it.
 struct Incoming<'a> {
+    /// The client port of the connection (which connection it came on).
+    peer: u16,
     method: &'a Method,
     path: &'a str,
     query: Option<&'a str>,
@@ -1448,6 +1525,16 @@ fn gate(shared: &Shared, request: &Incoming) -> Gate {
 /// to `request` and uses them up. `served`: whether the request gets past routing and
 /// authentication to the manifest or blob it names (only an [`Action::Respond`] applies to
 /// the others).
+/// How long an [`Action::Delay`] holds the request back.
+fn delay(shared: &Shared, request: &Incoming) -> Option<Duration> {
+    let mut state = shared.lock();
+    let ranged = request.range.is_some();
+    take(&mut state.faults, request, ranged, |action| match action {
+        Action::Delay(wait) => Some(*wait),
+        _ => None,
+    })
+}
+
 fn pick(shared: &Shared, request: &Incoming, served: bool) -> Picked {
     let mut state = shared.lock();
     let State { repos, faults, .. } = &mut *state;
