@@ -371,7 +371,9 @@ def main():
     w("")
     w("- The page cache is never dropped: the registry's storage, docker-pull's cache and the "
       "archives stay in RAM, so cold means \"nothing in the tool's cache\", not \"nothing in memory\"; "
-      "the numbers measure CPU, memory and copying, not the disk.")
+      "the numbers measure CPU, memory and copying, not the disk. Each timed run starts after a "
+      "`sync` (outside the timing), so it does not pay for the write-back of what earlier runs "
+      "and the push of the images left dirty.")
     w("- skopeo has no blob cache (`skopeo copy ... docker-archive:`), so in the warm and "
       "after-base cases it does a cold pull; the warm docker-pull is also compared with `cp` "
       "of an archive of the same size.")

@@ -38,7 +38,8 @@
 # than %e), median over BENCH_RUNS runs, tools interleaved (A B A B ...). Outputs, caches and
 # skopeo's temporary directory are removed between runs, outside the timing. The page cache is never dropped: the registry's blobs and docker-pull's
 # cache are hot in memory (the machine has far more RAM than the data), so these numbers are
-# CPU/memory-bound pulls, not disk-bound ones.
+# CPU/memory-bound pulls, not disk-bound ones. Before each timed run, `sync` writes what
+# earlier runs left dirty, so that no run pays for another's write-back.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -132,6 +133,9 @@ timed() {
     local tf="$W/time.out" out="$W/cmd.log" t0 t1 wall user sys rss _elapsed
     local req0=0 conn0=0 req1 conn1
     if [ "$COUNTING" = 1 ]; then read -r req0 conn0 < <(registry_counts); fi
+    # What earlier runs (and the push of the images) left to write goes to the disk first,
+    # outside the timing, so no run pays for another's write-back.
+    sync
     t0=$EPOCHREALTIME
     if ! "${RUN_PREFIX[@]}" /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$out" 2>&1; then
         cat "$out" >&2

@@ -69,9 +69,10 @@ pub(super) fn gate(root: &Path, exclusive: bool) -> io::Result<File> {
 
 impl Cache {
     /// Notes that `image` used a stored blob (`hit`: found in the cache, not
-    /// downloaded now) in its record, which marks it used now, and holds it (see [`hold`]) until
-    /// [`release`](Self::release) or the end of the process, so no prune
-    /// removes it meanwhile. Best effort: statistics never fail a pull.
+    /// downloaded now) in its record, which marks it used now, and holds it
+    /// (see [`hold`]) until [`release`](Self::release) or the end of the
+    /// process, so no prune removes it meanwhile. Best effort: statistics
+    /// never fail a pull.
     ///
     /// [`hold`]: Self::hold
     pub fn record_use(&self, digest: &Digest, image: &str, hit: bool) {

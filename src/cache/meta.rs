@@ -1,8 +1,7 @@
 //! What is known of a stored blob's use, `meta/<hex>.json`: how often pulls
 //! found it in the cache and which images used it; the record's mtime is
-//! when a pull last used it. Best effort throughout: a
-//! missing or unreadable record reads as empty, and a failed write never
-//! fails a pull. Owns the record's format; must not touch the blobs.
+//! when a pull last used it. Best effort throughout: a missing or unreadable
+//! record reads as empty, and a failed write never fails a pull. Owns the record's format; must not touch the blobs.
 
 use std::path::Path;
 

@@ -17,8 +17,8 @@
 //!
 //! Where each part lives: directories and safe opens in fsx.rs, the download
 //! lock in lock.rs, use records in meta.rs, seals in seal.rs, blobs held by
-//! running pulls in held.rs, verified reads in verify.rs, listing, statistics, prune and
-//! clear in prune.rs. This module owns the files below the cache directory
+//! running pulls in held.rs, verified reads in verify.rs, listing,
+//! statistics, prune and clear in prune.rs. This module owns the files below the cache directory
 //! and nothing else: it never talks to the network and knows no archive
 //! format. With `--no-cache` a temporary directory with the same layout is
 //! used and removed at the end.
