@@ -389,3 +389,45 @@ fn blobs_are_let_go_once_their_image_is_written() {
         );
     }
 }
+
+/// Each blob a pull brings in is sealed as the file it ends up as: the seal (`meta/<hex>.seal`:
+/// boot, device, inode, size, mtime) matches the stored blob's metadata, for whole downloads and
+/// for chunked ones, so the next pull can use every blob without hashing it again.
+#[test]
+fn every_blob_a_pull_brings_in_is_sealed_as_it_is() {
+    use std::os::unix::fs::MetadataExt;
+    let registry = FakeRegistry::anonymous();
+    let image = random_image(Flavor::Docker, 3, 300_000, 95);
+    registry.push_image("sealed", "v1", &image);
+    let work = Work::new();
+    let run = work.pull_env(
+        &["-q", &registry.reference("sealed", "v1")],
+        &[
+            ("DOCKER_PULL_CHUNK_THRESHOLD", "100K"),
+            ("DOCKER_PULL_CHUNK_SIZE", "64K"),
+        ],
+        &[],
+        None,
+    );
+    run.success();
+    let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+        return;
+    };
+    let blobs = cache_blobs(&work.cache());
+    assert_eq!(blobs.len(), image.layers.len() + 1, "{blobs:?}");
+    for hex in blobs {
+        let m = std::fs::metadata(work.cache().join("blobs/sha256").join(&hex)).unwrap();
+        let seal = std::fs::read_to_string(work.cache().join("meta").join(format!("{hex}.seal")))
+            .unwrap_or_else(|e| panic!("no seal for {hex}: {e}"));
+        let expected = format!(
+            "seal1 {} {} {} {} {} {}\n",
+            boot.trim(),
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        assert_eq!(seal, expected, "the seal of {hex} is not its file's");
+    }
+}
