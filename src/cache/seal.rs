@@ -118,13 +118,15 @@ impl Cache {
 
     /// Seals the stored blob `digest` just checked: `before` is its file's
     /// metadata from before the check, `now` from after it. Nothing is
-    /// sealed if the file changed meanwhile. Best effort.
+    /// sealed if the file changed meanwhile, nor on a file system that keeps
+    /// whole seconds only (an mtime without nanoseconds), where a write in
+    /// the same second would leave the mtime as it was. Best effort.
     pub fn seal(&self, digest: &Digest, before: &Metadata, now: &Metadata) {
         let Some(boot) = this_boot() else {
             return;
         };
         let seal = Seal::of(boot, before);
-        if !before.is_file() || seal != Seal::of(boot, now) {
+        if !before.is_file() || before.mtime_nsec() == 0 || seal != Seal::of(boot, now) {
             return;
         }
         let path = self.seal_path(digest.hex());
@@ -204,10 +206,24 @@ mod tests {
         let after = fs::metadata(cache.blob_path(&d)).unwrap();
         assert_eq!(after.len(), 5);
         assert!(!cache.trusts(&d, &after));
-        // Nor is a file sealed that changed while it was checked.
+        // Nor is a file sealed that changed while it was checked, or one whose
+        // mtime has whole seconds only.
         cache.unseal(d.hex());
         cache.seal(&d, &m, &after);
         assert!(!cache.seal_path(d.hex()).exists());
+        let f = fs::File::options()
+            .append(true)
+            .open(cache.blob_path(&d))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+            .unwrap();
+        let coarse = fs::metadata(cache.blob_path(&d)).unwrap();
+        assert_eq!(coarse.mtime_nsec(), 0);
+        cache.seal(&d, &coarse, &coarse);
+        assert!(
+            !cache.seal_path(d.hex()).exists(),
+            "sealed on whole seconds"
+        );
     }
 
     #[test]
