@@ -139,11 +139,11 @@ fn the_config_and_the_layers_go_together() {
 /// ping goes out on `-j` connections at once), not once the manifest is in. Over a link with a
 /// round trip, every connection is up before any answer comes back; here a registry that takes
 /// 100 ms to answer `/v2/` stands in for it. `/v2/` is asked `-j` times, and every connection
-/// a blob goes over was accepted before the manifest was answered. (Two blobs, so that with
-/// `-j 3` neither waits for the manifest's connection to be free. The client's pool may open a
-/// connection more than it then uses, when one it waits for comes free first, so connections
-/// are not counted; on loopback that new one may even win, so a request that follows another
-/// on one connection, as with `-j 1`, proves nothing here.)
+/// a blob goes over was accepted before the manifest was answered. (Two blobs, the config sent
+/// slowly so that the layer is asked for while it is on its way, over a connection of its own.
+/// The client's pool may open a connection more than it then uses, when one it waits for comes
+/// free first, so connections are not counted; on loopback that new one may even win, so a
+/// request that follows another on one connection, as with `-j 1`, proves nothing here.)
 #[test]
 fn the_connections_for_the_blobs_are_open_before_the_manifest_is_in() {
     let image = random_image(Flavor::Docker, 1, 50_000, 81);
@@ -151,6 +151,11 @@ fn the_connections_for_the_blobs_are_open_before_the_manifest_is_in() {
     registry.push_image("warm", "v1", &image);
     let slow = Action::Delay(Duration::from_millis(100));
     registry.add_fault(Fault::new(Match::path("/v2/"), slow).always());
+    let paced = Action::Pace(Throttle {
+        chunk: 64,
+        delay: Duration::from_millis(40),
+    });
+    registry.add_fault(Fault::new(Match::blob(&image.config.digest), paced).always());
     let work = Work::new();
     work.pull(&["-q", "-j", "3", &registry.reference("warm", "v1")])
         .success();
